@@ -1,0 +1,113 @@
+"""Maps from an agent's action to a mixture (a probability vector over the K domains).
+
+Why a floor: a domain whose weight reaches 0 is never sampled again, so nothing the agent
+observes can tell it that the domain became useful. ODM keeps an exploration floor eps_t
+and HDS gives every domain one micro-batch per decision for the same reason. The "softmax"
+and "normalize" maps mix their result with the uniform distribution:
+``mixture = (1 - eps) * p + eps / K``, so every domain keeps at least eps/K.
+
+========== ===================== ============================================================
+name       action space          mixture
+========== ===================== ============================================================
+softmax    Box(-1, 1, (K,))      (1 - eps) * softmax(a / temperature) + eps / K
+normalize  Box(-1, 1, (K,))      (1 - eps) * max(a, 0) / sum(max(a, 0)) + eps / K; an action
+                                 with no positive entry gives the uniform mixture
+simplex    Box(0, 1, (K,))       a / sum(a): the action is the mixture's weights, normalised
+                                 (any sample of the space is valid, as Gymnasium requires);
+                                 an all-zero action is an error. For bandits and schedules
+========== ===================== ============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from gymnasium import spaces
+
+ACTION_MAPS = ("softmax", "normalize", "simplex")
+_BOUND_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class ActionMap:
+    """A validated action-to-mixture map.
+
+    Attributes:
+        name: one of `ACTION_MAPS`.
+        num_domains: K.
+        temperature: softmax temperature (softmax only); lower makes mixtures more extreme.
+        eps: share of the mixture spread uniformly (softmax and normalize), in [0, 1].
+    """
+
+    name: str
+    num_domains: int
+    temperature: float = 0.5
+    eps: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.name not in ACTION_MAPS:
+            raise ValueError(f"unknown action_map {self.name!r}; choose one of {', '.join(ACTION_MAPS)}")
+        if not self.temperature > 0 or not np.isfinite(self.temperature):
+            raise ValueError(f"temperature must be a positive finite number, got {self.temperature!r}")
+        if not 0.0 <= self.eps <= 1.0:
+            raise ValueError(f"eps must be in [0, 1], got {self.eps!r}")
+
+    @property
+    def space(self) -> spaces.Box:
+        """The action space this map accepts."""
+        low = 0.0 if self.name == "simplex" else -1.0
+        return spaces.Box(low, 1.0, shape=(self.num_domains,), dtype=np.float32)
+
+    def __call__(self, action: object) -> np.ndarray:
+        """Validate `action` and return its mixture (float64, shape (K,), sums to 1)."""
+        a = _as_vector(action, self.num_domains)
+        low = 0.0 if self.name == "simplex" else -1.0
+        if np.any(a < low - _BOUND_TOLERANCE) or np.any(a > 1.0 + _BOUND_TOLERANCE):
+            raise ValueError(f"action {a!r} lies outside the action space [{low}, 1]^{self.num_domains}")
+        if self.name == "simplex":
+            a = np.clip(a, 0.0, None)
+            if not a.sum() > 0:
+                raise ValueError(f"a 'simplex' action needs a positive weight, got {a!r}")
+            return a / a.sum()
+        if self.name == "softmax":
+            z = a / self.temperature
+            p = np.exp(z - z.max())
+            p /= p.sum()
+        else:
+            positive = np.clip(a, 0.0, None)
+            total = positive.sum()
+            p = positive / total if total > 0 else np.full(self.num_domains, 1.0 / self.num_domains)
+        return (1.0 - self.eps) * p + self.eps / self.num_domains
+
+    def inverse(self, mixture: np.ndarray) -> np.ndarray:
+        """An action that this map turns into `mixture` (clipped to the action space).
+
+        Used to put a warm-up policy's mixture (ODM's, a fixed prior) into a replay buffer
+        as the action that produced it. Exact unless the mixture lies below the eps floor or
+        beyond what the bounded action can reach.
+        """
+        m = np.asarray(mixture, dtype=np.float64)
+        if self.name == "simplex":
+            return m.astype(np.float32)
+        k = self.num_domains
+        p = np.clip((m - self.eps / k) / max(1.0 - self.eps, 1e-12), 1e-12, None)
+        p /= p.sum()
+        if self.name == "softmax":
+            z = np.log(p) * self.temperature
+            a = z - z.max() + 1.0  # softmax is shift-invariant: put the top entry at the bound
+        else:
+            a = p / p.max()
+        return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def _as_vector(action: object, num_domains: int) -> np.ndarray:
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"action {action!r} cannot be read as {num_domains} numbers: {error}") from None
+    if a.shape != (num_domains,):
+        raise ValueError(f"action must have shape ({num_domains},), got shape {a.shape}: {action!r}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf: {action!r}")
+    return a

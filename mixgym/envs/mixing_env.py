@@ -1,0 +1,304 @@
+"""MixingEnv: language-model pretraining as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mixgym.envs.action_maps import ActionMap
+from mixgym.envs.features import ObservationLayout
+from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward
+from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
+
+_DEFAULT_LAYERS = 3
+
+
+class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Choose the data mixture of a pretraining run, one decision at a time.
+
+    ## Description
+
+    One episode is one pretraining run of a backend (the fast `ToyBackend` or a
+    `transformers` causal LM through `HFBackend`). Every `steps_per_action` optimizer steps
+    the agent picks a mixture over the K data domains; the backend trains on batches drawn
+    from it; the environment observes the training dynamics and pays a reward. This is the
+    loop of ODM (bandit), AC-ODM (DDPG) and HDS (SAC), with the loop and the agent apart.
+
+    ## Action Space
+
+    ``Box(-1, 1, (K,), float32)`` mapped to a mixture by ``action_map`` (default
+    ``"softmax"``: ``(1 - eps) * softmax(a / temperature) + eps / K`` with temperature 0.5 and
+    eps 0.05, so each domain keeps at least 1% at K=5). ``"normalize"`` clips to >= 0 and
+    divides by the sum (same floor); ``"simplex"`` (``Box(0, 1, (K,))``) takes the mixture
+    weights, divided by their sum, for bandits and fixed schedules. See
+    `mixgym.envs.action_maps`. Actions with NaN or inf, of the wrong shape, outside the space
+    (beyond 1e-5) or, for "simplex", all zero raise `ValueError`.
+
+    ## Observation Space
+
+    A flat ``Box`` of float32 of size 4K + 2L + 1 (L = 3 chosen weight matrices):
+
+    | index         | observation                                         | min | max |
+    |---------------|-----------------------------------------------------|-----|-----|
+    | 0 .. K-1      | z-score of per-domain training loss                 | -3  | 3   |
+    | K .. 2K-1     | z-score of its change since the previous decision   | -3  | 3   |
+    | 2K .. 3K-1    | share of the decision's samples per domain          | 0   | 1   |
+    | 3K .. 4K-1    | held-out loss / held-out loss at reset              | 0   | 5   |
+    | 4K .. 4K+L-1  | z-score of the chosen matrices' norms               | -3  | 3   |
+    | 4K+L .. 4K+2L-1 | z-score of the norms of their last update         | -3  | 3   |
+    | 4K+2L         | progress: optimizer steps / budget                  | 0   | 1   |
+
+    All features are size-invariant, so a policy moves between backends with the same K
+    (details in `mixgym.envs.features`).
+
+    ## Rewards
+
+    - ``"alignment"`` (default; AC-ODM): mixture-weighted gradient-alignment score ``m . s``
+      with ``s_i = sum_{j!=i} <g_i, g_j> / mean_k ||g_k||``.
+    - ``"holistic"`` (HDS): ``w_align * alignment + w_div * diversity + w_stab * stability``,
+      weights 1, 10, 10 (``reward_kwargs`` sets them and ``diversity="mtld"|"ttr-progress"``).
+    - ``"eval_loss"``: decrease of the target-weighted mean held-out loss.
+    - any callable ``(before: Snapshot, after: Snapshot, env) -> float | (float, dict)``.
+
+    Formulas and sources are in `mixgym.envs.rewards`; components go to ``info["rewards"]``.
+
+    ## Starting State
+
+    ``reset(seed=s)`` starts a fresh run: the backend's model, optimizer and data order are
+    seeded from the environment's ``np_random``, so the same seed and actions give
+    bit-identical observations and rewards on CPU.
+
+    ## Episode End
+
+    Terminated when the backend's optimizer-step budget ``total_steps`` is spent (the last
+    decision may train fewer than ``steps_per_action`` steps), after
+    ``ceil(total_steps / steps_per_action)`` decisions. Truncation is left to a
+    ``TimeLimit`` wrapper (``gymnasium.make(..., max_episode_steps=n)``).
+
+    ## Info
+
+    Every step: ``mixture`` (K, sums to 1), ``train_loss`` (K, this decision's mean; for a
+    domain not sampled, its last known value: ``samples`` says which are fresh), ``eval_loss`` (K, at the last evaluation), ``eval_fresh``,
+    ``objective`` (target-weighted mean held-out loss), ``samples`` (K), ``tokens``
+    (cumulative), ``step`` (optimizer steps), ``decision``, ``learning_rate``, ``rewards``
+    (the reward's components). Wall-clock ``timings`` (seconds in train, eval, signals and
+    reward, this decision and summed over the episode) are on ``env.unwrapped.timings``, and
+    in ``info["timings"]`` only with ``info_timings=True``: by default ``info`` is exactly
+    reproducible from the seed, as Gymnasium's checker demands.
+
+    ## Arguments
+
+    ```python
+    gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
+                   temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
+                   eval_every=1, reward_kwargs=None, info_timings=False, **backend_kwargs)
+    ```
+
+    - ``backend``: ``"toy"``, ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
+      `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf).
+    - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
+    - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
+
+    ## Version History
+
+    - v0: initial version.
+
+    >>> import gymnasium, mixgym
+    >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape
+    (19,)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> round(float(info["mixture"].sum()), 6), info["step"]
+    (1.0, 10)
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(
+        self,
+        backend: str | Backend = "toy",
+        reward: str | Reward | RewardFn = "alignment",
+        action_map: str = "softmax",
+        temperature: float = 0.5,
+        eps: float = 0.05,
+        steps_per_action: int = 10,
+        total_steps: int | None = None,
+        eval_every: int = 1,
+        reward_kwargs: dict[str, Any] | None = None,
+        info_timings: bool = False,
+        render_mode: str | None = None,
+        **backend_kwargs: Any,
+    ) -> None:
+        if not isinstance(steps_per_action, (int, np.integer)) or steps_per_action < 1:
+            raise ValueError(f"steps_per_action must be an integer >= 1, got {steps_per_action!r}")
+        if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+            raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+        if total_steps is not None and (not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
+            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if "num_domains" in backend_kwargs and (
+            not isinstance(backend_kwargs["num_domains"], (int, np.integer)) or backend_kwargs["num_domains"] < 2
+        ):
+            raise ValueError(f"num_domains (K) must be an integer >= 2, got {backend_kwargs['num_domains']!r}")
+        if isinstance(backend, str):
+            if total_steps is not None:
+                backend_kwargs["total_steps"] = int(total_steps)
+            self.backend: Backend = make_backend(backend, **backend_kwargs)
+        else:
+            if backend_kwargs:
+                raise ValueError(f"backend options {sorted(backend_kwargs)} cannot be applied to a backend instance")
+            if total_steps is not None and total_steps != backend.total_steps:
+                raise ValueError(
+                    f"total_steps={total_steps!r} differs from the backend instance's budget {backend.total_steps!r}"
+                )
+            self.backend = backend
+        k = len(self.backend.domains)
+        if k < 2:
+            raise ValueError(f"a mixing problem needs K >= 2 domains, got {k}: {self.backend.domains}")
+
+        self.reward_fn = make_reward(reward, **(reward_kwargs or {}))
+        needed = getattr(self.reward_fn, "requires", frozenset())
+        require_signals(self.backend, needed, f"reward {getattr(self.reward_fn, 'name', reward)!r}")
+        self._needs_gradients = Signal.GRADIENTS in needed
+        self._has_weights = Signal.WEIGHT_NORMS in self.backend.signals
+
+        self.action_mapper = ActionMap(action_map, k, temperature, eps)
+        self.steps_per_action = int(steps_per_action)
+        self.eval_every = int(eval_every)
+        self.render_mode = render_mode
+        self.info_timings = bool(info_timings)
+        self.timings: dict[str, dict[str, float]] = {"last": {}, "total": {}}
+        num_layers = len(self.backend.weight_stats().names) if self._has_weights else _DEFAULT_LAYERS
+        self.layout = ObservationLayout(k, num_layers)
+        self.action_space = self.action_mapper.space
+        self.observation_space = self.layout.space()
+        weights = self.backend.info.objective_weights
+        self.objective_weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
+        self._snapshot: Snapshot | None = None
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.backend.domains)
+
+    @property
+    def num_decisions(self) -> int:
+        """Decisions in one episode: ceil(total_steps / steps_per_action)."""
+        return -(-self.backend.total_steps // self.steps_per_action)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.backend.reset(int(self.np_random.integers(2**31 - 1)))
+        eval_loss = self._evaluate()
+        k = len(self.domains)
+        self._initial_eval = eval_loss
+        self._decision = 0
+        self._tokens = 0
+        self.timings = {"last": {}, "total": {}}
+        self._snapshot = Snapshot(
+            step=self.backend.step,
+            mixture=None,
+            train_loss=eval_loss.copy(),
+            samples=np.zeros(k, dtype=np.int64),
+            eval_loss=eval_loss,
+            weights=self.backend.weight_stats() if self._has_weights else None,
+        )
+        obs = self.layout.build(self._snapshot, self._snapshot.train_loss, self._initial_eval)
+        info = {"eval_loss": eval_loss, "objective": float(self.objective_weights @ eval_loss), "step": 0, "tokens": 0}
+        return obs, info
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._snapshot is None:
+            raise RuntimeError("call reset() before step()")
+        before = self._snapshot
+        if before.progress >= 1.0:
+            raise RuntimeError("the episode has terminated (budget spent); call reset()")
+        mixture = self.action_mapper(action)
+        n_steps = min(self.steps_per_action, self.backend.total_steps - self.backend.step)
+
+        t0 = time.perf_counter()
+        stats = self.backend.train(mixture, n_steps)
+        bad = [d for d, loss in zip(self.domains, stats.train_loss) if stats.samples[self.domains.index(d)] and not np.isfinite(loss)]
+        if bad:
+            raise FloatingPointError(f"non-finite training loss at step {self.backend.step} in domain(s) {bad}")
+        t1 = time.perf_counter()
+        self._decision += 1
+        terminated = self.backend.step >= self.backend.total_steps
+        fresh = terminated or self._decision % self.eval_every == 0
+        eval_loss = self._evaluate() if fresh else before.eval_loss
+        t2 = time.perf_counter()
+        sampled = stats.samples > 0
+        after = Snapshot(
+            step=self.backend.step,
+            mixture=mixture,
+            train_loss=np.where(sampled, stats.train_loss, before.train_loss),
+            samples=stats.samples,
+            eval_loss=eval_loss,
+            weights=self.backend.weight_stats() if self._has_weights else None,
+            gradients=self.backend.domain_gradients() if self._needs_gradients else None,
+            token_ids=stats.token_ids,
+            progress=self.backend.step / self.backend.total_steps,
+        )
+        t3 = time.perf_counter()
+        result = call_reward(self.reward_fn, before, after, self)
+        t4 = time.perf_counter()
+        self._tokens += stats.tokens
+        self._snapshot = after
+        obs = self.layout.build(after, before.train_loss, self._initial_eval)
+        info = {
+            "mixture": mixture,
+            "train_loss": after.train_loss,
+            "eval_loss": eval_loss,
+            "eval_fresh": fresh,
+            "objective": float(self.objective_weights @ eval_loss),
+            "samples": stats.samples,
+            "tokens": self._tokens,
+            "step": self.backend.step,
+            "decision": self._decision,
+            "learning_rate": stats.learning_rate,
+            "rewards": result.components,
+        }
+        last = {"train": t1 - t0, "eval": t2 - t1, "signals": t3 - t2, "reward": t4 - t3}
+        total = self.timings["total"]
+        self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
+        if self.info_timings:
+            info["timings"] = last
+        return obs, result.value, terminated, False, info
+
+    def _evaluate(self) -> np.ndarray:
+        losses = self.backend.evaluate()
+        return np.array([losses[d] for d in self.backend.domains], dtype=np.float64)
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: the last decision's mixture and held-out losses as text."""
+        if self.render_mode != "ansi" or self._snapshot is None:
+            return None
+        snap = self._snapshot
+        mixture = snap.mixture if snap.mixture is not None else np.full(len(self.domains), np.nan)
+        rows = [f"step {snap.step}/{self.backend.total_steps}"]
+        rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
+        return "\n".join(rows)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The environment's state (backend, snapshot, counters, RNG) for checkpoints."""
+        return {
+            "backend": self.backend.state_dict(),
+            "snapshot": self._snapshot,
+            "initial_eval": getattr(self, "_initial_eval", None),
+            "decision": getattr(self, "_decision", 0),
+            "tokens": getattr(self, "_tokens", 0),
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from `state_dict`."""
+        self.backend.load_state_dict(state["backend"])
+        self._snapshot = state["snapshot"]
+        self._initial_eval = state["initial_eval"]
+        self._decision = state["decision"]
+        self._tokens = state["tokens"]
+        self.np_random.bit_generator.state = state["np_random"]

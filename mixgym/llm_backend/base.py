@@ -1,0 +1,158 @@
+"""The backend protocol: a pretraining run that can be driven one mixture at a time.
+
+A backend knows nothing of reinforcement learning. `MixingEnv` asks it to train for some
+optimizer steps on a given mixture, then reads what it reports (losses, per-domain
+gradients, weight norms, the tokens it trained on) to build observations and rewards.
+
+Not every backend can report everything: a backend lists what it provides in `signals`,
+and a reward that needs a missing signal fails when the environment is constructed
+(`require_signals`), not deep inside the first `step`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class Signal(str, enum.Enum):
+    """An optional measurement a backend can report besides losses."""
+
+    GRADIENTS = "gradients"
+    """`domain_gradients()`: one gradient per domain on the chosen parameters."""
+    WEIGHT_NORMS = "weight_norms"
+    """`weight_stats()`: norms of the chosen weight matrices and of their last update."""
+    TOKENS = "tokens"
+    """`TrainStats.token_ids`: the tokens trained on, for lexical-diversity rewards."""
+
+
+@dataclass(frozen=True)
+class TrainStats:
+    """What one `Backend.train` call did.
+
+    Attributes:
+        samples: per-domain number of sequences (examples) trained on, shape (K,).
+        train_loss: per-domain mean training loss over those samples, shape (K,);
+            NaN for a domain that got no sample in this call.
+        tokens: tokens trained on in this call.
+        wall_time: seconds spent in the call.
+        learning_rate: learning rate at the last optimizer step of the call.
+        token_ids: the token ids trained on in this call, shape (sequences, length), in
+            training order, or None if the backend does not provide `Signal.TOKENS`.
+    """
+
+    samples: np.ndarray
+    train_loss: np.ndarray
+    tokens: int
+    wall_time: float
+    learning_rate: float
+    token_ids: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Norms of the chosen weight matrices (Frobenius), one entry per matrix.
+
+    Attributes:
+        names: the matrices' names, length L.
+        norms: ||W_l|| now, shape (L,).
+        update_norms: ||W_l(now) - W_l(before the last train call)||, shape (L,).
+    """
+
+    names: tuple[str, ...]
+    norms: np.ndarray
+    update_norms: np.ndarray
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Static facts about a backend that agents and reports may use."""
+
+    domain_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Training-set size per domain (examples or tokens), for "natural" mixtures."""
+    tokens_per_sample: int = 1
+    objective_weights: np.ndarray | None = None
+    """Weights of the per-domain held-out losses in the run's objective; None is uniform."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A training run driven one mixture at a time (see DESIGN.md, "The backend protocol").
+
+    Implementations: `mixgym.llm_backend.toy.ToyBackend` (milliseconds, known optimum) and
+    `mixgym.llm_backend.hf.HFBackend` (any `transformers` causal LM).
+    """
+
+    domains: list[str]
+    """The K domain names, in the order every per-domain array uses."""
+    signals: frozenset[Signal]
+    """The optional measurements this backend reports."""
+    total_steps: int
+    """Optimizer-step budget of one run."""
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps taken since the last `reset`."""
+        ...
+
+    @property
+    def info(self) -> BackendInfo:
+        """Static facts (domain sizes, tokens per sample)."""
+        ...
+
+    def reset(self, seed: int) -> None:
+        """Start a fresh run: new model, optimizer, data order and RNG from `seed`."""
+        ...
+
+    def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
+        """Take `n_steps` optimizer steps on batches drawn from `mixture` (shape (K,))."""
+        ...
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out loss per domain on fixed evaluation batches."""
+        ...
+
+    def domain_gradients(self) -> np.ndarray:
+        """Per-domain gradients on the chosen parameters, shape (K, D)."""
+        ...
+
+    def weight_stats(self) -> WeightStats:
+        """Norms of the chosen weight matrices and of their change in the last `train`."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the run bit-exactly."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state produced by `state_dict`."""
+        ...
+
+
+def require_signals(backend: Backend, needed: frozenset[Signal], user: str) -> None:
+    """Raise if `backend` lacks a signal that `user` (e.g. a reward's name) needs."""
+    missing = needed - backend.signals
+    if missing:
+        names = ", ".join(sorted(s.value for s in missing))
+        have = ", ".join(sorted(s.value for s in backend.signals)) or "none"
+        raise ValueError(
+            f"{user} needs the backend signal(s) {names}, which "
+            f"{type(backend).__name__} does not provide (it provides: {have})"
+        )
+
+
+def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:
+    """Return `mixture` as float64 after checking it is a probability vector over K domains.
+
+    A backend is handed mixtures by the environment, which already validated actions; this
+    guards direct users of a backend (notebooks, the oracle search).
+    """
+    m = np.asarray(mixture, dtype=np.float64)
+    if m.shape != (num_domains,):
+        raise ValueError(f"mixture must have shape ({num_domains},), got {m.shape}: {m!r}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0) or abs(m.sum() - 1.0) > 1e-6:
+        raise ValueError(f"mixture must be finite, non-negative and sum to 1, got {m!r}")
+    return m

@@ -1,0 +1,499 @@
+"""ToyBackend: a real multi-domain learning problem that trains in microseconds per step.
+
+Why a toy: reinforcement-learning agents need thousands of episodes, and a language model
+gives one in hours. The toy keeps what makes data mixing hard -- domains that help each
+other, domains that conflict, a domain that repeats another, a domain of pure noise, domains
+of different difficulty and size -- and trains a small network with real gradients fast
+enough that the best static mixture can be found by search (`mixgym.llm_backend.oracle`),
+which gives every agent a regret.
+
+The task. Each domain k draws inputs x ~ N(mu_k, I_d) and targets
+``y = sqrt(1 - noise_k) * f_k(x) + sqrt(noise_k) * eps`` with ``f_k(x) = v_k . tanh(s_k x U)``
+normalised to unit variance, so predicting 0 costs a loss of 1 and the best possible loss is
+``noise_k``. The teacher features ``tanh(s_k x U)`` are shared by every domain (shared
+structure: learning one domain teaches features the others use); ``s_k`` (difficulty) makes
+the function more non-linear; the head ``v_k`` says how domains relate:
+
+========== ===========================================================================
+kind       head and inputs
+========== ===========================================================================
+easy       own head, difficulty 0.5 (nearly linear)
+hard       own head, difficulty 2.5
+noise      no signal: ``noise = 1``; training on it only pulls predictions to 0
+redundant  the same function and inputs as the first "hard" domain (a near-duplicate)
+conflict   minus the first "easy" domain's function, on nearly the same inputs
+related    0.7 of the first "hard" head plus 0.3 of its own, nearby inputs (transfer)
+========== ===========================================================================
+
+The student is a 3-layer tanh MLP (d -> h -> h -> 1) trained by SGD with momentum and a
+cosine learning-rate schedule on the mean squared error; each example's domain is drawn from
+the mixture. Its three weight matrices are the "chosen layers" whose norms and gradients
+the environment reads, as AC-ODM and HDS read three MLP output matrices of a transformer.
+Per-domain gradients come from a fixed probe set per domain (a backward pass costs
+microseconds here, so the toy has no need for the HF backend's micro-batch differencing).
+"Tokens" of an example are its input coordinates quantised into 8 bins each, and one batch
+is one "sequence", so the lexical-diversity reward of HDS measures how spread out the inputs
+trained on are.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+
+DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
+"""Domain archetypes, in the order `default_domains` hands them out."""
+
+_KIND_DEFAULTS: dict[str, tuple[float, float]] = {
+    # kind: (difficulty, label-noise fraction)
+    "easy": (0.5, 0.05),
+    "hard": (2.5, 0.05),
+    "noise": (1.0, 1.0),
+    "redundant": (2.5, 0.05),
+    "conflict": (0.5, 0.05),
+    "related": (2.0, 0.1),
+}
+_TOKEN_BINS = 8
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One synthetic domain.
+
+    Attributes:
+        name: unique name.
+        kind: one of `DOMAIN_KINDS` (see the module docstring).
+        difficulty: scale s of the teacher's input; larger is more non-linear.
+        noise: fraction of target variance that is label noise, in [0, 1].
+        size: number of training examples (sampled with replacement: small domains repeat).
+    """
+
+    name: str
+    kind: str
+    difficulty: float
+    noise: float
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in DOMAIN_KINDS:
+            raise ValueError(f"unknown domain kind {self.kind!r}; known: {', '.join(DOMAIN_KINDS)}")
+        if not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"domain {self.name!r}: noise must be in [0, 1], got {self.noise!r}")
+        if self.difficulty <= 0:
+            raise ValueError(f"domain {self.name!r}: difficulty must be > 0, got {self.difficulty!r}")
+        if self.size < 1:
+            raise ValueError(f"domain {self.name!r}: size must be >= 1, got {self.size!r}")
+
+
+def default_domains(num_domains: int, task_seed: int = 0) -> tuple[DomainSpec, ...]:
+    """The default K domains: the six kinds in order, then random kinds and difficulties.
+
+    K=5 gives easy, hard, noise, redundant, conflict. Beyond six, kinds are drawn at random
+    (from `task_seed`) with difficulty and noise jittered around the kind's defaults, and
+    sizes spread over two orders of magnitude so that some domains repeat.
+    """
+    if num_domains < 2:
+        raise ValueError(f"num_domains must be >= 2, got {num_domains!r}")
+    rng = np.random.default_rng([task_seed, 1])
+    specs: list[DomainSpec] = []
+    counts: dict[str, int] = {}
+    for k in range(num_domains):
+        if k < len(DOMAIN_KINDS):
+            kind = DOMAIN_KINDS[k]
+            difficulty, noise = _KIND_DEFAULTS[kind]
+            size = 400 if kind == "related" else 20_000
+        else:
+            kind = str(rng.choice(["easy", "hard", "hard", "related", "redundant", "conflict", "noise"]))
+            difficulty, noise = _KIND_DEFAULTS[kind]
+            difficulty *= float(rng.uniform(0.6, 1.4))
+            noise = noise if kind == "noise" else float(rng.uniform(0.02, 0.3))
+            size = int(10 ** rng.uniform(2.5, 4.5))
+        counts[kind] = counts.get(kind, 0) + 1
+        name = kind if counts[kind] == 1 else f"{kind}{counts[kind]}"
+        specs.append(DomainSpec(name, kind, difficulty, noise, size))
+    return tuple(specs)
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """Configuration of a `ToyBackend`; every default is the one the benchmarks use.
+
+    Attributes:
+        num_domains: K, used when `domains` is None.
+        domains: explicit domain specs; None means `default_domains(num_domains, task_seed)`.
+        total_steps: optimizer-step budget of one run.
+        input_dim: d, input dimension.
+        hidden_dim: h, width of the student's two hidden layers.
+        teacher_units: m, number of shared teacher features.
+        batch_size: examples per optimizer step.
+        learning_rate: peak SGD learning rate (cosine decay to 10% over `total_steps`).
+        momentum: SGD momentum.
+        domain_shift: distance of each domain's input mean from the origin.
+        conflict_offset: distance of a "conflict" domain's input mean from its source's; the
+            smaller, the more their inputs overlap and the harder the conflict.
+        domain_tag: scale of a one-hot domain tag appended to the student's input (as a
+            language model can tell code from prose by looking); 0 hides the domain. A
+            "redundant" domain carries its source's tag: it is the same data.
+        eval_size: held-out examples per domain (fixed per task).
+        probe_size: examples per domain for `domain_gradients` (fixed per task).
+        target_weights: weights of the per-domain held-out losses in the objective; None is
+            uniform over the domains that are not of kind "noise" (junk is in the training
+            pool, not in what the model should learn; its loss is irreducible anyway).
+        task_seed: seed of the task (teacher, inputs, held-out sets). The run's own seed
+            (initialisation and sampling) is the one given to `reset`.
+    """
+
+    num_domains: int = 5
+    domains: tuple[DomainSpec, ...] | None = None
+    total_steps: int = 1000
+    input_dim: int = 16
+    hidden_dim: int = 32
+    teacher_units: int = 32
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    domain_shift: float = 3.0
+    conflict_offset: float = 3.0
+    domain_tag: float = 2.0
+    eval_size: int = 128
+    probe_size: int = 64
+    target_weights: tuple[float, ...] | None = None
+    task_seed: int = 0
+
+    def __post_init__(self) -> None:
+        domains = self.domains if self.domains is not None else default_domains(self.num_domains, self.task_seed)
+        object.__setattr__(self, "domains", tuple(domains))
+        object.__setattr__(self, "num_domains", len(domains))
+        if len(domains) < 2:
+            raise ValueError(f"a toy task needs at least 2 domains, got {len(domains)}")
+        names = [d.name for d in domains]
+        if len(set(names)) != len(names):
+            raise ValueError(f"domain names must be unique, got {names}")
+        for name in ("total_steps", "input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.target_weights is not None:
+            w = np.asarray(self.target_weights, dtype=np.float64)
+            if w.shape != (len(domains),) or np.any(w < 0) or not w.sum() > 0:
+                raise ValueError(
+                    f"target_weights must be {len(domains)} non-negative numbers with a positive sum, "
+                    f"got {self.target_weights!r}"
+                )
+
+    def objective_weights(self) -> np.ndarray:
+        """Normalised weights of the per-domain held-out losses in the objective."""
+        if self.target_weights is not None:
+            w = np.asarray(self.target_weights, dtype=np.float64)
+        else:
+            assert self.domains is not None
+            w = np.array([0.0 if d.kind == "noise" else 1.0 for d in self.domains])
+            if not w.sum() > 0:
+                w = np.ones(self.num_domains)
+        return w / w.sum()
+
+    def fingerprint(self) -> str:
+        """A short hash identifying the task and training set-up (for caches and checkpoints)."""
+        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Task:
+    """Fixed data of a task: training sets, held-out sets, probe sets (all from task_seed)."""
+
+    train_x: np.ndarray  # (N, d), all domains concatenated
+    train_y: np.ndarray  # (N,)
+    offsets: np.ndarray  # (K,) start of each domain in train_x
+    sizes: np.ndarray  # (K,)
+    eval_x: np.ndarray  # (K, E, d)
+    eval_y: np.ndarray  # (K, E)
+    probe_x: np.ndarray  # (K, P, d)
+    probe_y: np.ndarray  # (K, P)
+    token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    input_dim: int = 0  # the student's input: d features plus the K-dim domain tag
+
+
+def _make_task(cfg: ToyConfig) -> _Task:
+    """Draw the teacher and every fixed data set of a task from `cfg.task_seed`."""
+    rng = np.random.default_rng([cfg.task_seed, 0])
+    d, m = cfg.input_dim, cfg.teacher_units
+    teacher = rng.standard_normal((d, m)) / np.sqrt(d)
+    domains = cfg.domains
+    assert domains is not None
+    first = {kind: next((i for i, s in enumerate(domains) if s.kind == kind), None) for kind in ("easy", "hard")}
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    means, heads, scales = [], [], []
+    for k, spec in enumerate(domains):
+        own_mean = unit(rng.standard_normal(d)) * cfg.domain_shift
+        own_head = unit(rng.standard_normal(m))
+        source = {"redundant": first["hard"], "related": first["hard"], "conflict": first["easy"]}.get(spec.kind)
+        if source is None or source >= k:
+            means.append(own_mean), heads.append(own_head), scales.append(spec.difficulty)
+            continue
+        if spec.kind == "redundant":
+            means.append(means[source]), heads.append(heads[source])
+        elif spec.kind == "conflict":
+            means.append(means[source] + cfg.conflict_offset * unit(rng.standard_normal(d))), heads.append(-heads[source])
+        else:  # related
+            means.append(means[source] + 0.5 * unit(rng.standard_normal(d)))
+            heads.append(unit(0.7 * heads[source] + 0.3 * own_head))
+        scales.append(domains[source].difficulty if spec.kind != "related" else spec.difficulty)
+
+    k_total = len(domains)
+    tag_of = [first["hard"] if s.kind == "redundant" and first["hard"] is not None else k for k, s in enumerate(domains)]
+
+    def draw(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = means[k] + rng.standard_normal((n, d))
+        f = np.tanh(scales[k] * x @ teacher) @ heads[k]
+        f = (f - f_mean[k]) / f_std[k]
+        noise = domains[k].noise
+        tag = np.zeros((n, k_total))
+        tag[:, tag_of[k]] = cfg.domain_tag
+        return np.hstack([x, tag]), np.sqrt(1 - noise) * f + np.sqrt(noise) * rng.standard_normal(n)
+
+    calib = [np.tanh(scales[k] * (means[k] + rng.standard_normal((4096, d))) @ teacher) @ heads[k] for k in range(len(domains))]
+    f_mean = [c.mean() for c in calib]
+    f_std = [c.std() + 1e-12 for c in calib]
+
+    train = [draw(k, s.size) for k, s in enumerate(domains)]
+    evals = [draw(k, cfg.eval_size) for k in range(len(domains))]
+    probes = [draw(k, cfg.probe_size) for k in range(len(domains))]
+    sizes = np.array([s.size for s in domains], dtype=np.int64)
+    f32 = np.float32
+    return _Task(
+        train_x=np.concatenate([x for x, _ in train]).astype(f32),
+        train_y=np.concatenate([y for _, y in train]).astype(f32),
+        offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
+        sizes=sizes,
+        eval_x=np.stack([x for x, _ in evals]).astype(f32),
+        eval_y=np.stack([y for _, y in evals]).astype(f32),
+        probe_x=np.stack([x for x, _ in probes]).astype(f32),
+        probe_y=np.stack([y for _, y in probes]).astype(f32),
+        token_base=np.arange(d, dtype=np.int64) * _TOKEN_BINS,
+        input_dim=d + k_total,
+    )
+
+
+_TASK_CACHE: dict[str, _Task] = {}
+
+
+def _task_for(cfg: ToyConfig) -> _Task:
+    key = cfg.fingerprint()
+    if key not in _TASK_CACHE:
+        _TASK_CACHE[key] = _make_task(cfg)
+    return _TASK_CACHE[key]
+
+
+LAYER_NAMES = ("mlp.0.weight", "mlp.1.weight", "mlp.2.weight")
+
+
+class ToyBackend:
+    """The fast synthetic backend (see the module docstring for the task).
+
+    >>> backend = ToyBackend(ToyConfig(num_domains=3, total_steps=200))
+    >>> backend.reset(seed=0)
+    >>> before = backend.evaluate()
+    >>> stats = backend.train(np.full(3, 1 / 3), n_steps=200)
+    >>> after = backend.evaluate()
+    >>> sum(after.values()) < sum(before.values())
+    True
+    """
+
+    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS})
+
+    def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
+        config = config or ToyConfig()
+        if overrides:
+            unknown = sorted(set(overrides) - set(ToyConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"unknown ToyBackend option(s) {unknown}; known: {sorted(ToyConfig.__dataclass_fields__)}"
+                )
+            if "num_domains" in overrides and "domains" not in overrides:
+                overrides["domains"] = None
+            config = replace(config, **overrides)
+        self.config = config
+        assert config.domains is not None
+        self.domains = [d.name for d in config.domains]
+        self.total_steps = config.total_steps
+        self._task = _task_for(config)
+        self._objective_weights = config.objective_weights()
+        self._params: list[np.ndarray] = []
+        self._step = 0
+        self.reset(seed=0)
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            domain_sizes=self._task.sizes.astype(np.float64),
+            tokens_per_sample=self.config.input_dim,
+            objective_weights=self._objective_weights,
+        )
+
+    def reset(self, seed: int) -> None:
+        """Fresh student (1/sqrt(fan-in) init), zero momentum, sampling RNG from `seed`."""
+        cfg = self.config
+        init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        d, h = self._task.input_dim, cfg.hidden_dim
+        shapes = [(d, h), (h,), (h, h), (h,), (h, 1), (1,)]
+        self._theta = np.zeros(sum(int(np.prod(s)) for s in shapes), dtype=np.float32)
+        self._grad = np.zeros_like(self._theta)
+        self._velocity = np.zeros_like(self._theta)
+        self._params = self._views(self._theta, shapes)
+        self._grads = self._views(self._grad, shapes)
+        for w in self._params[0::2]:
+            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
+        self._previous_weights = [w.copy() for w in self._params[0::2]]
+        self._step = 0
+
+    @staticmethod
+    def _views(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+        """Views of `flat` shaped like the parameters, so one vector op updates them all."""
+        views, start = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            views.append(flat[start : start + size].reshape(shape))
+            start += size
+        return views
+
+    def learning_rate(self, step: int) -> float:
+        """Cosine decay from `learning_rate` to 10% of it over the budget."""
+        progress = min(step / self.total_steps, 1.0)
+        return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+    def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
+        """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`.
+
+        Sampling is per step from the run's RNG, so `train(m, 10)` twice equals
+        `train(m, 20)` once, bit for bit.
+        """
+        start = time.perf_counter()
+        mixture = validate_mixture(mixture, len(self.domains))
+        if n_steps < 1:
+            raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
+        cfg, task = self.config, self._task
+        k = len(self.domains)
+        self._previous_weights = [w.copy() for w in self._params[0::2]]
+        draws = self._rng.random((n_steps, cfg.batch_size, 2))
+        cdf = np.cumsum(mixture)
+        cdf[-1] = 1.0
+        domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
+        index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
+        xs, ys = task.train_x[index], task.train_y[index]
+        sq_err = np.empty((n_steps, cfg.batch_size), dtype=np.float32)
+        w1, b1, w2, b2, w3, b3 = self._params
+        g1, gb1, g2, gb2, g3, gb3 = self._grads
+        scale = np.float32(2.0 / cfg.batch_size)
+        for t in range(n_steps):
+            x = xs[t]
+            h1 = np.tanh(x @ w1 + b1)
+            h2 = np.tanh(h1 @ w2 + b2)
+            out = h2 @ w3
+            out += b3
+            out -= ys[t][:, None]
+            sq_err[t] = out[:, 0] ** 2
+            out *= scale
+            d2 = (out @ w3.T) * (1 - h2 * h2)
+            d1 = (d2 @ w2.T) * (1 - h1 * h1)
+            np.matmul(x.T, d1, out=g1)
+            np.matmul(h1.T, d2, out=g2)
+            np.matmul(h2.T, out, out=g3)
+            d1.sum(0, out=gb1)
+            d2.sum(0, out=gb2)
+            out.sum(0, out=gb3)
+            self._velocity *= cfg.momentum
+            self._velocity += self._grad
+            self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
+            self._step += 1
+        samples = np.bincount(domain.ravel(), minlength=k)
+        loss_sum = np.bincount(domain.ravel(), weights=sq_err.ravel(), minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
+        bins = np.clip(((xs[..., : cfg.input_dim] + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+        return TrainStats(
+            samples=samples,
+            train_loss=train_loss,
+            tokens=int(samples.sum()) * cfg.input_dim,
+            wall_time=time.perf_counter() - start,
+            learning_rate=self.learning_rate(self._step - 1),
+            token_ids=(bins + task.token_base).reshape(n_steps, -1),
+        )
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w1, b1, w2, b2, w3, b3 = self._params
+        h1 = np.tanh(x @ w1 + b1)
+        h2 = np.tanh(h1 @ w2 + b2)
+        return h1, h2, (h2 @ w3)[..., 0] + b3[0]
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean squared error per domain on the task's fixed held-out sets."""
+        _, _, pred = self._forward(self._task.eval_x)
+        losses = ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
+        return dict(zip(self.domains, losses.tolist()))
+
+    def objective(self) -> float:
+        """The task's objective: target-weighted mean held-out loss (lower is better)."""
+        return float(self._objective_weights @ np.array(list(self.evaluate().values())))
+
+    def domain_gradients(self) -> np.ndarray:
+        """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D)."""
+        task = self._task
+        h1, h2, pred = self._forward(task.probe_x)
+        d_out = (pred - task.probe_y)[..., None] * np.float32(2.0 / self.config.probe_size)  # (K, P, 1)
+        w2, w3 = self._params[2], self._params[4]
+        d2 = (d_out @ w3.T) * (1 - h2 * h2)
+        d1 = (d2 @ w2.T) * (1 - h1 * h1)
+        k = len(self.domains)
+        per_layer = [np.swapaxes(a, 1, 2) @ b for a, b in ((task.probe_x, d1), (h1, d2), (h2, d_out))]
+        return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
+
+    def weight_stats(self) -> WeightStats:
+        weights = self._params[0::2]
+        return WeightStats(
+            names=LAYER_NAMES,
+            norms=np.array([np.linalg.norm(w) for w in weights]),
+            update_norms=np.array([np.linalg.norm(w - p) for w, p in zip(weights, self._previous_weights)]),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.config.fingerprint(),
+            "step": self._step,
+            "theta": self._theta.copy(),
+            "velocity": self._velocity.copy(),
+            "previous_weights": copy.deepcopy(self._previous_weights),
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("fingerprint") != self.config.fingerprint():
+            raise ValueError(
+                f"state is from a toy task with fingerprint {state.get('fingerprint')!r}, "
+                f"this backend's is {self.config.fingerprint()!r}"
+            )
+        self._step = int(state["step"])
+        self._theta[...] = state["theta"]
+        self._velocity[...] = state["velocity"]
+        self._previous_weights = copy.deepcopy(state["previous_weights"])
+        self._rng.bit_generator.state = copy.deepcopy(state["rng"])
