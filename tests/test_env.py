@@ -213,3 +213,20 @@ def test_timings_are_kept_on_the_env_and_in_info_on_request() -> None:
     _, _, _, _, info = env.step(np.zeros(5))
     env.step(np.zeros(5))
     assert info["timings"]["train"] > 0 and env.timings["total"]["train"] > info["timings"]["train"]
+
+
+def test_render_rgb_array() -> None:
+    env = MixingEnv(render_mode="rgb_array", **SMALL)
+    env.reset(seed=0)
+    env.step(np.array([1, -1, -1, -1, -1], dtype=np.float32))
+    image = env.render()
+    assert image.shape == (120, 24 * 5, 3) and image.dtype == np.uint8
+    blue = (image == np.array([31, 119, 180], dtype=np.uint8)).all(axis=2)
+    first, second = blue[:, :24].sum(), blue[:, 24:48].sum()
+    assert first > 5 * second  # the favoured domain's bar is the tallest
+
+
+def test_importing_mixgym_imports_neither_torch_nor_transformers() -> None:
+    code = "import sys, mixgym, gymnasium; gymnasium.make('mixgym/Mixing-v0'); print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

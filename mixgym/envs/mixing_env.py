@@ -116,7 +116,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     (1.0, 10)
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -222,9 +222,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
         t0 = time.perf_counter()
         stats = self.backend.train(mixture, n_steps)
-        bad = [d for d, loss in zip(self.domains, stats.train_loss) if stats.samples[self.domains.index(d)] and not np.isfinite(loss)]
-        if bad:
-            raise FloatingPointError(f"non-finite training loss at step {self.backend.step} in domain(s) {bad}")
+        bad = (stats.samples > 0) & ~np.isfinite(stats.train_loss)
+        if bad.any():
+            names = [d for d, b in zip(self.domains, bad) if b]
+            raise FloatingPointError(f"non-finite training loss at step {self.backend.step} in domain(s) {names}")
         t1 = time.perf_counter()
         self._decision += 1
         terminated = self.backend.step >= self.backend.total_steps
@@ -273,15 +274,28 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         losses = self.backend.evaluate()
         return np.array([losses[d] for d in self.backend.domains], dtype=np.float64)
 
-    def render(self) -> str | None:
-        """With ``render_mode="ansi"``: the last decision's mixture and held-out losses as text."""
-        if self.render_mode != "ansi" or self._snapshot is None:
+    def render(self) -> str | np.ndarray | None:
+        """The last decision: ``"ansi"`` gives a text table of mixture and held-out losses;
+        ``"rgb_array"`` a (120, 24K, 3) image with one bar per domain, its height the
+        domain's weight (blue) beside its held-out loss relative to reset (orange, capped at 1).
+        """
+        if self.render_mode is None or self._snapshot is None:
             return None
         snap = self._snapshot
-        mixture = snap.mixture if snap.mixture is not None else np.full(len(self.domains), np.nan)
-        rows = [f"step {snap.step}/{self.backend.total_steps}"]
-        rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
-        return "\n".join(rows)
+        k = len(self.domains)
+        mixture = snap.mixture if snap.mixture is not None else np.full(k, 1.0 / k)
+        if self.render_mode == "ansi":
+            rows = [f"step {snap.step}/{self.backend.total_steps}"]
+            rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
+            return "\n".join(rows)
+        height, width = 120, 24
+        image = np.full((height, width * k, 3), 255, dtype=np.uint8)
+        relative = np.clip(snap.eval_loss / self._initial_eval, 0.0, 1.0)
+        for i, (weight, loss) in enumerate(zip(mixture, relative)):
+            for offset, value, colour in ((2, weight, (31, 119, 180)), (12, loss, (255, 127, 14))):
+                top = height - int(round(value * (height - 4)))
+                image[top:, i * width + offset : i * width + offset + 9] = colour
+        return image
 
     def state_dict(self) -> dict[str, Any]:
         """The environment's state (backend, snapshot, counters, RNG) for checkpoints."""

@@ -25,8 +25,9 @@ conflict   minus the first "easy" domain's function, on nearly the same inputs
 related    0.7 of the first "hard" head plus 0.3 of its own, nearby inputs (transfer)
 ========== ===========================================================================
 
-The student is a 3-layer tanh MLP (d -> h -> h -> 1) trained by SGD with momentum and a
-cosine learning-rate schedule on the mean squared error; each example's domain is drawn from
+The student is a 3-layer tanh MLP (d -> h -> h -> 1, the first layer's bias as a constant
+input, no other biases: targets have mean 0) trained by SGD with momentum and a cosine
+learning-rate schedule on the mean squared error; each example's domain is drawn from
 the mixture. Its three weight matrices are the "chosen layers" whose norms and gradients
 the environment reads, as AC-ODM and HDS read three MLP output matrices of a transformer.
 Per-domain gradients come from a fixed probe set per domain (a backward pass costs
@@ -223,7 +224,7 @@ class _Task:
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
     token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    input_dim: int = 0  # the student's input: d features plus the K-dim domain tag
+    input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
 
 
 def _make_task(cfg: ToyConfig) -> _Task:
@@ -263,8 +264,9 @@ def _make_task(cfg: ToyConfig) -> _Task:
         f = np.tanh(scales[k] * x @ teacher) @ heads[k]
         f = (f - f_mean[k]) / f_std[k]
         noise = domains[k].noise
-        tag = np.zeros((n, k_total))
+        tag = np.zeros((n, k_total + 1))
         tag[:, tag_of[k]] = cfg.domain_tag
+        tag[:, -1] = 1.0  # constant input: the first layer's bias
         return np.hstack([x, tag]), np.sqrt(1 - noise) * f + np.sqrt(noise) * rng.standard_normal(n)
 
     calib = [np.tanh(scales[k] * (means[k] + rng.standard_normal((4096, d))) @ teacher) @ heads[k] for k in range(len(domains))]
@@ -286,7 +288,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
         token_base=np.arange(d, dtype=np.int64) * _TOKEN_BINS,
-        input_dim=d + k_total,
+        input_dim=d + k_total + 1,
     )
 
 
@@ -356,15 +358,15 @@ class ToyBackend:
         cfg = self.config
         init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         d, h = self._task.input_dim, cfg.hidden_dim
-        shapes = [(d, h), (h,), (h, h), (h,), (h, 1), (1,)]
-        self._theta = np.zeros(sum(int(np.prod(s)) for s in shapes), dtype=np.float32)
+        shapes = [(d, h), (h, h), (h, 1)]
+        self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
         self._grad = np.zeros_like(self._theta)
         self._velocity = np.zeros_like(self._theta)
         self._params = self._views(self._theta, shapes)
         self._grads = self._views(self._grad, shapes)
-        for w in self._params[0::2]:
+        for w in self._params:
             w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
-        self._previous_weights = [w.copy() for w in self._params[0::2]]
+        self._previous_theta = self._theta.copy()
         self._step = 0
 
     @staticmethod
@@ -394,38 +396,33 @@ class ToyBackend:
             raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
         cfg, task = self.config, self._task
         k = len(self.domains)
-        self._previous_weights = [w.copy() for w in self._params[0::2]]
+        self._previous_theta = self._theta.copy()
         draws = self._rng.random((n_steps, cfg.batch_size, 2))
         cdf = np.cumsum(mixture)
         cdf[-1] = 1.0
         domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
         index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
-        xs, ys = task.train_x[index], task.train_y[index]
-        sq_err = np.empty((n_steps, cfg.batch_size), dtype=np.float32)
-        w1, b1, w2, b2, w3, b3 = self._params
-        g1, gb1, g2, gb2, g3, gb3 = self._grads
+        xs, ys = task.train_x[index], task.train_y[index][..., None]
+        errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
+        w1, w2, w3 = self._params
+        g1, g2, g3 = self._grads
         scale = np.float32(2.0 / cfg.batch_size)
         for t in range(n_steps):
             x = xs[t]
-            h1 = np.tanh(x @ w1 + b1)
-            h2 = np.tanh(h1 @ w2 + b2)
-            out = h2 @ w3
-            out += b3
-            out -= ys[t][:, None]
-            sq_err[t] = out[:, 0] ** 2
-            out *= scale
-            d2 = (out @ w3.T) * (1 - h2 * h2)
+            h1 = np.tanh(x @ w1)
+            h2 = np.tanh(h1 @ w2)
+            err = np.subtract(h2 @ w3, ys[t], out=errors[t])
+            d_out = err * scale
+            d2 = (d_out @ w3.T) * (1 - h2 * h2)
             d1 = (d2 @ w2.T) * (1 - h1 * h1)
             np.matmul(x.T, d1, out=g1)
             np.matmul(h1.T, d2, out=g2)
-            np.matmul(h2.T, out, out=g3)
-            d1.sum(0, out=gb1)
-            d2.sum(0, out=gb2)
-            out.sum(0, out=gb3)
+            np.matmul(h2.T, d_out, out=g3)
             self._velocity *= cfg.momentum
             self._velocity += self._grad
             self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
             self._step += 1
+        sq_err = errors[..., 0] ** 2
         samples = np.bincount(domain.ravel(), minlength=k)
         loss_sum = np.bincount(domain.ravel(), weights=sq_err.ravel(), minlength=k)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -441,10 +438,10 @@ class ToyBackend:
         )
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w1, b1, w2, b2, w3, b3 = self._params
-        h1 = np.tanh(x @ w1 + b1)
-        h2 = np.tanh(h1 @ w2 + b2)
-        return h1, h2, (h2 @ w3)[..., 0] + b3[0]
+        w1, w2, w3 = self._params
+        h1 = np.tanh(x @ w1)
+        h2 = np.tanh(h1 @ w2)
+        return h1, h2, (h2 @ w3)[..., 0]
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
@@ -461,7 +458,7 @@ class ToyBackend:
         task = self._task
         h1, h2, pred = self._forward(task.probe_x)
         d_out = (pred - task.probe_y)[..., None] * np.float32(2.0 / self.config.probe_size)  # (K, P, 1)
-        w2, w3 = self._params[2], self._params[4]
+        _, w2, w3 = self._params
         d2 = (d_out @ w3.T) * (1 - h2 * h2)
         d1 = (d2 @ w2.T) * (1 - h1 * h1)
         k = len(self.domains)
@@ -469,11 +466,13 @@ class ToyBackend:
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
 
     def weight_stats(self) -> WeightStats:
-        weights = self._params[0::2]
+        change = self._theta - self._previous_theta
+        bounds = np.cumsum([0] + [w.size for w in self._params])
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         return WeightStats(
             names=LAYER_NAMES,
-            norms=np.array([np.linalg.norm(w) for w in weights]),
-            update_norms=np.array([np.linalg.norm(w - p) for w, p in zip(weights, self._previous_weights)]),
+            norms=np.array([math.sqrt(float(np.dot(self._theta[p], self._theta[p]))) for p in parts]),
+            update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in parts]),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -482,7 +481,7 @@ class ToyBackend:
             "step": self._step,
             "theta": self._theta.copy(),
             "velocity": self._velocity.copy(),
-            "previous_weights": copy.deepcopy(self._previous_weights),
+            "previous_theta": self._previous_theta.copy(),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
         }
 
@@ -495,5 +494,5 @@ class ToyBackend:
         self._step = int(state["step"])
         self._theta[...] = state["theta"]
         self._velocity[...] = state["velocity"]
-        self._previous_weights = copy.deepcopy(state["previous_weights"])
+        self._previous_theta[...] = state["previous_theta"]
         self._rng.bit_generator.state = copy.deepcopy(state["rng"])
