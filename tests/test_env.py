@@ -230,3 +230,26 @@ def test_importing_mixgym_imports_neither_torch_nor_transformers() -> None:
     code = "import sys, mixgym, gymnasium; gymnasium.make('mixgym/Mixing-v0'); print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_env_state_dict_resumes_bit_identically() -> None:
+    actions = np.random.default_rng(1).uniform(-1, 1, (6, 5)).astype(np.float32)
+    env = MixingEnv(reward="holistic", **SMALL)
+    env.reset(seed=4)
+    for action in actions[:3]:
+        env.step(action)
+    state = env.state_dict()
+    expected = [env.step(action)[:2] for action in actions[3:]]
+    resumed = MixingEnv(reward="holistic", **SMALL)
+    resumed.reset(seed=99)
+    resumed.load_state_dict(state)
+    got = [resumed.step(action)[:2] for action in actions[3:]]
+    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(expected, got))
+
+
+def test_a_diverging_run_stops_naming_step_and_domain() -> None:
+    env = MixingEnv(learning_rate=50.0, reward="eval_loss", total_steps=200)
+    env.reset(seed=0)
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at step \d+ in domain"):
+        for _ in range(20):
+            env.step(np.zeros(5))

@@ -272,7 +272,11 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _evaluate(self) -> np.ndarray:
         losses = self.backend.evaluate()
-        return np.array([losses[d] for d in self.backend.domains], dtype=np.float64)
+        values = np.array([losses[d] for d in self.backend.domains], dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            names = [d for d, v in zip(self.backend.domains, values) if not np.isfinite(v)]
+            raise FloatingPointError(f"non-finite held-out loss at step {self.backend.step} in domain(s) {names}")
+        return values
 
     def render(self) -> str | np.ndarray | None:
         """The last decision: ``"ansi"`` gives a text table of mixture and held-out losses;
