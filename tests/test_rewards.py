@@ -41,6 +41,32 @@ def test_mtld_by_hand() -> None:
     assert type_token_ratio(np.array([1, 1, 2, 3])) == 0.75
 
 
+def reference_mtld(tokens: list[int], threshold: float = 0.72) -> float:
+    """MTLD as McCarthy & Jarvis describe it, token by token."""
+
+    def one_way(items: list[int]) -> float:
+        factors, types, count, ttr = 0.0, set(), 0, 1.0
+        for item in items:
+            types.add(item)
+            count += 1
+            ttr = len(types) / count
+            if ttr <= threshold:
+                factors, types, count, ttr = factors + 1, set(), 0, 1.0
+        if count:
+            factors += (1 - ttr) / (1 - threshold)
+        return len(items) / factors if factors > 0 else float(len(items))
+
+    return 0.5 * (one_way(tokens) + one_way(tokens[::-1]))
+
+
+@pytest.mark.parametrize("vocabulary", [2, 5, 30, 1000])
+def test_mtld_equals_the_token_by_token_definition(vocabulary: int) -> None:
+    rng = np.random.default_rng(vocabulary)
+    for length in (1, 7, 50, 513):
+        tokens = rng.integers(0, vocabulary, length)
+        assert mtld(tokens) == pytest.approx(reference_mtld(tokens.tolist()), rel=1e-12)
+
+
 def test_diversity_modes() -> None:
     rng = np.random.default_rng(0)
     varied = rng.integers(0, 500, (2, 100))

@@ -90,21 +90,21 @@ def mtld(tokens: np.ndarray, threshold: float = 0.72) -> float:
 
     Reads the sequence until the type-token ratio of the current segment falls to
     `threshold`, counts a factor and starts a new segment; a trailing partial segment counts
-    as the fraction ``(1 - ttr) / (1 - threshold)``. MTLD = length / factors.
+    as the fraction ``(1 - ttr) / (1 - threshold)``. MTLD = length / factors. A plain loop:
+    segments are short, so array operations per segment cost more than they save.
     """
-    seq = np.asarray(tokens).tolist()
+    seq = np.asarray(tokens).ravel().tolist()
 
     def one_way(items: list[int]) -> float:
-        factors, types, count, ttr = 0.0, set(), 0, 1.0
+        factors, types, count = 0.0, set(), 0
         for item in items:
             types.add(item)
             count += 1
-            ttr = len(types) / count
-            if ttr <= threshold:
+            if len(types) <= threshold * count:
                 factors += 1
-                types, count, ttr = set(), 0, 1.0
+                types, count = set(), 0
         if count:
-            factors += (1 - ttr) / (1 - threshold)
+            factors += (1 - len(types) / count) / (1 - threshold)
         return len(items) / factors if factors > 0 else float(len(items))
 
     if not seq:
