@@ -4,6 +4,7 @@ save/load round-trips, proxy transfer, and bad input fails clearly."""
 import math
 import zipfile
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -56,6 +57,14 @@ def test_every_agent_learns_then_acts_on_the_toy(name: str) -> None:
     assert np.allclose(mixtures.sum(axis=1), 1.0) and (mixtures.to_numpy() >= 0).all()
     start = results.decisions[results.decisions["decision"] == 0]["objective"].to_numpy()
     assert np.all(results.final_objectives() < start)  # the run trained: held-out loss fell
+
+
+def test_agents_drive_envs_made_by_gymnasium_with_their_wrappers() -> None:
+    env = gym.make("mixgym/Mixing-v0", action_map="simplex", total_steps=30)
+    agent = make_agent("exp3", env, seed=0).learn(5, progress_bar=True)
+    assert agent.num_timesteps == 5 and agent.facts.num_decisions == 3
+    sac = make_agent("hds", gym.make("mixgym/Mixing-v0", total_steps=30), **TINY["hds"]).learn(4)
+    assert sac.model.num_timesteps == 4
 
 
 def test_acodm_warms_up_with_odm_then_its_actor_learns() -> None:
