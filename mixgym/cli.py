@@ -1,58 +1,327 @@
-"""The `mixgym` command line."""
+"""The `mixgym` command line: ``demo``, ``train``, ``eval`` and ``agents``.
+
+- ``mixgym demo`` compares uniform, random, odm, exp3, doremi, acodm and hds on the toy
+  backend (the RL agents in proxy mode: they learn on a smaller toy model, then act on the
+  target over 5 seeds) against the oracle static mixture; prints a table, writes a PNG.
+- ``mixgym train AGENT`` learns a policy -- proxy mode (many runs on the given backend) or
+  online (non-proxy: during one run) -- and saves it; ``mixgym eval`` runs a saved policy
+  (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
+- ``mixgym agents`` lists every agent and its options with their defaults and sources.
+
+Other packages add subcommands through `EXTENSIONS` (see there).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+import yaml
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mixgym.envs.mixing_env import MixingEnv
+EXTENSIONS: tuple[str, ...] = ()
+"""Subcommands defined in other modules, as ``"module:function"``. Each function is called
+with the subparsers object (``argparse._SubParsersAction``) and adds its own command, setting
+``func`` (called with the parsed arguments, returning an exit code) as the commands here do.
+The corpus tools plug in by adding ``"mixgym.llm_backend.corpus:add_corpus_cli"``; modules
+are imported only when the parser is built."""
+
+DEMO_AGENTS = ("uniform", "random", "odm", "exp3", "doremi", "acodm", "hds")
+RL_AGENTS = ("acodm", "acodm-frozen-actor", "hds", "td3", "ppo")
 
 
-def _run_static(env: MixingEnv, policy: str, seed: int) -> tuple[float, float]:
-    """One episode under a static policy ("uniform" or "random" Dirichlet each decision)."""
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    k = len(env.domains)
-    start = time.perf_counter()
-    terminated, info = False, {}
-    while not terminated:
-        mixture = np.full(k, 1.0 / k) if policy == "uniform" else rng.dirichlet(np.ones(k))
-        _, _, terminated, _, info = env.step(env.action_mapper.inverse(mixture))
-    return float(info["objective"]), time.perf_counter() - start
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of ``mixgym demo`` (full, and ``--quick`` for tests).
+
+    Attributes:
+        total_steps: optimizer steps per toy run (10 per decision).
+        seeds: target runs per agent.
+        train_decisions: decisions the RL agents learn for on the proxy.
+        proxy_hidden_dim: the proxy toy model's width.
+        target_hidden_dim: the target toy model's width.
+        rl_overrides: options given to the RL agents.
+    """
+
+    total_steps: int
+    seeds: int
+    train_decisions: int
+    proxy_hidden_dim: int
+    target_hidden_dim: int
+    rl_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+DEMO = DemoSettings(total_steps=1000, seeds=5, train_decisions=3000, proxy_hidden_dim=16, target_hidden_dim=32)
+QUICK = DemoSettings(
+    total_steps=200, seeds=2, train_decisions=200, proxy_hidden_dim=8, target_hidden_dim=16, rl_overrides={"net_width": 32}
+)
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (numbers, booleans, lists, null, strings)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}: {error}") from None
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _set_threads(threads: int) -> None:
+    """Small networks on CPU run fastest on one thread; more contend on a shared machine."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def demo(args: argparse.Namespace) -> int:
-    """One toy pretraining run per policy, printed as a table."""
+    """Compare the demo agents on the toy backend; print the table, write the PNG."""
+    from mixgym.agents.compare import HEADER, Contender, compare, markdown, table_rows
+
     console = Console()
-    env = MixingEnv(backend="toy", reward="alignment", total_steps=args.total_steps)
-    table = Table(title=f"toy backend, K={len(env.domains)}, {args.total_steps} optimizer steps, seed {args.seed}")
-    for column in ("policy", "final mean held-out loss", "wall time (s)"):
+    settings = QUICK if args.quick else DEMO
+    started = time.perf_counter()
+    _set_threads(args.threads)
+    target = {"total_steps": settings.total_steps, "hidden_dim": settings.target_hidden_dim}
+    proxy = {"total_steps": settings.total_steps, "hidden_dim": settings.proxy_hidden_dim}
+    contenders = [
+        Contender(name, "proxy", dict(settings.rl_overrides, seed=args.seed), reward=args.reward)
+        if name in RL_AGENTS
+        else Contender(name, "act", {"seed": args.seed} if name == "random" else {})
+        for name in DEMO_AGENTS
+    ]
+    console.print(
+        f"toy backend: target model width {settings.target_hidden_dim}, proxy {settings.proxy_hidden_dim}, "
+        f"{settings.total_steps} optimizer steps = {settings.total_steps // 10} decisions per run, "
+        f"{settings.seeds} target seeds; RL agents learn {settings.train_decisions} decisions on the proxy"
+    )
+    out = Path(args.out)
+    with _progress(console) as progress:
+        hook = lambda label, total: partial(progress.advance, progress.add_task(label, total=total))  # noqa: E731
+        comparison = compare(
+            contenders, target, proxy, seeds=settings.seeds, train_decisions=settings.train_decisions, save_dir=out, progress=hook
+        )
+    summary = comparison.summary()
+    table = Table(title="target runs: final held-out loss (lower is better)")
+    for column in HEADER:
         table.add_column(column)
-    for policy in ("uniform", "random"):
-        objective, seconds = _run_static(env, policy, args.seed)
-        table.add_row(policy, f"{objective:.4f}", f"{seconds:.2f}")
+    for row in table_rows(summary):
+        table.add_row(*row)
     console.print(table)
+    (out / "summary.md").write_text(markdown(summary) + "\n")
+    figure = comparison.plot(out / "demo.png")
+    console.print(f"figure: {figure}; per-decision results under {out}/; total {time.perf_counter() - started:.0f} s")
     return 0
 
 
+def train(args: argparse.Namespace) -> int:
+    """Learn a policy in proxy or online mode and save it."""
+    from mixgym.agents import MixtureLogger, learn_online, make_agent
+    from mixgym.agents.compare import env_for
+
+    console = Console()
+    _set_threads(args.threads)
+    options = dict(args.option)
+    env = env_for(args.agent, dict(args.env))
+    callback = None
+    if args.tensorboard:
+        options["tensorboard_log"] = args.tensorboard
+        callback = MixtureLogger()
+    save = Path(args.save or f"{args.agent}.zip")
+    start = time.perf_counter()
+    if args.mode == "proxy":
+        decisions = args.decisions or 30 * env.unwrapped.num_decisions
+        agent = make_agent(args.agent, env, seed=args.seed, **options)
+        agent.learn(decisions, callback=callback, progress_bar=args.progress)
+        agent.save(save)
+        console.print(f"{args.agent}: learned {decisions} decisions in {time.perf_counter() - start:.1f} s; saved {save}")
+        return 0
+    with _progress(console) as progress:
+        task = progress.add_task(args.agent, total=env.unwrapped.num_decisions) if args.progress else None
+        tick = partial(progress.advance, task) if task is not None else None
+        results, agents = learn_online(args.agent, env, [args.seed], on_decision=tick, callback=callback, **options)
+    agents[0].save(save)
+    folder = results.save(args.results or f"{args.agent}-online")
+    console.print(
+        f"{args.agent}: one online run, final held-out loss {results.final_objectives()[0]:.4f} "
+        f"({time.perf_counter() - start:.1f} s); policy {save}, per-decision results {folder}/"
+    )
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """Run a saved policy or a named agent on a backend and save every decision."""
+    from mixgym.agents import evaluate, load_agent, make_agent
+    from mixgym.agents.base import read_metadata
+    from mixgym.agents.compare import env_for
+
+    console = Console()
+    _set_threads(args.threads)
+    if (args.policy is None) == (args.agent is None):
+        raise ValueError("give either a saved POLICY or --agent NAME")
+    if args.policy is not None:
+        if args.option:
+            raise ValueError("-o/--option applies to --agent; a saved policy keeps its options")
+        _, meta = read_metadata(args.policy)
+        name = meta["agent"]
+        env = env_for(name, dict(args.env), action_map=meta["env"]["action_map"])
+        agent = load_agent(args.policy, env)
+    else:
+        name = args.agent
+        env = env_for(name, dict(args.env))
+        agent = make_agent(name, env, **dict(args.option))
+    with _progress(console) as progress:
+        task = progress.add_task(name, total=args.episodes * env.unwrapped.num_decisions)
+        results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=partial(progress.advance, task))
+    finals = results.final_objectives()
+    folder = results.save(args.results or f"{name}-eval")
+    console.print(
+        f"{name}: final held-out loss {finals.mean():.4f} ± {finals.std():.4f} over {args.episodes} run(s) "
+        f"(seeds {args.seed}..{args.seed + args.episodes - 1}); per-decision results {folder}/"
+    )
+    return 0
+
+
+def agents_command(args: argparse.Namespace) -> int:
+    """List the agents and their options."""
+    from mixgym.agents import AGENTS
+    from mixgym.agents.base import agent_spec, option_help
+
+    console = Console()
+    for name in [args.name] if args.name else sorted(AGENTS):
+        spec = agent_spec(name)
+        table = Table(title=f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})", title_justify="left")
+        for column in ("option", "default", "meaning and source"):
+            table.add_column(column)
+        for row in option_help(name):
+            table.add_row(*row)
+        console.print(table)
+    return 0
+
+
+def _agent_list() -> str:
+    from mixgym.agents import AGENTS
+
+    return "\n".join(f"  {name:<20} {spec.summary}" for name, spec in sorted(AGENTS.items()))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixgym", description="Online data mixing as a Gymnasium environment.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="run the toy backend under a few mixing policies and print a table")
-    p.add_argument("--total-steps", type=int, default=1000, help="optimizer steps per run (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    """The parser of every subcommand, including those named in `EXTENSIONS`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="mixgym",
+        description="Online data mixing for language-model pretraining as a Gymnasium environment.",
+        formatter_class=formatter,
+        epilog="Run `mixgym COMMAND --help` for a command's options; `mixgym agents` lists every agent's options.",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the agents' nets are small)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    env_help = (
+        "environment or backend option KEY=VALUE, repeatable: MixingEnv's (reward, action_map, steps_per_action, "
+        "total_steps, eval_every, ...) and the toy backend's (hidden_dim, num_domains, task_seed, ...)"
+    )
+    option_help_text = "agent option KEY=VALUE, repeatable (see `mixgym agents NAME`); values are YAML (0.1, true, [1, 2])"
+
+    p = commands.add_parser(
+        "demo",
+        help="compare mixing agents on the toy backend: table and PNG",
+        description=(
+            "Compare " + ", ".join(DEMO_AGENTS) + " on the toy backend against the oracle static mixture. "
+            "acodm and hds run in proxy mode: they learn on a smaller toy model (same domains) and then act "
+            "deterministically on the target; the others act on the target directly (the bandits and DoReMi adapt "
+            "online). Every agent runs the same target seeds. Prints final mean held-out loss, regret vs the oracle, "
+            "decisions to reach the uniform mixture's final loss and wall time; writes DIR/demo.png (stacked-area "
+            "mixtures and held-out loss curves), DIR/summary.md and each agent's per-decision results and policy."
+        ),
+        formatter_class=formatter,
+    )
+    p.add_argument("--quick", action="store_true", help="a small, fast version (for tests): 2 seeds, short runs")
+    p.add_argument("--out", default="mixgym-demo", help="output folder (default mixgym-demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the agents' learning (default 0)")
+    p.add_argument(
+        "--reward",
+        default=None,
+        help="reward the RL agents learn from (default: each paper's, acodm alignment, hds holistic; or eval_loss)",
+    )
     p.set_defaults(func=demo)
+
+    p = commands.add_parser(
+        "train",
+        help="learn a policy (proxy or online mode) and save it",
+        description=(
+            "Learn a policy and save it. proxy: learn over many runs on the backend given by --env (usually a "
+            "smaller model than the target), then `mixgym eval POLICY --env ...` acts with it on the target. "
+            "online (non-proxy): learn during one run of the given backend; that run's per-decision results are "
+            "saved too. The env uses the agent's action map (simplex for mixers, softmax for SB3 presets) and, "
+            "for acodm/hds, its paper's reward, unless --env says otherwise.\n\nagents:\n" + _agent_list()
+        ),
+        formatter_class=formatter,
+    )
+    p.add_argument("agent", help="agent name (see below)")
+    p.add_argument("--mode", choices=("proxy", "online"), default="proxy", help="proxy (default) or online")
+    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=env_help)
+    p.add_argument("-o", "--option", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=option_help_text)
+    p.add_argument("--decisions", type=int, default=None, help="proxy: decisions to learn for (default: 30 runs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the agent and of its first run (default 0)")
+    p.add_argument("--save", default=None, help="where to save the policy (default AGENT.zip)")
+    p.add_argument("--results", default=None, help="online: folder for the run's results (default AGENT-online)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR", help="log SB3 metrics, mixture and losses to TensorBoard")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=train)
+
+    p = commands.add_parser(
+        "eval",
+        help="run a saved policy (or a named agent) and save every decision",
+        description=(
+            "Run a saved policy deterministically -- e.g. a proxy-trained one on a larger target: "
+            "`mixgym eval acodm.zip --env hidden_dim=64` -- or a named agent (--agent odm), for --episodes runs "
+            "seeded SEED, SEED+1, ...; saves decisions.csv and config.json. A policy refuses an env with another "
+            "number of domains or action map.\n\nagents:\n" + _agent_list()
+        ),
+        formatter_class=formatter,
+    )
+    p.add_argument("policy", nargs="?", default=None, help="a policy saved by `mixgym train` (or Agent.save)")
+    p.add_argument("--agent", default=None, help="instead of a policy: an agent made fresh (static, bandit, doremi)")
+    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=env_help)
+    p.add_argument("-o", "--option", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=option_help_text)
+    p.add_argument("--episodes", type=int, default=5, help="runs (default 5)")
+    p.add_argument("--seed", type=int, default=100, help="seed of the first run (default 100)")
+    p.add_argument("--results", default=None, help="output folder (default NAME-eval)")
+    p.set_defaults(func=evaluate_command)
+
+    p = commands.add_parser("agents", help="list the agents and their options", description="List agents and options.")
+    p.add_argument("name", nargs="?", default=None, help="one agent (default: all)")
+    p.set_defaults(func=agents_command)
+
+    for entry in EXTENSIONS:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"mixgym {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Agents that choose the mixture: SB3 presets, ODM's bandits, static mixtures, DoReMi.
+
+``make_agent(name, env, **overrides)`` makes any of them (`AGENTS` lists the names);
+``load_agent(path, env=None)`` loads any saved one; `evaluate` and `learn_online` run them and
+return `Results`. See DESIGN.md, "Agents", and each module's docstring for the sources.
+
+>>> from mixgym.envs import MixingEnv
+>>> from mixgym.agents import make_agent, evaluate
+>>> env = MixingEnv(action_map="simplex", total_steps=40)
+>>> results = evaluate(make_agent("odm", env), env, episodes=1, seed=0)
+>>> len(results.final_objectives())
+1
+"""
+
+from mixgym.agents import doremi, odm, sb3_presets, static  # noqa: F401  (each registers its agents)
+from mixgym.agents.base import AGENTS, Agent, EnvFacts, InfoObserver, load_agent, make_agent, make_config
+from mixgym.agents.callbacks import MixtureLogger
+from mixgym.agents.mixer import MixerAgent
+from mixgym.agents.runner import Results, evaluate, learn_online
+from mixgym.agents.sb3_presets import PAPER_REWARDS, SB3Agent
+
+__all__ = [
+    "AGENTS",
+    "PAPER_REWARDS",
+    "Agent",
+    "EnvFacts",
+    "InfoObserver",
+    "MixerAgent",
+    "MixtureLogger",
+    "Results",
+    "SB3Agent",
+    "evaluate",
+    "learn_online",
+    "load_agent",
+    "make_agent",
+    "make_config",
+]

@@ -1,0 +1,272 @@
+"""Compare agents on one target run: the table and figure of ``mixgym demo`` and the benchmark.
+
+Each `Contender` meets the target environment in one of three modes:
+
+- ``"act"``: made on the target env and evaluated as it is (static mixtures; bandits and
+  DoReMi, which adapt online within each run);
+- ``"proxy"``: learns for ``train_decisions`` decisions (many runs) on the *proxy* env -- the
+  same domains, a smaller model -- and then acts deterministically on the target env;
+- ``"online"``: non-proxy, a fresh agent per seed learns during the one target run it drives.
+
+Every contender runs on the same target seeds. The oracle (the toy's best static mixture,
+`mixgym.llm_backend.oracle.oracle_mixture`) and the uniform mixture always run too: the
+oracle's objective on those seeds -- the same backend runs `schedule_objective` would train,
+since a static mixture trained 10 steps at a time equals one trained in one go -- is the
+yardstick of regret, and uniform's final objective the target of "decisions to reach".
+
+`Comparison.summary` has, per contender: final objective (mean and sd over seeds), regret
+vs the oracle (absolute and relative), the first decision at which the mean objective curve
+reaches uniform's final objective and how many fewer that is than uniform needs, and wall
+time (learning plus evaluation). `Comparison.plot` draws the mean mixture of each contender
+over the run (stacked areas) and the held-out loss curves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from stable_baselines3.common.callbacks import BaseCallback
+
+from mixgym.agents.base import agent_spec, make_agent
+from mixgym.agents.runner import Results, evaluate, learn_online
+from mixgym.agents.sb3_presets import PAPER_REWARDS
+from mixgym.envs.mixing_env import MixingEnv
+
+MODES = ("act", "proxy", "online")
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One agent in a comparison.
+
+    Attributes:
+        agent: registered agent name.
+        mode: "act", "proxy" or "online" (see the module docstring).
+        overrides: the agent's options.
+        reward: the env reward it learns from; None is the paper's (`PAPER_REWARDS`) or,
+            for agents without one, the env's default. Acting does not depend on it.
+        label: its name in tables (default: the agent name, plus the reward when given).
+    """
+
+    agent: str
+    mode: str = "act"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    reward: str | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        agent_spec(self.agent)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        return f"{self.agent} ({self.reward})" if self.reward else self.agent
+
+    def env(self, options: dict[str, Any]) -> MixingEnv:
+        """The env this contender drives, built from backend/env `options`."""
+        return env_for(self.agent, options, reward=self.reward)
+
+
+def env_for(agent: str, options: dict[str, Any], reward: str | None = None, action_map: str | None = None) -> MixingEnv:
+    """A `MixingEnv` for `agent` from env/backend `options`.
+
+    Unless given (as arguments or in `options`): the agent's first action map ("simplex"
+    for mixers, "softmax" for SB3 presets) and its paper's reward (`PAPER_REWARDS`).
+    """
+    kwargs = {"action_map": action_map or agent_spec(agent).action_maps[0], **options}
+    if reward is not None:
+        kwargs["reward"] = reward
+    elif agent in PAPER_REWARDS:
+        kwargs.setdefault("reward", PAPER_REWARDS[agent])
+    return MixingEnv(**kwargs)
+
+
+@dataclass
+class Comparison:
+    """Results of every contender on the same target seeds (see the module docstring)."""
+
+    results: dict[str, Results]
+    modes: dict[str, str]
+    seconds: dict[str, float]
+
+    def summary(self, oracle: str = "oracle", baseline: str = "uniform") -> pd.DataFrame:
+        """One row per contender; see the module docstring for the columns."""
+        best = float(self.results[oracle].final_objectives().mean())
+        target = float(self.results[baseline].final_objectives().mean())
+        baseline_decisions = self.results[baseline].decisions_to_reach(target)
+        rows = []
+        for name, results in self.results.items():
+            finals = results.final_objectives()
+            reached = results.decisions_to_reach(target)
+            fewer = (
+                100.0 * (baseline_decisions - reached) / baseline_decisions
+                if reached is not None and baseline_decisions
+                else np.nan
+            )
+            rows.append(
+                {
+                    "agent": name,
+                    "mode": self.modes[name],
+                    "final_objective": float(finals.mean()),
+                    "final_sd": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+                    "regret": float(finals.mean()) - best,
+                    "regret_pct": 100.0 * (float(finals.mean()) - best) / best,
+                    "decisions_to_uniform": reached,
+                    "pct_fewer_than_uniform": fewer,
+                    "wall_s": self.seconds[name],
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def plot(self, path: str | Path) -> Path:
+        """Stacked-area mixture trajectories per contender and held-out loss curves, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(self.results)
+        columns = 4
+        rows = -(-(len(names) + 1) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+        flat = axes.ravel()
+        domains = self.results[names[0]].domains
+        colours = plt.get_cmap("tab10")(np.arange(len(domains)) % 10)
+        for ax, name in zip(flat, names):
+            mixture = self.results[name].mixture_curve()
+            ax.stackplot(mixture.index, mixture.to_numpy().T, labels=domains, colors=colours)
+            ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1), xlabel="decision", ylabel="mixture")
+        flat[0].legend(loc="upper left", fontsize=7, ncol=2)
+        curves = flat[len(names)]
+        for name in names:
+            curve = self.results[name].objective_curve()
+            curves.plot(curve.index, curve.to_numpy(), label=name, lw=2.2 if name in ("oracle", "uniform") else 1.2)
+        curves.set(title="held-out loss (objective)", xlabel="decision", ylabel="mean over seeds")
+        curves.legend(fontsize=7)
+        for ax in flat[len(names) + 1 :]:
+            ax.axis("off")
+        fig.tight_layout()
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        return out
+
+
+class _Tick(BaseCallback):
+    """Calls `tick` after every decision of a ``learn`` (progress bars)."""
+
+    def __init__(self, tick: Callable[[], None]) -> None:
+        super().__init__()
+        self.tick = tick
+
+    def _on_step(self) -> bool:
+        self.tick()
+        return True
+
+
+ProgressHook = Callable[[str, int], Callable[[], None]]
+"""``hook(label, total_decisions) -> tick``: opens a progress bar, returns its advance."""
+
+
+def compare(
+    contenders: Sequence[Contender],
+    target: dict[str, Any],
+    proxy: dict[str, Any],
+    seeds: int = 5,
+    first_seed: int = 100,
+    train_decisions: int = 3000,
+    save_dir: str | Path | None = None,
+    progress: ProgressHook | None = None,
+) -> Comparison:
+    """Run every contender (plus uniform and the oracle) on `seeds` target runs.
+
+    Args:
+        contenders: the agents and how they meet the target.
+        target: env and backend options of the target (e.g. ``{"hidden_dim": 32}``).
+        proxy: those of the proxy env that "proxy" contenders learn on.
+        seeds: number of target runs, seeded ``first_seed``, ``first_seed + 1``, ...
+        train_decisions: decisions each "proxy" contender learns for.
+        save_dir: if given, each contender's `Results` (and learned policy) go to
+            ``save_dir/<label>/``.
+        progress: progress-bar hook (see `ProgressHook`).
+    """
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds!r}")
+    everyone = [Contender("uniform"), Contender("oracle")] + [c for c in contenders if c.agent not in ("uniform", "oracle")]
+    labels = [c.name for c in everyone]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"contender labels must be unique, got {labels}")
+    comparison = Comparison({}, {}, {})
+    for contender in everyone:
+        env = contender.env(target)
+        decisions = seeds * env.num_decisions + (train_decisions if contender.mode == "proxy" else 0)
+        tick = progress(contender.name, decisions) if progress is not None else None
+        start = time.perf_counter()
+        folder = Path(save_dir) / contender.name.replace(" ", "_") if save_dir is not None else None
+        if contender.mode == "online":
+            run_seeds = list(range(first_seed, first_seed + seeds))
+            results, _ = learn_online(contender.agent, env, run_seeds, on_decision=tick, **contender.overrides)
+        else:
+            if contender.mode == "proxy":
+                agent = make_agent(contender.agent, contender.env(proxy), **contender.overrides)
+                agent.learn(train_decisions, callback=_Tick(tick) if tick is not None else None)
+                if folder is not None:
+                    agent.save(folder / "policy.zip")
+            else:
+                agent = make_agent(contender.agent, env, **contender.overrides)
+            results = evaluate(agent, env, episodes=seeds, seed=first_seed, on_decision=tick)
+        results.config.update({"target": target, "proxy": proxy if contender.mode == "proxy" else None})
+        comparison.results[contender.name] = results
+        comparison.modes[contender.name] = contender.mode
+        comparison.seconds[contender.name] = time.perf_counter() - start
+        if folder is not None:
+            results.save(folder)
+    return comparison
+
+
+HEADER = (
+    "agent",
+    "mode",
+    "final held-out loss (mean ± sd)",
+    "regret vs oracle",
+    "decisions to uniform's final loss",
+    "wall time (s)",
+)
+
+
+def table_rows(summary: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The summary's rows as text, one cell per `HEADER` column."""
+    rows = []
+    for row in summary.itertuples():
+        reached = "never" if pd.isna(row.decisions_to_uniform) else f"{int(row.decisions_to_uniform)}"
+        if not pd.isna(row.pct_fewer_than_uniform) and row.agent != "uniform":
+            pct = row.pct_fewer_than_uniform
+            reached += f" ({pct:.0f}% fewer)" if pct >= 0 else f" ({-pct:.0f}% more)"
+        rows.append(
+            (
+                str(row.agent),
+                str(row.mode),
+                f"{row.final_objective:.4f} ± {row.final_sd:.4f}",
+                f"{row.regret:+.4f} ({row.regret_pct:+.1f}%)",
+                reached,
+                f"{row.wall_s:.1f}",
+            )
+        )
+    return rows
+
+
+def markdown(summary: pd.DataFrame) -> str:
+    """The summary as a Markdown table."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(summary)]
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""Static baselines: uniform, natural, fixed, random (Dirichlet each decision) and oracle.
+
+Every online mixing method must beat these to matter. ``natural`` samples in proportion to
+the domains' sizes (the Pile's default weights are of this kind); ``oracle`` is the toy
+backend's best static mixture, found by search (`mixgym.llm_backend.oracle.oracle_mixture`),
+the yardstick of regret. ``random`` draws a fresh Dirichlet mixture every decision, the
+floor any policy should clear. All drive an env with ``action_map="simplex"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from mixgym.agents.base import EnvFacts
+from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
+from mixgym.llm_backend.oracle import oracle_mixture
+from mixgym.llm_backend.toy import ToyBackend
+
+
+def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
+    """`values` as a mixture over `num_domains` domains; an error naming `what` otherwise."""
+    try:
+        m = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be {num_domains} numbers, got {values!r}") from None
+    if m.shape != (num_domains,):
+        raise ValueError(f"{what} must have {num_domains} entries (one per domain), got {values!r}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
+        raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
+    return m / m.sum()
+
+
+class StaticMixer:
+    """The same mixture at every decision."""
+
+    def __init__(self, mixture: np.ndarray) -> None:
+        self._mixture = np.asarray(mixture, dtype=np.float64)
+
+    def reset(self, info: dict[str, Any]) -> None:
+        """A static mixture ignores what the run reports."""
+
+    def observe(self, info: dict[str, Any]) -> None:
+        """A static mixture ignores what the run reports."""
+
+    def mixture(self) -> np.ndarray:
+        return self._mixture.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mixture": as_json(self._mixture)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._mixture = normalised_mixture(state["mixture"], len(self._mixture), "saved mixture")
+
+
+def _restore_static(config: MixerConfig, facts: EnvFacts, state: dict[str, Any]) -> StaticMixer:
+    return StaticMixer(normalised_mixture(state["mixture"], facts.num_domains, "saved mixture"))
+
+
+@dataclass(frozen=True)
+class FixedConfig(MixerConfig):
+    """Options of the ``fixed`` agent."""
+
+    mixture: tuple[float, ...] = field(
+        default=(), metadata={"help": "the mixture, K non-negative weights (divided by their sum); required"}
+    )
+
+
+@dataclass(frozen=True)
+class RandomConfig(MixerConfig):
+    """Options of the ``random`` agent."""
+
+    concentration: float = field(
+        default=1.0, metadata={"help": "Dirichlet concentration of every domain (1: uniform over the simplex)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.concentration) and self.concentration > 0):
+            raise ValueError(f"concentration must be a positive finite number, got {self.concentration!r}")
+
+
+@dataclass(frozen=True)
+class OracleConfig(MixerConfig):
+    """Options of the ``oracle`` agent: the arguments of the toy's oracle search."""
+
+    search_seeds: tuple[int, ...] = field(
+        default=(0, 1, 2), metadata={"help": "run seeds the search averages over (oracle_mixture's default)"}
+    )
+    n_random: int = field(default=32, metadata={"help": "random Dirichlet starts of the search"})
+    rounds: int = field(default=8, metadata={"help": "coordinate-search rounds"})
+
+
+class DirichletMixer:
+    """A fresh Dirichlet(concentration) mixture at every decision, from a seeded generator."""
+
+    def __init__(self, num_domains: int, concentration: float, seed: int | None) -> None:
+        self._alpha = np.full(num_domains, concentration)
+        self._rng = np.random.default_rng(seed)
+        self._mixture = self._rng.dirichlet(self._alpha)
+
+    def reset(self, info: dict[str, Any]) -> None:
+        self._mixture = self._rng.dirichlet(self._alpha)
+
+    def observe(self, info: dict[str, Any]) -> None:
+        self._mixture = self._rng.dirichlet(self._alpha)
+
+    def mixture(self) -> np.ndarray:
+        return self._mixture.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mixture": as_json(self._mixture), "rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._mixture = normalised_mixture(state["mixture"], len(self._alpha), "saved mixture")
+        self._rng.bit_generator.state = state["rng"]
+
+
+def _restore_random(config: RandomConfig, facts: EnvFacts, state: dict[str, Any]) -> DirichletMixer:
+    mixer = DirichletMixer(facts.num_domains, config.concentration, config.seed)
+    mixer.load_state_dict(state)
+    return mixer
+
+
+def _uniform(env: gym.Env, config: MixerConfig, facts: EnvFacts) -> StaticMixer:
+    return StaticMixer(np.full(facts.num_domains, 1.0 / facts.num_domains))
+
+
+def _natural(env: gym.Env, config: MixerConfig, facts: EnvFacts) -> StaticMixer:
+    if facts.natural is None:
+        raise ValueError("agent 'natural' needs the backend's domain sizes, and this backend reports none")
+    return StaticMixer(np.array(facts.natural))
+
+
+def _fixed(env: gym.Env, config: FixedConfig, facts: EnvFacts) -> StaticMixer:
+    return StaticMixer(normalised_mixture(config.mixture, facts.num_domains, "agent 'fixed': option mixture"))
+
+
+def _random(env: gym.Env, config: RandomConfig, facts: EnvFacts) -> DirichletMixer:
+    return DirichletMixer(facts.num_domains, config.concentration, config.seed)
+
+
+def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
+    backend = env.unwrapped.backend  # type: ignore[attr-defined]
+    if not isinstance(backend, ToyBackend):
+        raise ValueError(
+            f"agent 'oracle' needs the toy backend (its best static mixture is found by search), got {type(backend).__name__}"
+        )
+    result = oracle_mixture(backend.config, seeds=config.search_seeds, n_random=config.n_random, rounds=config.rounds)
+    return StaticMixer(result.mixture)
+
+
+register_mixer("uniform", "the uniform mixture", MixerConfig, _uniform, _restore_static)
+register_mixer("natural", "proportional to the backend's domain sizes", MixerConfig, _natural, _restore_static)
+register_mixer("fixed", "a given mixture (option mixture=[...])", FixedConfig, _fixed, _restore_static)
+register_mixer("random", "a fresh Dirichlet mixture every decision", RandomConfig, _random, _restore_random)
+register_mixer("oracle", "the toy backend's best static mixture, by search", OracleConfig, _oracle, _restore_static)

@@ -1,0 +1,138 @@
+"""The `mixgym` command line: demo --quick, train/eval in both modes, help and errors."""
+
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+
+from mixgym import cli
+from mixgym.agents import AGENTS, Results, load_agent
+from mixgym.agents.compare import env_for
+from mixgym.envs import MixingEnv
+
+SMALL_ENV = ["--env", "total_steps=60"]
+
+
+def run(*argv: str) -> int:
+    return cli.main(list(argv))
+
+
+def test_demo_quick_writes_table_figure_and_results(tmp_path, capsys) -> None:
+    assert run("demo", "--quick", "--out", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    for name in cli.DEMO_AGENTS + ("oracle",):
+        assert name in out
+        assert Results.load(tmp_path / name).config["agent"] == name
+    summary = (tmp_path / "summary.md").read_text()
+    assert "regret vs oracle" in summary and summary.count("\n") == len(cli.DEMO_AGENTS) + 3
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    assert load_agent(tmp_path / "acodm" / "policy.zip").name == "acodm"
+
+
+def test_console_script_entry_point_and_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "mixgym.cli", "--help"], capture_output=True, text=True, check=True)
+    assert all(command in out.stdout for command in ("demo", "train", "eval", "agents"))
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("demo", ["--quick", "--out", "--reward", "proxy mode"]),
+        ("train", ["--mode", "--env", "--option", "--decisions", "--save", "--tensorboard", "acodm-frozen-actor"]),
+        ("eval", ["--agent", "--episodes", "--seed", "--results", "another"]),
+        ("agents", ["name"]),
+    ],
+)
+def test_every_command_has_complete_help(command: str, expected: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(command, "--help")
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(item in text for item in expected), text
+
+
+def test_train_proxy_then_eval_on_a_larger_model(tmp_path, capsys) -> None:
+    policy = tmp_path / "hds.zip"
+    options = ["-o", "net_width=16", "-o", "batch_size=8"]
+    assert run("train", "hds", *SMALL_ENV, "--env", "hidden_dim=8", *options, "--decisions", "18", "--save", str(policy), "--no-progress") == 0
+    results = tmp_path / "eval"
+    assert run("eval", str(policy), *SMALL_ENV, "--env", "hidden_dim=48", "--episodes", "2", "--results", str(results)) == 0
+    loaded = Results.load(results)
+    assert loaded.config["agent"] == "hds" and len(loaded.final_objectives()) == 2
+    assert "final held-out loss" in capsys.readouterr().out
+
+
+def test_train_online_saves_the_policy_and_the_run(tmp_path) -> None:
+    policy, folder = tmp_path / "odm.zip", tmp_path / "odm-run"
+    assert run("train", "odm", "--mode", "online", *SMALL_ENV, "--save", str(policy), "--results", str(folder)) == 0
+    assert load_agent(policy).name == "odm"
+    assert Results.load(folder).config["mode"] == "online"
+
+
+def test_train_with_tensorboard_logging(tmp_path) -> None:
+    logs = tmp_path / "tb"
+    assert run("train", "exp3", *SMALL_ENV, "--decisions", "6", "--save", str(tmp_path / "e.zip"), "--tensorboard", str(logs), "--no-progress") == 0
+    assert any(path.name.startswith("events.out.tfevents") for path in logs.rglob("*"))
+
+
+def test_eval_a_named_agent_with_options(tmp_path) -> None:
+    folder = tmp_path / "fixed"
+    assert run("eval", "--agent", "fixed", "-o", "mixture=[1, 1, 0, 1, 1]", *SMALL_ENV, "--episodes", "1", "--results", str(folder)) == 0
+    assert Results.load(folder).per_domain("mixture")["noise"].dropna().eq(0).all()
+
+
+def test_agents_lists_options_with_sources(capsys) -> None:
+    assert run("agents") == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in AGENTS)
+    assert run("agents", "acodm") == 0
+    assert "ddpg_1B.yml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["train", "dqn"], r"unknown agent 'dqn'; known agents: acodm"),
+        (["train", "odm", "-o", "smoothing=2"], "smoothing must be in"),
+        (["eval", "missing.zip"], "no saved agent"),
+        (["eval"], "either a saved POLICY or --agent"),
+        (["agents", "dqn"], "unknown agent 'dqn'"),
+    ],
+)
+def test_bad_input_exits_with_a_clear_message(argv: list[str], match: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv)
+    assert exit_info.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_eval_refuses_a_policy_for_another_k(tmp_path, capsys) -> None:
+    policy = tmp_path / "odm.zip"
+    assert run("train", "odm", *SMALL_ENV, "--decisions", "3", "--save", str(policy), "--no-progress") == 0
+    with pytest.raises(SystemExit):
+        run("eval", str(policy), *SMALL_ENV, "--env", "num_domains=7")
+    assert "K=5 domains" in capsys.readouterr().err
+
+
+def test_malformed_key_value_is_an_argparse_error(capsys) -> None:
+    with pytest.raises(SystemExit):
+        run("train", "odm", "--env", "hidden_dim")
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_extension_commands_plug_in(monkeypatch) -> None:
+    def add_cli(subparsers) -> None:
+        parser = subparsers.add_parser("corpus", help="build corpora")
+        parser.set_defaults(func=lambda args: 7)
+
+    monkeypatch.setitem(sys.modules, "fake_corpus", types.SimpleNamespace(add_corpus_cli=add_cli))
+    monkeypatch.setattr(cli, "EXTENSIONS", ("fake_corpus:add_corpus_cli",))
+    assert run("corpus") == 7
+
+
+def test_mixing_env_defaults_follow_the_agent() -> None:
+    assert env_for("odm", {"total_steps": 20}).action_mapper.name == "simplex"
+    env = env_for("hds", {"total_steps": 20})
+    assert isinstance(env, MixingEnv) and env.action_mapper.name == "softmax" and env.reward_fn.name == "holistic"
