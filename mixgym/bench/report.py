@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mixgym.agents.runner import Results  # noqa: E402
 from mixgym.bench.execute import CellOutcome  # noqa: E402
 
 GROUP = ["agent", "reward", "backend"]
@@ -40,7 +41,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
         if outcome.status == "failed":
             continue
         summary = json.loads((outcome.directory / "summary.json").read_text())
-        trajectory = pd.read_csv(outcome.directory / "decisions.csv")
+        trajectory = Results.load(outcome.directory).decisions
         cell = outcome.cell
         trajectories[cell.key] = trajectory
         row = {
@@ -126,8 +127,9 @@ def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) 
     fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3), squeeze=False)
     for ax, (_, row) in zip(axes[0], first.iterrows()):
         trajectory = trajectories[row["key"]]
-        mix_cols = [c for c in trajectory.columns if c.startswith("mix_")]
-        ax.stackplot(trajectory["step"], trajectory[mix_cols].to_numpy().T, labels=[c[4:] for c in mix_cols])
+        acted = trajectory[trajectory["decision"] > 0]
+        mix_cols = [c for c in acted.columns if c.startswith("mixture/")]
+        ax.stackplot(acted["step"], acted[mix_cols].to_numpy().T, labels=[c.split("/", 1)[1] for c in mix_cols])
         ax.set(title=f"{row['agent']}\n{row['reward']} / {row['backend']}", xlabel="step", ylim=(0, 1))
     axes[0][0].set_ylabel("mixture")
     axes[0][0].legend(fontsize=6, loc="upper left")

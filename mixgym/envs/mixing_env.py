@@ -85,7 +85,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``objective`` (target-weighted mean held-out loss), ``samples`` (K), ``tokens``
     (cumulative), ``step`` (optimizer steps), ``decision``, ``learning_rate``, ``rewards``
     (the reward's components). Wall-clock ``timings`` (seconds in train, eval, signals and
-    reward, this decision and summed over the episode) are on ``env.unwrapped.timings``, and
+    reward: the last decision's, and summed over the env's life, across resets, so that an
+    auto-reset at the end of a run does not erase them) are on ``env.unwrapped.timings``, and
     in ``info["timings"]`` only with ``info_timings=True``: by default ``info`` is exactly
     reproducible from the seed, as Gymnasium's checker demands.
 
@@ -198,7 +199,6 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._initial_eval = eval_loss
         self._decision = 0
         self._tokens = 0
-        self.timings = {"last": {}, "total": {}}
         self._snapshot = Snapshot(
             step=self.backend.step,
             mixture=None,

@@ -1,0 +1,78 @@
+"""`mixgym bench`: a grid end to end through the CLI, caching, crashing cells, bad configs."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mixgym.bench import load_config, parse_config, run_bench
+from mixgym.cli import main
+
+GRID = {
+    "name": "tiny",
+    "mode": "non-proxy",
+    "seeds": [0],
+    "agents": ["exp3"],
+    "rewards": ["alignment"],
+    "backends": {"toy3": {"backend": "toy", "num_domains": 3, "total_steps": 100}},
+    "env": {"steps_per_action": 10},
+}
+
+
+def write(tmp_path: Path, grid: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def test_two_cell_grid_runs_through_the_cli_and_a_rerun_skips_finished_cells(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert main(["bench", str(write(tmp_path, GRID)), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| exp3 | alignment | toy3 | 1 |" in printed and "| uniform |" in printed
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results["agent"]) == ["exp3", "uniform"]
+    assert results["regret"].notna().all() and (results["final_objective"] > 0).all()
+    uniform = results[results["agent"] == "uniform"].iloc[0]
+    assert uniform["decisions_to_uniform"] == 10 and uniform["percent_saved"] == 0.0
+    for name in ("summary.md", "summary.csv", "loss_vs_tokens.png", "mixtures.png", "final_loss.png", "config.yaml"):
+        assert (out / name).stat().st_size > 0, name
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")}
+    assert len(stamps) == 2
+    again = run_bench(load_config(out / "config.yaml"), out, workers=1, progress=False)
+    assert {o.status for o in again.outcomes} == {"cached"}
+    assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")} == stamps
+
+
+def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsys) -> None:
+    grid = dict(GRID, agents={"fixed": {"mixture": [1.0, 0.0]}})  # 2 weights for 3 domains: fails in the cell
+    out = tmp_path / "out"
+    assert main(["bench", str(write(tmp_path, grid)), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    printed = capsys.readouterr().out
+    assert "FAILED fixed/alignment/toy3/seed0" in printed and "| uniform |" in printed
+    failed = [p for p in out.glob("cells/*/error.txt")]
+    assert len(failed) == 1 and "mixture" in failed[0].read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"agents": ["sac-ultra"]}, "unknown agent 'sac-ultra' in 'agents'; allowed: .*exp3"),
+        ({"rewards": ["perplexity"]}, "unknown reward 'perplexity' in 'rewards'; allowed: alignment, eval_loss, holistic"),
+        ({"backends": {"x": {"backend": "jax"}}}, "unknown backend 'jax' in 'backends.x'; allowed: toy, hf"),
+        ({"seed": [0]}, r"unknown key\(s\) \['seed'\].*allowed: name, mode, seeds"),
+        ({"agents": []}, "'agents' must be a non-empty"),
+        ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"mode": "offline"}, "unknown mode 'offline'"),
+        ({"env": {"reward": "holistic"}}, r"unknown key\(s\) \['reward'\] in 'env'"),
+    ],
+)
+def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        parse_config({**GRID, **change})
+
+
+def test_shipped_configs_are_valid() -> None:
+    for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")):
+        assert load_config(path).cells(), path
