@@ -24,6 +24,16 @@ TINY = {"seq_len": 32, "micro_batch_size": 2, "grad_accumulation": 3}
 UNIFORM = np.full(5, 0.2)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine torch's
+    thread pool stalls (tens of times slower) when the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("preset", ["pythia-tiny", "gpt2-tiny", "llama-tiny"])
 def test_loss_falls_for_gpt_neox_gpt2_and_llama(preset: str) -> None:
     backend = HFBackend(model=preset, total_steps=30, seq_len=64, micro_batch_size=4, grad_accumulation=2)

@@ -200,6 +200,17 @@ class HFConfig:
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def preset_config(name: str, vocab_size: int, bos_id: int = 0, eos_id: int = 0, pad_id: int = 1) -> Any:
+    """The `transformers` config of a preset (`PRESETS`) for a vocabulary and special ids."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
+    _, transformers = _import_torch_transformers()
+    fields = dict(PRESETS[name])
+    return transformers.AutoConfig.for_model(
+        fields.pop("model_type"), vocab_size=vocab_size, bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, **fields
+    )
+
+
 def _import_torch_transformers() -> tuple[Any, Any]:
     """torch and transformers, or gymnasium's `DependencyNotInstalled` naming the extra."""
     try:
@@ -382,7 +393,7 @@ class HFBackend:
             self.tokenizer: TextTokenizer = load_tokenizer(config.tokenizer)
         else:
             self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, config.vocab_size, config.tokenizer_cache)
-        self._model_config = self._finish_model_config(model_config, transformers)
+        self._model_config = self._finish_model_config(model_config)
         limit = _max_positions(self._model_config)
         if limit is not None and config.seq_len > limit:
             raise ValueError(f"seq_len={config.seq_len} exceeds the model's maximum of {limit} positions")
@@ -415,20 +426,17 @@ class HFBackend:
 
         return SAMPLE_CORPUS
 
-    def _finish_model_config(self, model_config: Any, transformers: Any) -> Any:
+    def _finish_model_config(self, model_config: Any) -> Any:
         """The model's config with the tokenizer's vocabulary and special ids."""
         tok = self.tokenizer
-        special = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
         if model_config is None:
-            fields = dict(PRESETS[self.config.model])
-            return transformers.AutoConfig.for_model(fields.pop("model_type"), vocab_size=tok.vocab_size, **fields, **special)
+            return preset_config(self.config.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         if tok.vocab_size > model_config.vocab_size:
             raise ValueError(
                 f"the tokenizer ({tok.source}) has {tok.vocab_size} ids but the model's vocabulary has "
                 f"{model_config.vocab_size}: use a matching tokenizer or model (vocab_size=...)"
             )
-        for key, value in special.items():
-            setattr(model_config, key, value)
+        model_config.bos_token_id, model_config.eos_token_id, model_config.pad_token_id = tok.bos_id, tok.eos_id, tok.pad_id
         return model_config
 
     def _make_data(self) -> None:
@@ -473,6 +481,10 @@ class HFBackend:
         from transformers import AutoModelForCausalLM
 
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
+        # Let the previous run go first: two models and optimizer states alive at once would
+        # double the peak memory of every reset.
+        self.model = self.optimizer = self.scheduler = self._differencer = None
+        self._matrices, self._previous_weights = [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed.generate_state(1)[0]))
             model = AutoModelForCausalLM.from_config(self._model_config)
