@@ -36,7 +36,7 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from mixgym.llm_backend.corpus_sources import SOURCES, Source
 from mixgym.llm_backend.tokenizer import (
@@ -367,7 +367,7 @@ def build_corpus(
     allow_apt: bool = False,
     overwrite: bool = False,
     root: str | Path = "/",
-    log: Any = print,
+    log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Build a multi-domain corpus in `directory` from text on this machine; return the manifest.
 
