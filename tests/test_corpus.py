@@ -5,6 +5,7 @@ import argparse
 import gzip
 import json
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,12 @@ def test_missing_corpus_and_bad_build_arguments(tmp_path: Path) -> None:
     assert (tmp_path / "full" / "keep.txt").exists()
     with pytest.raises(CorpusError, match="no source could be read"):
         build_corpus(tmp_path / "y", sources=["wordnet"], root=tmp_path / "empty-root", **QUIET)
+
+
+def test_missing_datasets_says_which_extra_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gymnasium.error import DependencyNotInstalled
+
+    path = write_user_corpus(tmp_path / "corpus")
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(DependencyNotInstalled, match=r'pip install "mixgym\[hf\]"'):
+        load_corpus(path)

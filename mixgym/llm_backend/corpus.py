@@ -173,8 +173,12 @@ def _format_of(name: str, files: list[Path]) -> str:
 
 def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str | None) -> list[str]:
     """The non-empty documents in `files`, read with `datasets` (local files only)."""
-    import datasets
+    try:
+        import datasets
+    except ImportError as error:
+        from gymnasium.error import DependencyNotInstalled
 
+        raise DependencyNotInstalled('datasets is not installed; pip install "mixgym[hf]"') from error
     for path in files:
         try:
             with path.open("rb") as handle:
