@@ -1,0 +1,674 @@
+"""HFBackend: any `transformers` causal language model, pretrained from scratch on a local
+multi-domain corpus, driven one mixture at a time.
+
+The training step, as ODM, AC-ODM and HDS take it::
+
+    for each optimizer step:
+        for each of grad_accumulation micro-batches:
+            domain = the next domain of the plan (drawn from the mixture)
+            loss = model(micro-batch of that domain)      # forward
+            (loss / grad_accumulation).backward()          # accumulate .grad
+            per-domain gradient += .grad now - .grad before  (chosen matrices only)
+        clip gradients; AdamW step; learning-rate schedule step
+
+Presets (random initialisation; no dropout, as Pythia; parameter counts at the default
+4096-token vocabulary):
+
+============ ========== ====== ====== ===== ======= ============== ==========
+preset       family     layers hidden heads MLP     MLP output     parameters
+============ ========== ====== ====== ===== ======= ============== ==========
+pythia-tiny  GPT-NeoX   4      64     4     256     dense_4h_to_h  0.72M
+gpt2-tiny    GPT-2      4      64     4     256     c_proj         0.49M
+llama-tiny   Llama      4      64     4     192     down_proj      0.74M
+pythia-small GPT-NeoX   6      384    6     1536    dense_4h_to_h  13.8M
+============ ========== ====== ====== ===== ======= ============== ==========
+
+All have 512 positions. ``model=`` also takes a `transformers` config object, a config
+file (JSON with ``model_type``), or a local folder: with weights, training continues from
+them (every `reset` restores them); with only ``config.json``, it starts from random
+weights. The tokenizer's end-of-text, beginning and padding ids are written into the
+model's config; a tokenizer with more ids than the model's vocabulary is refused (a larger
+model vocabulary, padded as Pythia's, is allowed).
+
+Per-domain gradients (`domain_gradients`, for the alignment and holistic rewards) come
+from the training micro-batches themselves (``gradient_mode="difference"``, the AC-ODM/HDS
+method): after each micro-batch's backward pass, the change of the accumulated ``.grad`` of
+the chosen matrices is that micro-batch's gradient, added to its domain's row; rows are
+averaged over the domain's micro-batches of the last `train` call. No extra forward or
+backward pass; the cost is one add, one subtract and one copy of the chosen matrices per
+micro-batch. ``gradient_mode="probe"`` instead runs one extra forward and backward pass per
+domain on a fixed training batch when `domain_gradients` is called; ``"off"`` reports no
+gradients (a plain training loop). The chosen matrices default to the MLP output matrices
+of three layers spread through the network (first, middle, last), as AC-ODM/HDS read three
+MLP output matrices; `layers` names others.
+
+Sequences are packed: each domain's documents, each followed by the end-of-text token, are
+concatenated and cut into chunks of `seq_len` tokens; each domain walks its chunks in a
+fresh random order every epoch (a small domain repeats). Held-out loss is the mean loss on
+the first `eval_sequences` chunks of each domain's validation split (fixed).
+
+Needs ``pip install "mixgym[hf]"`` (torch, transformers, datasets, tokenizers), imported
+only when an `HFBackend` is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
+from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "pythia-tiny": {
+        "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "intermediate_size": 256, "max_position_embeddings": 512, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+    },
+    "pythia-small": {
+        "model_type": "gpt_neox", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6,
+        "intermediate_size": 1536, "max_position_embeddings": 512, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+    },
+    "gpt2-tiny": {
+        "model_type": "gpt2", "n_embd": 64, "n_layer": 4, "n_head": 4, "n_positions": 512,
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+    },
+    "llama-tiny": {
+        "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "intermediate_size": 192, "max_position_embeddings": 512,
+    },
+}
+"""Named model shapes (see the module docstring's table)."""
+
+MLP_OUTPUT_SUFFIXES = (
+    "mlp.dense_4h_to_h.weight",  # GPT-NeoX / Pythia
+    "mlp.c_proj.weight",  # GPT-2
+    "mlp.down_proj.weight",  # Llama, Mistral, Qwen, ...
+    "mlp.fc2.weight",  # OPT-style, Phi
+    "mlp.fc_out.weight",  # GPT-J
+)
+"""Names (suffixes) of the MLP output matrix in common causal-LM families."""
+
+GRADIENT_MODES = ("difference", "probe", "off")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    """Configuration of an `HFBackend`.
+
+    Attributes:
+        model: a preset name (`PRESETS`), a `transformers` config object, a config file
+            (JSON with ``model_type``) or a local model folder.
+        corpus: the corpus folder (`mixgym.llm_backend.corpus`); None is the packaged
+            sample corpus (`mixgym.data.SAMPLE_CORPUS`).
+        tokenizer: a local tokenizer folder; None trains a byte-level BPE of `vocab_size`
+            ids on the corpus' training split (cached beside the corpus).
+        vocab_size: ids of the trained tokenizer (ignored when `tokenizer` is given).
+        tokenizer_cache: where to cache trained tokenizers instead of beside the corpus.
+        validation_fraction: held-out share of a domain that gives no split.
+        total_steps: optimizer-step budget of one run (the schedule's length).
+        seq_len: tokens per sequence; at most the model's maximum positions.
+        micro_batch_size: sequences per micro-batch (one domain per micro-batch).
+        grad_accumulation: micro-batches per optimizer step.
+        every_domain: give every domain at least one micro-batch per `train` call (HDS and
+            AC-ODM do, so every domain has a gradient and a loss): of the call's
+            ``n_steps * grad_accumulation`` micro-batches, K are one per domain and the rest
+            are drawn from the mixture, all shuffled together. The realised mixture then
+            leans towards uniform by K / (n_steps * grad_accumulation); with fewer
+            micro-batches than domains in a call, all are drawn from the mixture.
+        learning_rate: peak AdamW learning rate (Pythia-70M's 1e-3).
+        warmup_fraction: share of `total_steps` of linear warm-up (at least one step;
+            Pythia's 1%).
+        min_lr_ratio: the cosine decay ends at this fraction of the peak (Pythia's 0.1).
+        weight_decay: AdamW weight decay of matrices (not of biases and norms; Pythia's 0.1).
+        betas: AdamW betas (Pythia's).
+        grad_clip: clip the gradient's global norm to this (Pythia's 1.0).
+        gradient_mode: ``"difference"``, ``"probe"`` or ``"off"`` (module docstring).
+        layers: names of the chosen matrices (gradients, weight norms); None is the MLP
+            output matrix of three layers spread through the network.
+        eval_sequences: validation chunks per domain in the fixed evaluation batches.
+        target_weights: weights of the per-domain held-out losses in the objective; None
+            is uniform.
+        device: torch device.
+    """
+
+    model: Any = "pythia-tiny"
+    corpus: str | Path | None = None
+    tokenizer: str | Path | None = None
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    tokenizer_cache: str | Path | None = None
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    total_steps: int = 200
+    seq_len: int = 128
+    micro_batch_size: int = 8
+    grad_accumulation: int = 4
+    every_domain: bool = True
+    learning_rate: float = 1e-3
+    warmup_fraction: float = 0.01
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    gradient_mode: str = "difference"
+    layers: tuple[str, ...] | None = None
+    eval_sequences: int = 8
+    target_weights: tuple[float, ...] | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2 (a sequence predicts its next tokens), got {self.seq_len!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("warmup_fraction", "min_lr_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        if self.gradient_mode not in GRADIENT_MODES:
+            raise ValueError(f"unknown gradient_mode {self.gradient_mode!r}; choose one of {', '.join(GRADIENT_MODES)}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+            if not self.layers or not all(isinstance(n, str) for n in self.layers):
+                raise ValueError(f"layers must be a non-empty list of parameter names, got {self.layers!r}")
+        object.__setattr__(self, "betas", tuple(self.betas))
+        if self.target_weights is not None:
+            object.__setattr__(self, "target_weights", tuple(float(w) for w in self.target_weights))
+
+    def fingerprint(self) -> str:
+        """A short hash of the configuration (for checkpoints)."""
+        fields = asdict(replace(self, model=None))
+        fields["model"] = self.model.to_json_string() if hasattr(self.model, "to_json_string") else str(self.model)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def preset_config(name: str, vocab_size: int, bos_id: int = 0, eos_id: int = 0, pad_id: int = 1) -> Any:
+    """The `transformers` config of a preset (`PRESETS`) for a vocabulary and special ids."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; presets: {', '.join(PRESETS)}")
+    _, transformers = _import_torch_transformers()
+    fields = dict(PRESETS[name])
+    return transformers.AutoConfig.for_model(
+        fields.pop("model_type"), vocab_size=vocab_size, bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=pad_id, **fields
+    )
+
+
+def _import_torch_transformers() -> tuple[Any, Any]:
+    """torch and transformers, or gymnasium's `DependencyNotInstalled` naming the extra."""
+    try:
+        import torch
+        import transformers
+    except ImportError as error:
+        from gymnasium.error import DependencyNotInstalled
+
+        raise DependencyNotInstalled(f'{error.name} is not installed; pip install "mixgym[hf]"') from error
+    return torch, transformers
+
+
+def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
+    """(a config to build from, or None for a preset; the folder of pretrained weights, if any)."""
+    if isinstance(model, transformers.PretrainedConfig):
+        return copy.deepcopy(model), None
+    if isinstance(model, str) and model in PRESETS:
+        return None, None
+    path = Path(model).expanduser() if isinstance(model, (str, Path)) else None
+    if path is None or not path.exists():
+        raise ValueError(
+            f"unknown model {model!r}: give a preset ({', '.join(PRESETS)}), a transformers config object, "
+            "a config file or a local model folder"
+        )
+    try:
+        if path.is_dir():
+            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+            weights = path if any((path / name).exists() for name in _WEIGHT_FILES) else None
+            return config, weights
+        fields = json.loads(path.read_text())
+        model_type = fields.pop("model_type")
+        return transformers.AutoConfig.for_model(model_type, **fields), None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"cannot read a model config from {str(path)!r}: {type(error).__name__}: {error}") from None
+
+
+def _max_positions(config: Any) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def _chosen_matrices(model: Any, layers: tuple[str, ...] | None) -> list[tuple[str, Any]]:
+    """The matrices whose gradients and norms the backend reports."""
+    params = dict(model.named_parameters())
+    if layers is not None:
+        unknown = [n for n in layers if n not in params]
+        if unknown:
+            matrices = [n for n, p in params.items() if p.dim() == 2]
+            raise ValueError(f"unknown parameter(s) {unknown} in layers; the model's matrices include {matrices[:12]}")
+        return [(n, params[n]) for n in layers]
+    outputs = [n for n in params if n.endswith(MLP_OUTPUT_SUFFIXES)]
+    if not outputs:
+        raise ValueError(
+            f"found no MLP output matrix (a parameter ending in one of {MLP_OUTPUT_SUFFIXES}) in "
+            f"{type(model).__name__}; name the matrices to watch with layers=[...]"
+        )
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(outputs) - 1, min(3, len(outputs)))})
+    return [(outputs[i], params[outputs[i]]) for i in picks]
+
+
+@dataclass
+class WarmupCosine:
+    """Learning-rate multiplier of step s (0-based): linear warm-up to 1 over `warmup_steps`,
+    then cosine decay to `min_ratio` at the last step of the budget, ``total_steps - 1``
+    (and flat after)."""
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min((step - self.warmup_steps) / max(1, self.total_steps - 1 - self.warmup_steps), 1.0)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _DomainStream:
+    """One domain's training chunks, walked in a fresh random order every epoch."""
+
+    def __init__(self, chunks: Any) -> None:
+        self.chunks = chunks  # (n, seq_len) int64 tensor
+        self.rng = np.random.default_rng()
+        self.order = np.zeros(0, dtype=np.int64)
+        self.position = 0
+
+    def reset(self, seed: np.random.SeedSequence) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(self.chunks))
+        self.position = 0
+
+    def take(self, count: int) -> Any:
+        picks = []
+        while len(picks) < count:
+            if self.position == len(self.order):
+                self.order, self.position = self.rng.permutation(len(self.chunks)), 0
+            picks.append(int(self.order[self.position]))
+            self.position += 1
+        return self.chunks[picks]
+
+    def state(self) -> dict[str, Any]:
+        return {"rng": copy.deepcopy(self.rng.bit_generator.state), "order": self.order.copy(), "position": self.position}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self.order, self.position = state["order"].copy(), int(state["position"])
+
+
+class _GradientDifferencer:
+    """Per-domain sums of micro-batch gradients of the chosen matrices, from the change of the
+    accumulated ``.grad`` across each micro-batch's backward pass."""
+
+    def __init__(self, params: list[Any], num_domains: int, torch: Any) -> None:
+        self.params = params
+        self._torch = torch
+        sizes = [p.numel() for p in params]
+        self.slices = [slice(a, a + n) for a, n in zip(np.cumsum([0] + sizes[:-1]), sizes)]
+        dim = sum(sizes)
+        self.sums = torch.zeros(num_domains, dim, dtype=torch.float32, device=params[0].device)
+        self.previous = torch.zeros(dim, dtype=torch.float32, device=params[0].device)
+        self.counts = np.zeros(num_domains, dtype=np.int64)
+
+    def clear(self) -> None:
+        """Forget the sums (start of a `train` call)."""
+        self.sums.zero_()
+        self.counts[:] = 0
+
+    def new_step(self) -> None:
+        """The accumulated gradient was zeroed (start of an optimizer step)."""
+        self.previous.zero_()
+
+    def record(self, domain: int) -> None:
+        """Add the gradient of the micro-batch just back-propagated to `domain`'s row."""
+        row = self.sums[domain]
+        for param, where in zip(self.params, self.slices):
+            if param.grad is None:
+                continue
+            grad, previous = param.grad.reshape(-1), self.previous[where]
+            row[where].add_(self._torch.sub(grad, previous, out=previous))  # the exact change, as AC-ODM
+            previous.copy_(grad)
+        self.counts[domain] += 1
+
+    def means(self, scale: float) -> np.ndarray:
+        """(K, D) float64: each domain's mean micro-batch gradient times `scale` (zeros if none)."""
+        sums = self.sums.double().cpu().numpy()
+        counts = np.maximum(self.counts, 1)[:, None]
+        return sums * (scale / counts)
+
+
+class HFBackend:
+    """A `transformers` causal LM pretrained on a local multi-domain corpus (module docstring).
+
+    >>> backend = HFBackend(model="gpt2-tiny", total_steps=4, seq_len=32, micro_batch_size=2, grad_accumulation=3)
+    >>> backend.domains
+    ['c', 'changelogs', 'licenses', 'manpages', 'python']
+    >>> stats = backend.train(np.full(5, 0.2), n_steps=2)
+    >>> stats.token_ids.shape, int(stats.samples.sum()), backend.domain_gradients().shape
+    ((12, 32), 12, (5, 49152))
+    """
+
+    def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
+        config = config or HFConfig()
+        if overrides:
+            unknown = sorted(set(overrides) - set(HFConfig.__dataclass_fields__))
+            if unknown:
+                raise ValueError(f"unknown HFBackend option(s) {unknown}; known: {sorted(HFConfig.__dataclass_fields__)}")
+            config = replace(config, **overrides)
+        self.config = config
+        torch, transformers = _import_torch_transformers()
+        self._torch = torch
+        self._device = torch.device(config.device)
+        model_config, self._pretrained = _model_spec(config.model, transformers)
+
+        self.corpus: Corpus = load_corpus(self._corpus_path(), config.validation_fraction)
+        self.domains = self.corpus.names
+        if config.tokenizer is not None:
+            self.tokenizer: TextTokenizer = load_tokenizer(config.tokenizer)
+        else:
+            self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, config.vocab_size, config.tokenizer_cache)
+        self._model_config = self._finish_model_config(model_config)
+        limit = _max_positions(self._model_config)
+        if limit is not None and config.seq_len > limit:
+            raise ValueError(f"seq_len={config.seq_len} exceeds the model's maximum of {limit} positions")
+        self._initial_weights = None
+        if self._pretrained is not None:
+            model = transformers.AutoModelForCausalLM.from_pretrained(str(self._pretrained), local_files_only=True)
+            self._initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._make_data()
+        if config.target_weights is not None:
+            w = np.asarray(config.target_weights, dtype=np.float64)
+            if w.shape != (len(self.domains),) or np.any(w < 0) or not w.sum() > 0:
+                raise ValueError(
+                    f"target_weights must be {len(self.domains)} non-negative numbers with a positive sum "
+                    f"(domains {self.domains}), got {config.target_weights!r}"
+                )
+            self._objective_weights: np.ndarray | None = w / w.sum()
+        else:
+            self._objective_weights = None
+        self.signals = frozenset({Signal.WEIGHT_NORMS, Signal.TOKENS} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set()))
+        self.total_steps = config.total_steps
+        self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
+        """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
+        self.reset(seed=0)
+
+    # ------------------------------------------------------------------ construction
+    def _corpus_path(self) -> Path:
+        if self.config.corpus is not None:
+            return Path(self.config.corpus)
+        from mixgym.data import SAMPLE_CORPUS
+
+        return SAMPLE_CORPUS
+
+    def _finish_model_config(self, model_config: Any) -> Any:
+        """The model's config with the tokenizer's vocabulary and special ids."""
+        tok = self.tokenizer
+        if model_config is None:
+            return preset_config(self.config.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
+        if tok.vocab_size > model_config.vocab_size:
+            raise ValueError(
+                f"the tokenizer ({tok.source}) has {tok.vocab_size} ids but the model's vocabulary has "
+                f"{model_config.vocab_size}: use a matching tokenizer or model (vocab_size=...)"
+            )
+        model_config.bos_token_id, model_config.eos_token_id, model_config.pad_token_id = tok.bos_id, tok.eos_id, tok.pad_id
+        return model_config
+
+    def _make_data(self) -> None:
+        """Tokenise the corpus into per-domain chunk streams, evaluation and probe batches."""
+        torch, cfg = self._torch, self.config
+        self._streams, self._eval_batches, self._probe_batches, sizes = [], [], [], []
+        for domain in self.corpus.domains:
+            chunks = {}
+            for split, texts in (("train", domain.train), ("validation", domain.validation)):
+                ids = self.tokenizer.encode_documents(texts)
+                count = len(ids) // cfg.seq_len
+                if count == 0:
+                    raise ValueError(
+                        f"domain {domain.name!r} has {len(ids)} {split} tokens, fewer than one sequence of "
+                        f"seq_len={cfg.seq_len}: add text to it or lower seq_len"
+                    )
+                chunks[split] = torch.from_numpy(ids[: count * cfg.seq_len].astype(np.int64)).view(count, cfg.seq_len)
+            sizes.append(chunks["train"].numel())
+            self._streams.append(_DomainStream(chunks["train"]))
+            self._eval_batches.append(chunks["validation"][: cfg.eval_sequences].to(self._device))
+            spread = np.linspace(0, len(chunks["train"]) - 1, cfg.micro_batch_size).round().astype(np.int64)
+            self._probe_batches.append(chunks["train"][spread].to(self._device))
+        self._domain_sizes = np.array(sizes, dtype=np.float64)
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def info(self) -> BackendInfo:
+        return BackendInfo(
+            domain_sizes=self._domain_sizes.copy(),
+            tokens_per_sample=self.config.seq_len,
+            objective_weights=self._objective_weights,
+        )
+
+    def reset(self, seed: int) -> None:
+        """Fresh model (random init from `seed`, or the pretrained weights), optimizer,
+        schedule, data order and RNGs."""
+        torch, cfg = self._torch, self.config
+        from transformers import AutoModelForCausalLM
+
+        init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
+        # Let the previous run go first: two models and optimizer states alive at once would
+        # double the peak memory of every reset.
+        self.model = self.optimizer = self.scheduler = self._differencer = None
+        self._matrices, self._previous_weights = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(init_seed.generate_state(1)[0]))
+            model = AutoModelForCausalLM.from_config(self._model_config)
+        if self._initial_weights is not None:
+            model.load_state_dict(self._initial_weights)
+        self.model = model.to(self._device)
+        self._matrices = _chosen_matrices(self.model, cfg.layers)
+        matrices = [p for _, p in self._matrices]
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.learning_rate,
+            betas=cfg.betas,
+        )
+        warmup = max(1, math.ceil(cfg.warmup_fraction * cfg.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(warmup, cfg.total_steps, cfg.min_lr_ratio))
+        seed_value = int(torch_seed.generate_state(1)[0])
+        self._rng_states = {"cpu": torch.Generator().manual_seed(seed_value).get_state()}
+        if self._device.type == "cuda":
+            self._rng_states["cuda"] = torch.Generator(device=self._device).manual_seed(seed_value).get_state()
+        self._mixture_rng = np.random.default_rng(mixture_seed)
+        for stream, domain_seed in zip(self._streams, domain_seeds):
+            stream.reset(domain_seed)
+        self._differencer = _GradientDifferencer(matrices, len(self.domains), torch) if cfg.gradient_mode == "difference" else None
+        self._previous_weights = [p.detach().clone() for p in matrices]
+        self._step = 0
+
+    def _plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
+        """The domain of each micro-batch of a call, (n_steps, grad_accumulation)."""
+        total, k = n_steps * self.config.grad_accumulation, len(self.domains)
+        forced = np.arange(k) if self.config.every_domain and total >= k else np.zeros(0, dtype=np.int64)
+        cdf = np.cumsum(mixture)
+        cdf[-1] = 1.0
+        drawn = np.minimum(np.searchsorted(cdf, self._mixture_rng.random(total - len(forced)), side="right"), k - 1)
+        plan = np.concatenate([forced, drawn]).astype(np.int64)
+        if len(forced):
+            plan = self._mixture_rng.permutation(plan)
+        return plan.reshape(n_steps, self.config.grad_accumulation)
+
+    def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
+        """`n_steps` AdamW steps; each micro-batch's domain drawn from `mixture` (see
+        `HFConfig.every_domain`)."""
+        start = time.perf_counter()
+        mixture = validate_mixture(mixture, len(self.domains))
+        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        torch, cfg, k = self._torch, self.config, len(self.domains)
+        plan = self._plan(mixture, int(n_steps))
+        self.micro_batch_domains = plan
+        self._previous_weights = [p.detach().clone() for _, p in self._matrices]
+        if self._differencer is not None:
+            self._differencer.clear()
+        loss_sums = torch.zeros(k, dtype=torch.float64, device=self._device)
+        batches = []
+        self.model.train()
+        with self._own_rng():
+            for step_domains in plan:
+                if self._differencer is not None:
+                    self._differencer.new_step()
+                for domain in map(int, step_domains):
+                    batch = self._streams[domain].take(cfg.micro_batch_size)
+                    batches.append(batch)
+                    batch = batch.to(self._device, non_blocking=True)
+                    loss = self.model(input_ids=batch, labels=batch).loss
+                    (loss / cfg.grad_accumulation).backward()
+                    if self._differencer is not None:
+                        self._differencer.record(domain)
+                    loss_sums[domain] += loss.detach()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step += 1
+        micro_batches = np.bincount(plan.ravel(), minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            train_loss = np.where(micro_batches > 0, loss_sums.cpu().numpy() / np.maximum(micro_batches, 1), np.nan)
+        token_ids = torch.cat(batches).numpy()
+        return TrainStats(
+            samples=micro_batches * cfg.micro_batch_size,
+            train_loss=train_loss,
+            tokens=int(token_ids.size),
+            wall_time=time.perf_counter() - start,
+            learning_rate=self._last_learning_rate(),
+            token_ids=token_ids,
+        )
+
+    @contextlib.contextmanager
+    def _own_rng(self) -> Iterator[None]:
+        """Run with the backend's own torch RNG streams (dropout, if the model has any), so
+        that other torch users in the process (an SB3 agent) neither disturb nor see them."""
+        torch, cuda = self._torch, self._device.type == "cuda"
+        with torch.random.fork_rng(devices=[self._device.index or 0] if cuda else []):
+            torch.set_rng_state(self._rng_states["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(self._rng_states["cuda"], self._device)
+            yield
+            self._rng_states["cpu"] = torch.get_rng_state()
+            if cuda:
+                self._rng_states["cuda"] = torch.cuda.get_rng_state(self._device)
+
+    def _last_learning_rate(self) -> float:
+        """The learning rate of the last optimizer step taken."""
+        return self.config.learning_rate * self.scheduler.lr_lambdas[0](max(self._step - 1, 0))
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean next-token loss per domain on its fixed validation chunks."""
+        torch = self._torch
+        self.model.eval()
+        losses = {}
+        with torch.no_grad():
+            for name, batch in zip(self.domains, self._eval_batches):
+                losses[name] = float(self.model(input_ids=batch, labels=batch).loss)
+        return losses
+
+    def domain_gradients(self) -> np.ndarray:
+        """(K, D) float64: per-domain gradients of the mean next-token loss w.r.t. the chosen
+        matrices, flattened and concatenated in `weight_stats().names` order.
+
+        ``"difference"``: each domain's mean micro-batch gradient over the last `train`
+        call (zeros before the first call, or for a domain that got no micro-batch).
+        ``"probe"``: the gradient at the current weights on each domain's fixed probe batch.
+        """
+        if self.config.gradient_mode == "off":
+            raise RuntimeError("gradient_mode='off': this backend reports no gradients")
+        if self._differencer is not None:
+            return self._differencer.means(self.config.grad_accumulation)
+        torch = self._torch
+        matrices = [p for _, p in self._matrices]
+        self.model.eval()
+        rows = []
+        for batch in self._probe_batches:
+            loss = self.model(input_ids=batch, labels=batch).loss
+            grads = torch.autograd.grad(loss, matrices)
+            rows.append(torch.cat([g.reshape(-1) for g in grads]).double().cpu().numpy())
+        return np.stack(rows)
+
+    def weight_stats(self) -> WeightStats:
+        norms, updates = [], []
+        with self._torch.no_grad():
+            for (_, p), before in zip(self._matrices, self._previous_weights):
+                norms.append(float(p.double().norm()))
+                updates.append(float((p - before).double().norm()))
+        return WeightStats(names=tuple(n for n, _ in self._matrices), norms=np.array(norms), update_norms=np.array(updates))
+
+    def _fingerprint(self) -> str:
+        payload = f"{self.config.fingerprint()}|{self.tokenizer.fingerprint()}|{self.domains}|{self._domain_sizes.tolist()}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, schedule, data positions, every RNG and the last call's
+        gradient sums and weights, copied: resuming from it is bit-identical on CPU."""
+        differencer = self._differencer
+        return {
+            "fingerprint": self._fingerprint(),
+            "step": self._step,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "torch_rng": {k: v.clone() for k, v in self._rng_states.items()},
+            "mixture_rng": copy.deepcopy(self._mixture_rng.bit_generator.state),
+            "streams": [s.state() for s in self._streams],
+            "previous_weights": [w.clone() for w in self._previous_weights],
+            "gradients": None if differencer is None else (differencer.sums.clone(), differencer.counts.copy()),
+            "micro_batch_domains": self.micro_batch_domains.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("fingerprint") != self._fingerprint():
+            raise ValueError(
+                f"state is from a backend with fingerprint {state.get('fingerprint')!r} (configuration, tokenizer "
+                f"and corpus); this backend's is {self._fingerprint()!r}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
+        self._step = int(state["step"])
+        self._rng_states = {k: v.clone() for k, v in state["torch_rng"].items()}
+        self._mixture_rng.bit_generator.state = copy.deepcopy(state["mixture_rng"])
+        for stream, stream_state in zip(self._streams, state["streams"]):
+            stream.load(stream_state)
+        self._previous_weights = [w.clone().to(self._device) for w in state["previous_weights"]]
+        if self._differencer is not None and state["gradients"] is not None:
+            sums, counts = state["gradients"]
+            self._differencer.sums.copy_(sums)
+            self._differencer.counts[:] = counts
+        self.micro_batch_domains = state["micro_batch_domains"].copy()
