@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-EXTENSIONS: tuple[str, ...] = ("mixgym.bench:add_bench_cli",)
+EXTENSIONS: tuple[str, ...] = ("mixgym.bench:add_bench_cli", "mixgym.llm_backend.corpus:add_corpus_cli")
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called
 with the subparsers object (``argparse._SubParsersAction``) and adds its own command, setting
 ``func`` (called with the parsed arguments, returning an exit code) as the commands here do.

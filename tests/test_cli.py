@@ -136,3 +136,16 @@ def test_mixing_env_defaults_follow_the_agent() -> None:
     assert env_for("odm", {"total_steps": 20}).action_mapper.name == "simplex"
     env = env_for("hds", {"total_steps": 20})
     assert isinstance(env, MixingEnv) and env.action_mapper.name == "softmax" and env.reward_fn.name == "holistic"
+
+
+def test_corpus_build_through_the_cli_is_loadable_with_datasets(tmp_path) -> None:
+    import json
+
+    from mixgym.llm_backend.corpus import load_corpus
+
+    out = tmp_path / "corpus"
+    assert run("corpus", "build", str(out), "--sources", "python", "--max-bytes", "60000", "--vocab-size", "512") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "python" in json.dumps(manifest)
+    corpus = load_corpus(out)
+    assert corpus.names == ["python"] and len(corpus.domains[0].train) > 0
