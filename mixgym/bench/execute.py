@@ -38,6 +38,14 @@ def cell_dir(out: Path, cell: Cell) -> Path:
     return out / "cells" / cell.key
 
 
+def _one_thread_per_worker() -> None:
+    """Cells run side by side: each takes one torch thread (several oversubscribe the cores,
+    and a torch step then runs tens of times slower, not faster)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _run_one(cell: Cell, directory: Path, runner: CellRunner) -> CellOutcome:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cell.json").write_text(json.dumps(asdict(cell), indent=2, default=str))
@@ -66,7 +74,7 @@ def run_cells(cells: list[Cell], out: Path, runner: CellRunner, workers: int | N
             outcomes.append(_run_one(cell, cell_dir(out, cell), runner))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread_per_worker) as pool:
             futures = {pool.submit(_run_one, cell, cell_dir(out, cell), runner): cell for cell in pending}
             for future in as_completed(futures):
                 try:
