@@ -4,11 +4,11 @@ Same model, corpus, seed and number of optimizer steps, run
 
 (a) as a plain training loop: `HFBackend.train` on a fixed uniform mixture every
     `steps_per_action` steps, gradients off (``gradient_mode="off"``);
-(b) through `MixingEnv` with the holistic reward (HDS), driven by stable-baselines3 SAC
-    configured as HDS: gamma 0.95, tau 0.001, buffer 10k, batch 32, lr 1e-4, one update per
-    decision, learning_starts = 2% of the decisions (at least 1; SB3 acts at random until
-    then, where HDS acts with a fixed prior mixture), SB3's default MLP networks (HDS's
-    transformer-based networks are not reproduced here). Per-domain gradients come
+(b) through `MixingEnv` with the holistic reward (HDS), driven by the ``hds`` agent
+    (`mixgym.agents.make_agent("hds", env)`: stock SB3 SAC as HDS configured it, gamma 0.95,
+    tau 0.001, buffer 10k, batch 32, lr 1e-4, one update per decision, the first 2% of the
+    decisions acting with a fixed prior mixture; SB3's MLP networks stand in for HDS's
+    transformer-based ones). Per-domain gradients come
     from micro-batch differencing (the default), weight norms and the tokens trained on feed
     the reward.
 
@@ -91,13 +91,12 @@ def _worker(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         extra: dict[str, Any] = {}
     else:
         import gymnasium as gym
-        from stable_baselines3 import SAC
 
-        class SumTimings(gym.Wrapper):
-            """Adds up `env.timings["last"]` over every step (a reset clears the env's own),
-            and times every reset."""
+        from mixgym.agents import make_agent
 
-            total: dict[str, float] = {}
+        class TimedResets(gym.Wrapper):
+            """Times every reset (the env's own timings cover its steps, across resets)."""
+
             resets: list[float] = []
 
             def reset(self, **kwargs: Any) -> Any:
@@ -106,34 +105,16 @@ def _worker(kind: str, options: dict[str, Any]) -> dict[str, Any]:
                 self.resets.append(time.perf_counter() - start)
                 return out
 
-            def step(self, action: Any) -> Any:
-                out = self.env.step(action)
-                for key, value in self.env.unwrapped.timings["last"].items():
-                    self.total[key] = self.total.get(key, 0.0) + value
-                return out
-
-        unwrapped = MixingEnv(backend="hf", reward="holistic", steps_per_action=spa, **backend_options)
-        unwrapped.eval_every = unwrapped.num_decisions  # evaluate at reset and at the end only, as (a)
-        env = SumTimings(unwrapped)
+        decisions = -(-options["steps"] // spa)
+        # evaluate at reset and at the end only, as (a) does
+        unwrapped = MixingEnv(backend="hf", reward="holistic", steps_per_action=spa, eval_every=decisions, **backend_options)
+        env = TimedResets(unwrapped)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start, cpu_start = time.perf_counter(), time.process_time()
-        agent = SAC(
-            "MlpPolicy",
-            env,
-            gamma=0.95,
-            tau=0.001,
-            buffer_size=10_000,
-            batch_size=32,
-            learning_rate=1e-4,
-            learning_starts=max(1, round(0.02 * unwrapped.num_decisions)),
-            train_freq=1,
-            gradient_steps=1,
-            seed=seed,
-            device="cpu",
-        )
+        agent = make_agent("hds", env, seed=seed)
         agent.learn(total_timesteps=unwrapped.num_decisions)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        extra = {"env_timings": SumTimings.total, "resets": SumTimings.resets}
+        extra = {"env_timings": unwrapped.timings["total"], "resets": TimedResets.resets}
     return {
         "kind": kind,
         "wall": wall,
