@@ -66,6 +66,7 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
         ({"seeds": []}, "'seeds' must be a non-empty list"),
         ({"mode": "offline"}, "unknown mode 'offline'"),
         ({"env": {"reward": "holistic"}}, r"unknown key\(s\) \['reward'\] in 'env'"),
+        ({"agents": {"hds": {"rewards": ["loss"]}}}, "unknown agents.hds.reward 'loss'"),
     ],
 )
 def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) -> None:
@@ -76,3 +77,15 @@ def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) 
 def test_shipped_configs_are_valid() -> None:
     for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")):
         assert load_config(path).cells(), path
+
+
+def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
+    grid = parse_config({**GRID, "agents": {"hds": {"rewards": ["holistic"]}, "exp3": {}}, "rewards": ["alignment", "eval_loss"]})
+    labels = sorted(cell.label for cell in grid.cells())
+    assert labels == [
+        "exp3/alignment/toy3/seed0",
+        "exp3/eval_loss/toy3/seed0",
+        "hds/holistic/toy3/seed0",
+        "uniform/alignment/toy3/seed0",
+    ]
+    assert all("rewards" not in cell.agent_options for cell in grid.cells())

@@ -4,7 +4,8 @@
 name: toy                      # a label for the output folder and tables
 mode: proxy                    # proxy | non-proxy (see `BenchConfig`)
 seeds: [0, 1, 2]
-agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides
+agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides;
+                               # {hds: {rewards: [holistic]}} pins the rewards an agent runs with
 rewards: [alignment]
 backends:                      # label -> options of `make_backend` (and `backend:` = kind)
   toy5: {backend: toy, num_domains: 5, total_steps: 1000}
@@ -105,7 +106,9 @@ class BenchConfig:
         for label, options in self.backends.items():
             for seed in self.seeds:
                 for agent, agent_options in self.agents.items():
-                    rewards = self.rewards[:1] if agent == "uniform" else self.rewards
+                    agent_options = dict(agent_options)
+                    pinned = tuple(agent_options.pop("rewards", ()))
+                    rewards = pinned or (self.rewards[:1] if agent == "uniform" else self.rewards)
                     for reward in rewards:
                         cells.append(self._cell(agent, agent_options, reward, label, options, seed))
                 if "uniform" not in self.agents:
@@ -159,6 +162,9 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
         raise ValueError(f"'seeds' must be a non-empty list of non-negative integers, got {seeds!r}")
     agents = _names(raw["agents"], "agents", _known_agents())
     rewards = list(_names(raw["rewards"], "rewards", sorted(REWARDS)))
+    for name, options in agents.items():
+        if "rewards" in options:
+            _names(options["rewards"], f"agents.{name}.rewards", sorted(REWARDS))
     backends = raw["backends"]
     if not isinstance(backends, dict) or not backends:
         raise ValueError("'backends' must be a non-empty mapping: label -> {backend: toy|hf, ...options}")
