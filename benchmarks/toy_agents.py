@@ -19,8 +19,9 @@ uniform mixture (decisions needed to reach uniform's final held-out loss).
   can learn when the reward and the exploration fit the task;
 - acodm and hds also run non-proxy (``online``): a fresh agent learns during each target run.
 
-Writes a Markdown report (``--out``) and a PNG of mixtures and loss curves beside it, and
-every contender's per-decision results under ``--runs``.
+Writes a Markdown report (``--out``, overwritten: the committed report adds a hand-written
+reading below the generated table), a CSV and a PNG of mixtures and loss curves beside it,
+and every contender's per-decision results under ``--runs``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the agents' learning (default 0)")
     parser.add_argument("--out", default="benchmarks/results/toy_agents.md", help="Markdown report")
     parser.add_argument("--runs", default="runs/toy_agents", help="per-contender results and policies")
-    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these contenders (and uniform, oracle)")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="LABEL", help="run only these contenders (and uniform, oracle)"
+    )
     args = parser.parse_args(argv)
     chosen = contenders(args.seed)
     if args.only is not None:
@@ -73,12 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     target = {"total_steps": 1000, "hidden_dim": 32}
     proxy = {"total_steps": 1000, "hidden_dim": 16}
 
-    def progress(label: str, total: int):
+    def progress(label: str, total: int) -> None:
+        """Log each contender's start; no per-decision ticks (this script runs unattended)."""
         print(f"[{time.perf_counter() - started:6.0f} s] {label} ({total} decisions)", file=sys.stderr, flush=True)
         return None
 
     comparison = compare(
-        chosen, target, proxy, seeds=args.seeds, train_decisions=args.train_decisions, save_dir=args.runs, progress=progress
+        chosen,
+        target,
+        proxy,
+        seeds=args.seeds,
+        train_decisions=args.train_decisions,
+        save_dir=args.runs,
+        progress=progress,
     )
     summary = comparison.summary()
     out = Path(args.out)
@@ -88,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         "# Agents on the toy task (issue 6)",
         "",
         f"`PYTHONPATH=. {command}` (total {time.perf_counter() - started:.0f} s), {date.today().isoformat()}.",
-        f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()}, "
+        f"torch {torch.__version__}, "
         f"numpy {np.__version__}, one torch thread; wall times are from a machine shared with other work.",
         f"Target: toy {target}, {args.seeds} runs (seeds 100-{99 + args.seeds}); proxy {proxy}; "
         f"proxy learning {args.train_decisions} decisions. Figure: [{figure.name}]({figure.name}).",

@@ -145,7 +145,8 @@ class Comparison:
             ax = fig.add_subplot(grid[i // columns, i % columns])
             mixture = self.results[name].mixture_curve()
             ax.stackplot(mixture.index, mixture.to_numpy().T, labels=domains, colors=colours)
-            ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1), xlabel="decision", ylabel="mixture")
+            ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1))
+            ax.set(xlabel="decision", ylabel="mixture")
             if i == 0:
                 ax.legend(loc="upper left", fontsize=7, ncol=2)
         curves = fig.add_subplot(grid[rows, :])
@@ -202,7 +203,8 @@ def compare(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
-    everyone = [Contender("uniform"), Contender("oracle")] + [c for c in contenders if c.agent not in ("uniform", "oracle")]
+    references = [Contender("uniform"), Contender("oracle")]
+    everyone = references + [c for c in contenders if c.agent not in ("uniform", "oracle")]
     labels = [c.name for c in everyone]
     if len(set(labels)) != len(labels):
         raise ValueError(f"contender labels must be unique, got {labels}")
