@@ -261,7 +261,8 @@ class HDSConfig(WarmupConfig):
     """Options of ``hds`` (SAC as in HDS)."""
 
     prior: str = field(
-        default="uniform", metadata={"help": "the warm-up's fixed mixture: 'uniform' or 'natural' (HDS: the Pile's)"}
+        default="natural",
+        metadata={"help": "the warm-up's fixed mixture: 'natural' (HDS: the Pile's initial weights) or 'uniform'"},
     )
     batch_size: int = field(default=32, metadata={"help": "replay batch (HDS: train_micro_batch_size_per_gpu 32)"})
     learning_rate: float = field(
