@@ -61,7 +61,12 @@ class DemoSettings:
 
 DEMO = DemoSettings(total_steps=1000, seeds=5, train_decisions=3000, proxy_hidden_dim=16, target_hidden_dim=32)
 QUICK = DemoSettings(
-    total_steps=200, seeds=2, train_decisions=200, proxy_hidden_dim=8, target_hidden_dim=16, rl_overrides={"net_width": 32}
+    total_steps=200,
+    seeds=2,
+    train_decisions=200,
+    proxy_hidden_dim=8,
+    target_hidden_dim=16,
+    rl_overrides={"net_width": 32},
 )
 
 
@@ -114,7 +119,13 @@ def demo(args: argparse.Namespace) -> int:
     with _progress(console) as progress:
         hook = lambda label, total: partial(progress.advance, progress.add_task(label, total=total))  # noqa: E731
         comparison = compare(
-            contenders, target, proxy, seeds=settings.seeds, train_decisions=settings.train_decisions, save_dir=out, progress=hook
+            contenders,
+            target,
+            proxy,
+            seeds=settings.seeds,
+            train_decisions=settings.train_decisions,
+            save_dir=out,
+            progress=hook,
         )
     summary = comparison.summary()
     table = Table(title="target runs: final held-out loss (lower is better)")
@@ -149,7 +160,8 @@ def train(args: argparse.Namespace) -> int:
         agent = make_agent(args.agent, env, seed=args.seed, **options)
         agent.learn(decisions, callback=callback, progress_bar=args.progress)
         agent.save(save)
-        console.print(f"{args.agent}: learned {decisions} decisions in {time.perf_counter() - start:.1f} s; saved {save}")
+        seconds = time.perf_counter() - start
+        console.print(f"{args.agent}: learned {decisions} decisions in {seconds:.1f} s; saved {save}")
         return 0
     with _progress(console) as progress:
         task = progress.add_task(args.agent, total=env.unwrapped.num_decisions) if args.progress else None
@@ -187,7 +199,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         agent = make_agent(name, env, **dict(args.option))
     with _progress(console) as progress:
         task = progress.add_task(name, total=args.episodes * env.unwrapped.num_decisions)
-        results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=partial(progress.advance, task))
+        tick = partial(progress.advance, task)
+        results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=tick)
     finals = results.final_objectives()
     folder = results.save(args.results or f"{name}-eval")
     console.print(
@@ -205,7 +218,8 @@ def agents_command(args: argparse.Namespace) -> int:
     console = Console()
     for name in [args.name] if args.name else sorted(AGENTS):
         spec = agent_spec(name)
-        table = Table(title=f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})", title_justify="left")
+        title = f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})"
+        table = Table(title=title, title_justify="left")
         for column in ("option", "default", "meaning and source"):
             table.add_column(column)
         for row in option_help(name):
@@ -220,6 +234,28 @@ def _agent_list() -> str:
     return "\n".join(f"  {name:<20} {spec.summary}" for name, spec in sorted(AGENTS.items()))
 
 
+def _add_env_and_options(parser: argparse.ArgumentParser) -> None:
+    """``--env KEY=VALUE`` and ``-o/--option KEY=VALUE`` (train and eval)."""
+    parser.add_argument(
+        "--env",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment or backend option, repeatable: MixingEnv's (reward, action_map, steps_per_action, "
+        "total_steps, eval_every, ...) and the toy backend's (hidden_dim, num_domains, task_seed, ...)",
+    )
+    parser.add_argument(
+        "-o",
+        "--option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="agent option, repeatable (see `mixgym agents NAME`); values are YAML (0.1, true, [1, 2])",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand, including those named in `EXTENSIONS`."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -229,14 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
         epilog="Run `mixgym COMMAND --help` for a command's options; `mixgym agents` lists every agent's options.",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the agents' nets are small)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    env_help = (
-        "environment or backend option KEY=VALUE, repeatable: MixingEnv's (reward, action_map, steps_per_action, "
-        "total_steps, eval_every, ...) and the toy backend's (hidden_dim, num_domains, task_seed, ...)"
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: the agents' nets are small)"
     )
-    option_help_text = "agent option KEY=VALUE, repeatable (see `mixgym agents NAME`); values are YAML (0.1, true, [1, 2])"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
         "demo",
@@ -275,13 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("agent", help="agent name (see below)")
     p.add_argument("--mode", choices=("proxy", "online"), default="proxy", help="proxy (default) or online")
-    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=env_help)
-    p.add_argument("-o", "--option", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=option_help_text)
+    _add_env_and_options(p)
     p.add_argument("--decisions", type=int, default=None, help="proxy: decisions to learn for (default: 30 runs)")
     p.add_argument("--seed", type=int, default=0, help="seed of the agent and of its first run (default 0)")
     p.add_argument("--save", default=None, help="where to save the policy (default AGENT.zip)")
     p.add_argument("--results", default=None, help="online: folder for the run's results (default AGENT-online)")
-    p.add_argument("--tensorboard", default=None, metavar="DIR", help="log SB3 metrics, mixture and losses to TensorBoard")
+    p.add_argument(
+        "--tensorboard", default=None, metavar="DIR", help="log SB3 metrics, mixture and losses to TensorBoard"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=train)
 
@@ -298,8 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("policy", nargs="?", default=None, help="a policy saved by `mixgym train` (or Agent.save)")
     p.add_argument("--agent", default=None, help="instead of a policy: an agent made fresh (static, bandit, doremi)")
-    p.add_argument("--env", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=env_help)
-    p.add_argument("-o", "--option", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help=option_help_text)
+    _add_env_and_options(p)
     p.add_argument("--episodes", type=int, default=5, help="runs (default 5)")
     p.add_argument("--seed", type=int, default=100, help="seed of the first run (default 100)")
     p.add_argument("--results", default=None, help="output folder (default NAME-eval)")

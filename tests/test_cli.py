@@ -56,9 +56,11 @@ def test_every_command_has_complete_help(command: str, expected: list[str], caps
 def test_train_proxy_then_eval_on_a_larger_model(tmp_path, capsys) -> None:
     policy = tmp_path / "hds.zip"
     options = ["-o", "net_width=16", "-o", "batch_size=8"]
-    assert run("train", "hds", *SMALL_ENV, "--env", "hidden_dim=8", *options, "--decisions", "18", "--save", str(policy), "--no-progress") == 0
+    proxy = [*SMALL_ENV, "--env", "hidden_dim=8"]
+    assert run("train", "hds", *proxy, *options, "--decisions", "18", "--save", str(policy), "--no-progress") == 0
     results = tmp_path / "eval"
-    assert run("eval", str(policy), *SMALL_ENV, "--env", "hidden_dim=48", "--episodes", "2", "--results", str(results)) == 0
+    target = [*SMALL_ENV, "--env", "hidden_dim=48"]
+    assert run("eval", str(policy), *target, "--episodes", "2", "--results", str(results)) == 0
     loaded = Results.load(results)
     assert loaded.config["agent"] == "hds" and len(loaded.final_objectives()) == 2
     assert "final held-out loss" in capsys.readouterr().out
@@ -73,13 +75,16 @@ def test_train_online_saves_the_policy_and_the_run(tmp_path) -> None:
 
 def test_train_with_tensorboard_logging(tmp_path) -> None:
     logs = tmp_path / "tb"
-    assert run("train", "exp3", *SMALL_ENV, "--decisions", "6", "--save", str(tmp_path / "e.zip"), "--tensorboard", str(logs), "--no-progress") == 0
+    save = str(tmp_path / "e.zip")
+    logging = ["--tensorboard", str(logs), "--no-progress"]
+    assert run("train", "exp3", *SMALL_ENV, "--decisions", "6", "--save", save, *logging) == 0
     assert any(path.name.startswith("events.out.tfevents") for path in logs.rglob("*"))
 
 
 def test_eval_a_named_agent_with_options(tmp_path) -> None:
     folder = tmp_path / "fixed"
-    assert run("eval", "--agent", "fixed", "-o", "mixture=[1, 1, 0, 1, 1]", *SMALL_ENV, "--episodes", "1", "--results", str(folder)) == 0
+    options = ["-o", "mixture=[1, 1, 0, 1, 1]"]
+    assert run("eval", "--agent", "fixed", *options, *SMALL_ENV, "--episodes", "1", "--results", str(folder)) == 0
     assert Results.load(folder).per_domain("mixture")["noise"].dropna().eq(0).all()
 
 

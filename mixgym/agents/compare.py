@@ -127,7 +127,7 @@ class Comparison:
             )
         return pd.DataFrame(rows)
 
-    def plot(self, path: str | Path) -> Path:
+    def plot(self, path: str | Path, dpi: int = 110) -> Path:
         """Stacked-area mixture trajectories per contender and held-out loss curves, as a PNG."""
         import matplotlib
 
@@ -136,28 +136,29 @@ class Comparison:
 
         names = list(self.results)
         columns = 4
-        rows = -(-(len(names) + 1) // columns)
-        fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
-        flat = axes.ravel()
+        rows = -(-len(names) // columns)
+        fig = plt.figure(figsize=(4.2 * columns, 3.0 * rows + 4.0))
+        grid = fig.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [1.4])
         domains = self.results[names[0]].domains
         colours = plt.get_cmap("tab10")(np.arange(len(domains)) % 10)
-        for ax, name in zip(flat, names):
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(grid[i // columns, i % columns])
             mixture = self.results[name].mixture_curve()
             ax.stackplot(mixture.index, mixture.to_numpy().T, labels=domains, colors=colours)
-            ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1), xlabel="decision", ylabel="mixture")
-        flat[0].legend(loc="upper left", fontsize=7, ncol=2)
-        curves = flat[len(names)]
+            ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1))
+            ax.set(xlabel="decision", ylabel="mixture")
+            if i == 0:
+                ax.legend(loc="upper left", fontsize=7, ncol=2)
+        curves = fig.add_subplot(grid[rows, :])
         for name in names:
             curve = self.results[name].objective_curve()
-            curves.plot(curve.index, curve.to_numpy(), label=name, lw=2.2 if name in ("oracle", "uniform") else 1.2)
-        curves.set(title="held-out loss (objective)", xlabel="decision", ylabel="mean over seeds")
-        curves.legend(fontsize=7)
-        for ax in flat[len(names) + 1 :]:
-            ax.axis("off")
+            curves.plot(curve.index, curve.to_numpy(), label=name, lw=2.4 if name in ("oracle", "uniform") else 1.1)
+        curves.set(title="held-out loss (objective), mean over seeds", xlabel="decision", yscale="log")
+        curves.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
+        fig.savefig(out, dpi=dpi)
         plt.close(fig)
         return out
 
@@ -202,7 +203,8 @@ def compare(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
-    everyone = [Contender("uniform"), Contender("oracle")] + [c for c in contenders if c.agent not in ("uniform", "oracle")]
+    references = [Contender("uniform"), Contender("oracle")]
+    everyone = references + [c for c in contenders if c.agent not in ("uniform", "oracle")]
     labels = [c.name for c in everyone]
     if len(set(labels)) != len(labels):
         raise ValueError(f"contender labels must be unique, got {labels}")

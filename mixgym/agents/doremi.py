@@ -161,7 +161,8 @@ def _build(env: gym.Env, config: DoReMiConfig, facts: EnvFacts) -> DoReMiMixer:
         reference = np.asarray(config.reference_loss, dtype=np.float64)
         if reference.shape != (facts.num_domains,) or not np.all(np.isfinite(reference)):
             raise ValueError(
-                f"reference_loss must be {facts.num_domains} finite numbers (one per domain), got {config.reference_loss!r}"
+                f"reference_loss must be {facts.num_domains} finite numbers (one per domain), "
+                f"got {config.reference_loss!r}"
             )
     else:
         reference = reference_losses(env, config.reference_seeds, config.signal)

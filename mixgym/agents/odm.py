@@ -164,7 +164,9 @@ class BanditConfig(MixerConfig):
 
     warmup_fraction: float = field(
         default=0.02,
-        metadata={"help": "share of the run's decisions on the initial mixture before updates (ODM: 2,000 of 100,000 steps)"},
+        metadata={
+            "help": "share of the run's decisions on the initial mixture before updates (ODM: 2,000 of 100,000 steps)"
+        },
     )
     initial: str = field(
         default="natural", metadata={"help": "initial mixture: 'natural' (ODM: the Pile's weights) or 'uniform'"}
@@ -197,7 +199,8 @@ class Exp3Config(BanditConfig):
     """Options of ``exp3``."""
 
     reward_scale: float = field(
-        default=0.1, metadata={"help": "s, the loss's scale as a reward (ODM divides by 10 'so that it doesn't explode')"}
+        default=0.1,
+        metadata={"help": "s, the loss's scale as a reward (ODM divides by 10 'so that it doesn't explode')"},
     )
 
     def __post_init__(self) -> None:

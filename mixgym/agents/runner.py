@@ -108,7 +108,9 @@ class Results:
         return float(self.decisions["wall_time"].sum())
 
 
-def _row(episode: int, seed: int | None, domains: Sequence[str], info: dict[str, Any], reward: float, wall: float) -> dict[str, Any]:
+def _row(
+    episode: int, seed: int | None, domains: Sequence[str], info: dict[str, Any], reward: float, wall: float
+) -> dict[str, Any]:
     """One table row from an ``env.step`` info (or an ``env.reset`` info: decision 0)."""
     row: dict[str, Any] = {
         "episode": episode,
@@ -186,7 +188,14 @@ def evaluate(
 class _Recorder(BaseCallback):
     """Records the first episode of a ``learn`` call as `Results` rows, then stops learning."""
 
-    def __init__(self, episode: int, seed: int, domains: Sequence[str], rows: list[dict[str, Any]], on_decision: Callable[[], None] | None):
+    def __init__(
+        self,
+        episode: int,
+        seed: int,
+        domains: Sequence[str],
+        rows: list[dict[str, Any]],
+        on_decision: Callable[[], None] | None,
+    ) -> None:
         super().__init__()
         self.episode, self.seed, self.domains, self.rows, self.on_decision = episode, seed, domains, rows, on_decision
         self._clock = 0.0

@@ -189,7 +189,9 @@ class BehaviourCloning(BaseCallback):
 class SB3Config:
     """Options every SB3 preset has."""
 
-    seed: int | None = field(default=None, metadata={"help": "seed of SB3 (networks, noise) and of the env's first run"})
+    seed: int | None = field(
+        default=None, metadata={"help": "seed of SB3 (networks, noise) and of the env's first run"}
+    )
     verbose: int = field(default=0, metadata={"help": "SB3 verbosity"})
     tensorboard_log: str | None = field(default=None, metadata={"help": "TensorBoard folder for SB3's logger"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
@@ -233,7 +235,9 @@ class ACODMConfig(WarmupConfig):
     net_depth: int = field(default=5, metadata={"help": "hidden layers (AC-ODM: 5, agent.py:106-158)"})
     net_width: int = field(default=256, metadata={"help": "units per hidden layer (AC-ODM: 1024; small for the toy)"})
     layer_norm: bool = field(default=True, metadata={"help": "Linear + LayerNorm + ReLU blocks (AC-ODM) or plain ReLU"})
-    batch_size: int = field(default=256, metadata={"help": "replay batch (DeepSpeed train_batch_size 256, agent.py:197)"})
+    batch_size: int = field(
+        default=256, metadata={"help": "replay batch (DeepSpeed train_batch_size 256, agent.py:197)"}
+    )
     learning_rate: float = field(
         default=1e-3, metadata={"help": "Adam(W) rate of actor and critic (AC-ODM's annealed schedule ends at 1e-3)"}
     )
@@ -257,7 +261,8 @@ class HDSConfig(WarmupConfig):
     """Options of ``hds`` (SAC as in HDS)."""
 
     prior: str = field(
-        default="uniform", metadata={"help": "the warm-up's fixed mixture: 'uniform' or 'natural' (HDS: the Pile's)"}
+        default="natural",
+        metadata={"help": "the warm-up's fixed mixture: 'natural' (HDS: the Pile's initial weights) or 'uniform'"},
     )
     batch_size: int = field(default=32, metadata={"help": "replay batch (HDS: train_micro_batch_size_per_gpu 32)"})
     learning_rate: float = field(
@@ -338,7 +343,8 @@ class SB3Agent:
         path = zip_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model.save(path)
-        meta = metadata(self.name, self.config, self.facts, algorithm=type(self.model).__name__, warmed_up=self.warmed_up)
+        algorithm = type(self.model).__name__
+        meta = metadata(self.name, self.config, self.facts, algorithm=algorithm, warmed_up=self.warmed_up)
         write_metadata(path, meta)
 
     @classmethod
@@ -369,7 +375,9 @@ def _sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config,
     known = set(inspect.signature(algorithm.__init__).parameters) - {"self", "policy", "env"}
     unknown = sorted(set(arguments) - known)
     if unknown:
-        raise ValueError(f"agent {name!r}: {algorithm.__name__} has no argument(s) {unknown}; its arguments: {sorted(known)}")
+        raise ValueError(
+            f"agent {name!r}: {algorithm.__name__} has no argument(s) {unknown}; its arguments: {sorted(known)}"
+        )
     return arguments
 
 

@@ -146,7 +146,8 @@ def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
     backend = env.unwrapped.backend  # type: ignore[attr-defined]
     if not isinstance(backend, ToyBackend):
         raise ValueError(
-            f"agent 'oracle' needs the toy backend (its best static mixture is found by search), got {type(backend).__name__}"
+            "agent 'oracle' needs the toy backend (its best static mixture is found by search), "
+            f"got {type(backend).__name__}"
         )
     result = oracle_mixture(backend.config, seeds=config.search_seeds, n_random=config.n_random, rounds=config.rounds)
     return StaticMixer(result.mixture)
