@@ -155,6 +155,8 @@ def train(args: argparse.Namespace) -> int:
         callback = MixtureLogger()
     save = Path(args.save or f"{args.agent}.zip")
     start = time.perf_counter()
+    if args.checkpoint_dir:
+        return _train_checkpointed(args, options, save, console)
     if args.mode == "proxy":
         decisions = args.decisions or 30 * env.unwrapped.num_decisions
         agent = make_agent(args.agent, env, seed=args.seed, **options)
@@ -173,6 +175,35 @@ def train(args: argparse.Namespace) -> int:
         f"{args.agent}: one online run, final held-out loss {results.final_objectives()[0]:.4f} "
         f"({time.perf_counter() - start:.1f} s); policy {save}, per-decision results {folder}/"
     )
+    return 0
+
+
+def _train_checkpointed(args: argparse.Namespace, options: dict[str, Any], save: Path, console: Console) -> int:
+    """`train` through `mixgym.experiment`: checkpoints, --resume, a clean stop on signals."""
+    from mixgym.experiment import ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(
+        agent=args.agent,
+        env=dict(args.env),
+        seed=args.seed,
+        decisions=args.decisions if args.mode == "proxy" else None,
+        agent_options=options,
+        checkpoint_every=args.checkpoint_every,
+        keep=args.keep,
+    )
+    try:
+        result = run_experiment(config, args.checkpoint_dir, resume=args.resume)
+    except FloatingPointError as error:
+        console.print(f"stopped: {error}; the checkpoints in {args.checkpoint_dir} before it are intact")
+        return 1
+    if result.status == "stopped":
+        console.print(
+            f"{args.agent}: stopped by signal {result.signal} after {result.decisions} decisions; "
+            f"continue with the same command and --resume"
+        )
+        return 128 + int(result.signal or 0)
+    result.agent.save(save)
+    console.print(f"{args.agent}: {result.decisions} decisions; policy {save}; per-decision table {result.directory}/")
     return 0
 
 
@@ -316,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--tensorboard", default=None, metavar="DIR", help="log SB3 metrics, mixture and losses to TensorBoard"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument(
+        "--checkpoint-dir",
+        default=None,
+        metavar="DIR",
+        help="run as a checkpointed experiment in DIR (decisions.csv, checkpoints/); SIGINT/SIGTERM checkpoint and stop",
+    )
+    p.add_argument("--checkpoint-every", type=int, default=50, help="decisions between checkpoints (default 50)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the experiment in --checkpoint-dir from its newest valid checkpoint"
+    )
     p.set_defaults(func=train)
 
     p = commands.add_parser(

@@ -97,12 +97,14 @@ class MixerAgent:
         self.num_timesteps = 0
         self.logger: Logger = configure_logger(verbose=0)
         self._env: VecEnv | None = None
+        self._last_obs: np.ndarray | None = None
         if env is not None:
             self.set_env(env)
 
     def set_env(self, env: gym.Env) -> None:
-        """Attach the environment that ``learn`` drives."""
+        """Attach the environment that ``learn`` drives (no run is in progress on it yet)."""
         self._env = DummyVecEnv([lambda: env])
+        self._last_obs = None
 
     def get_env(self) -> VecEnv | None:
         """The attached environment, vectorised as SB3 models keep theirs."""
@@ -134,12 +136,20 @@ class MixerAgent:
         return self.mixer.mixture().astype(np.float32), state
 
     def learn(
-        self, total_timesteps: int, callback: MaybeCallback = None, progress_bar: bool = False, tb_log_name: str = "run"
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        progress_bar: bool = False,
+        tb_log_name: str = "run",
+        reset_num_timesteps: bool = True,
     ) -> MixerAgent:
-        """Drive the attached environment for `total_timesteps` decisions from a fresh run.
+        """Drive the attached environment for `total_timesteps` decisions.
 
-        The mixer adapts as it goes; episodes that end are reset (and the mixer with them).
-        Callbacks see SB3's locals (``infos``, ``rewards``, ``dones``), as with an SB3 model.
+        From a fresh run by default; with ``reset_num_timesteps=False`` (as in SB3) the run in
+        progress continues and the decision count goes on from where it was -- how a
+        checkpointed experiment resumes. The mixer adapts as it goes; episodes that end are
+        reset (and the mixer with them). Callbacks see SB3's locals (``infos``, ``rewards``,
+        ``dones``), as with an SB3 model.
         """
         if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
@@ -147,17 +157,19 @@ class MixerAgent:
         if env is None:
             raise ValueError(f"agent {self.name!r} has no environment; load it with env=... or call set_env")
         self.logger = configure_logger(0, self.config.tensorboard_log, tb_log_name)
-        self.num_timesteps = 0
-        env.seed(self.config.seed)
-        obs = env.reset()
-        self.reset_run(env.reset_infos[0])
+        if reset_num_timesteps or self._last_obs is None:
+            self.num_timesteps = 0
+            env.seed(self.config.seed)
+            self._last_obs = env.reset()
+            self.reset_run(env.reset_infos[0])
+        end = self.num_timesteps + int(total_timesteps)
         callbacks = _as_callback(callback, progress_bar)
         callbacks.init_callback(self)  # type: ignore[arg-type]
         callbacks.on_training_start(locals(), globals())
         callbacks.on_rollout_start()
-        while self.num_timesteps < total_timesteps:
-            actions = self.predict(obs[0])[0][None]
-            obs, rewards, dones, infos = env.step(actions)
+        while self.num_timesteps < end:
+            actions = self.predict(self._last_obs[0])[0][None]
+            self._last_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += 1
             self.observe(infos[0])
             if dones[0]:
@@ -168,6 +180,16 @@ class MixerAgent:
         callbacks.on_rollout_end()
         callbacks.on_training_end()
         return self
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything `learn` needs to continue bit-identically (see `mixgym.experiment`)."""
+        return {"mixer": self.mixer.state_dict(), "num_timesteps": self.num_timesteps, "last_obs": self._last_obs}
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore `checkpoint_state`'s output; the environment is restored separately."""
+        self.mixer.load_state_dict(state["mixer"])
+        self.num_timesteps = int(state["num_timesteps"])
+        self._last_obs = state["last_obs"]
 
     def save(self, path: str | Path) -> None:
         """Write the agent (its options and the mixer's state) to a zip file."""

@@ -108,7 +108,7 @@ class Results:
         return float(self.decisions["wall_time"].sum())
 
 
-def _row(
+def decision_row(
     episode: int, seed: int | None, domains: Sequence[str], info: dict[str, Any], reward: float, wall: float
 ) -> dict[str, Any]:
     """One table row from an ``env.step`` info (or an ``env.reset`` info: decision 0)."""
@@ -168,7 +168,7 @@ def evaluate(
         obs, info = env.reset(seed=seed + episode)
         if observer is not None:
             observer.reset_run(info)
-        rows.append(_row(episode, seed + episode, facts.domains, info, np.nan, 0.0))
+        rows.append(decision_row(episode, seed + episode, facts.domains, info, np.nan, 0.0))
         done = False
         while not done:
             start = time.perf_counter()
@@ -176,7 +176,7 @@ def evaluate(
             obs, reward, terminated, truncated, info = env.step(action)
             if observer is not None:
                 observer.observe(info)
-            rows.append(_row(episode, seed + episode, facts.domains, info, float(reward), time.perf_counter() - start))
+            rows.append(decision_row(episode, seed + episode, facts.domains, info, float(reward), time.perf_counter() - start))
             done = terminated or truncated
             if on_decision is not None:
                 on_decision()
@@ -202,14 +202,14 @@ class _Recorder(BaseCallback):
 
     def _on_training_start(self) -> None:
         info = self.training_env.reset_infos[0]
-        self.rows.append(_row(self.episode, self.seed, self.domains, info, np.nan, 0.0))
+        self.rows.append(decision_row(self.episode, self.seed, self.domains, info, np.nan, 0.0))
         self._clock = time.perf_counter()
 
     def _on_step(self) -> bool:
         now = time.perf_counter()
         info = self.locals["infos"][0]
         reward = float(self.locals["rewards"][0])
-        self.rows.append(_row(self.episode, self.seed, self.domains, info, reward, now - self._clock))
+        self.rows.append(decision_row(self.episode, self.seed, self.domains, info, reward, now - self._clock))
         self._clock = now
         if self.on_decision is not None:
             self.on_decision()

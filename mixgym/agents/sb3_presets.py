@@ -57,6 +57,7 @@ from __future__ import annotations
 import inspect
 import zipfile
 from dataclasses import dataclass, field
+import io
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,10 @@ from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
 from mixgym.agents.base import (
@@ -85,6 +88,7 @@ from mixgym.agents.base import (
 from mixgym.agents.mixer import Mixer
 from mixgym.agents.odm import smoothed_mean_mixer, warmup_decisions
 from mixgym.agents.static import StaticMixer
+from mixgym.checkpoint import to_bytes
 from mixgym.envs.action_maps import ACTION_MAPS
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"DDPG": DDPG, "SAC": SAC, "TD3": TD3, "PPO": PPO}
@@ -312,21 +316,75 @@ class SB3Agent:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
         callbacks = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
         if isinstance(self.config, WarmupConfig):
-            decisions = 0
+            # SB3 acts at random before learning_starts: only the behaviour warm-up may delay
+            # learning. A fresh learn after the warm-up starts learning at once; one that
+            # continues (reset_num_timesteps=False, as a resumed experiment) keeps the count.
             if not self.warmed_up and self._warmup is not None:
                 decisions = warmup_decisions(self.config.warmup_fraction, int(total_timesteps))
                 self._warmup.start(decisions)
-                if decisions and getattr(self.config, "behaviour_cloning", False) and not self._frozen:
-                    callbacks.append(BehaviourCloning())
-            # SB3 acts at random before learning_starts: only the behaviour warm-up may delay learning
-            self.model.learning_starts = decisions  # type: ignore[attr-defined]
+                self.model.learning_starts = decisions  # type: ignore[attr-defined]
+            elif learn_kwargs.get("reset_num_timesteps", True):
+                self.model.learning_starts = 0  # type: ignore[attr-defined]
             self.warmed_up = True
+            cloning = getattr(self.config, "behaviour_cloning", False) and not self._frozen
+            if cloning and self._warmup is not None and self._warmup.remaining > 0:
+                callbacks.append(BehaviourCloning())
         self.model.learn(total_timesteps, callback=callbacks or None, progress_bar=progress_bar, **learn_kwargs)
         return self
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything ``learn`` needs to continue bit-identically (see `mixgym.experiment`):
+        the SB3 model (SB3's own zip: networks, optimisers, counters, last observation), its
+        replay buffer, the warm-up's progress and mixer, and the Monitor's running episode."""
+        replay = getattr(self.model, "replay_buffer", None)
+        monitor = self._monitor()
+        return {
+            "model": to_bytes(self.model.save),
+            "replay_buffer": to_bytes(self.model.save_replay_buffer) if replay is not None else None,  # type: ignore[attr-defined]
+            "warmed_up": self.warmed_up,
+            "warmup": None if self._warmup is None else {"remaining": self._warmup.remaining, "mixer": self._warmup.mixer.state_dict()},
+            "monitor_rewards": None if monitor is None else list(monitor.rewards),
+        }
+
+    def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Restore `checkpoint_state`'s output onto this agent's environment (already reset).
+
+        The model is rebuilt with SB3's ``load`` around the same vectorised environment,
+        whose wrapped `MixingEnv` is restored separately."""
+        model = type(self.model).load(
+            io.BytesIO(state["model"]), env=self.model.get_env(), device=self.model.device, force_reset=False
+        )
+        if self._frozen:
+            freeze_actor(model)
+        if state["replay_buffer"] is not None:
+            model.load_replay_buffer(io.BytesIO(state["replay_buffer"]))  # type: ignore[attr-defined]
+        self.model = model
+        self.warmed_up = bool(state["warmed_up"])
+        if self._warmup is not None and state["warmup"] is not None:
+            self._warmup.remaining = int(state["warmup"]["remaining"])
+            self._warmup.mixer.load_state_dict(state["warmup"]["mixer"])
+        monitor = self._monitor()
+        if monitor is not None and state["monitor_rewards"] is not None:
+            monitor.rewards = list(state["monitor_rewards"])
+            monitor.needs_reset = False
+
+    def _monitor(self) -> Monitor | None:
+        env = self.model.get_env()
+        inner = env.envs[0] if isinstance(env, DummyVecEnv) else None
+        return inner if isinstance(inner, Monitor) else None
 
     @property
     def _frozen(self) -> bool:
         return bool(getattr(self.config, "freeze_actor", False))
+
+    @property
+    def num_timesteps(self) -> int:
+        """Decisions the SB3 model has taken (SB3's counter)."""
+        return int(self.model.num_timesteps)
+
+    def get_env(self) -> Any:
+        """The SB3 model's vectorised environment."""
+        return self.model.get_env()
 
     def predict(
         self,
