@@ -172,7 +172,233 @@ QUICKSTART = [
     ),
 ]
 
-NOTEBOOKS = {"quickstart.ipynb": QUICKSTART}
+REAL_LM = [
+    (
+        "markdown",
+        """
+        # Mixing data for a real language model
+
+        The same environment with the **HF backend**: a `transformers` GPT-NeoX (`pythia-tiny`, 0.72M parameters, random initialisation) pretrained from scratch on a multi-domain text corpus, on the CPU. Every `steps_per_action` optimizer steps the agent chooses the mixture; each micro-batch comes from one domain drawn from it. Nothing is downloaded: the corpus comes from this machine, the tokenizer (a byte-level BPE) is trained on it, the model starts from random weights.
+
+        `QUICK` (set by the test suite) trains each agent for 40 optimizer steps (41 thousand tokens) on the packaged sample corpus, a few seconds a run. With `QUICK = False` the notebook builds a corpus from every source of text this machine has (up to 10 domains) and gives each agent two runs of 300 steps (1.2 million tokens each): about 90 seconds a run on two busy CPU cores, a quarter of an hour in all.
+        """,
+    ),
+    (
+        "code",
+        """
+        import json
+        import os
+        import tempfile
+        import time
+        from pathlib import Path
+
+        QUICK = os.environ.get("MIXGYM_NOTEBOOK_QUICK", "0") == "1"
+        TOTAL_STEPS = 40 if QUICK else 300       # optimizer steps per run
+        STEPS_PER_ACTION = 5 if QUICK else 10    # optimizer steps per decision
+        SIZES = dict(seq_len=64 if QUICK else 128, micro_batch_size=4 if QUICK else 8, grad_accumulation=4)
+        SEEDS = [0] if QUICK else [0, 1]         # one run per agent and seed
+
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import pandas as pd
+        import torch
+
+        # A model this small gains nothing from more threads, and on a busy machine a second
+        # thread per core makes torch many times slower.
+        torch.set_num_threads(1)
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## The corpus
+
+        A corpus is a folder with one entry per domain. Three ways to get one:
+
+        - **`mixgym.data.SAMPLE_CORPUS`** ships with mixgym: five domains (Python standard library, C headers, manual pages, Debian changelogs, licences) of about 80 KB of text each, 10% held out, with its tokenizer. `QUICK` uses it.
+        - **`build_corpus(folder, ...)`** (or `mixgym corpus build FOLDER` on the command line) makes one from text on this machine, one domain per source: the Python standard library anywhere; on Debian also C headers, manual pages, changelogs and licences, and Python's documentation, a dictionary, the King James Bible, fortunes and WordNet when their packages are installed (`allow_apt=True` installs them). Sources this machine lacks are skipped and listed in the manifest. It writes `DOMAIN/train.jsonl` and `DOMAIN/validation.jsonl`, a `manifest.json` and the tokenizer.
+        - **your own folder**, next section.
+        """,
+    ),
+    (
+        "code",
+        """
+        from mixgym.data import SAMPLE_CORPUS
+        from mixgym.llm_backend.corpus import build_corpus
+
+        if QUICK:
+            corpus = SAMPLE_CORPUS
+        else:
+            corpus = Path(tempfile.mkdtemp()) / "corpus"
+            build_corpus(corpus, max_bytes_per_domain=500_000)  # every source this machine has
+        manifest = json.loads((corpus / "manifest.json").read_text())
+        pd.DataFrame(
+            [
+                {
+                    "domain": d["domain"],
+                    "source": d["source"],
+                    "documents": d["documents"]["train"] + d["documents"]["validation"],
+                    "train tokens": d["tokens"]["train"],
+                    "held-out tokens": d["tokens"]["validation"],
+                }
+                for d in manifest["domains"]
+            ]
+        ).set_index("domain")
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ### Your own corpus
+
+        One file or sub-folder per domain, named after the domain: `recipes.txt` (documents separated by a blank line), `code.jsonl` (a `text` field per line), `books/part-0.parquet` (a `text` column), or `news/train.jsonl` + `news/validation.jsonl` to give the held-out split yourself; otherwise a deterministic 5% of each domain's bytes is held out. `load_corpus` reads it with `datasets`, from local files only.
+        """,
+    ),
+    (
+        "code",
+        """
+        import inspect
+        import textwrap
+        from mixgym.llm_backend.corpus import load_corpus
+
+        mine = Path(tempfile.mkdtemp()) / "my_corpus"
+        mine.mkdir()
+        recipes = [
+            "Whisk two eggs with a pinch of salt.",
+            "Boil the pasta for nine minutes.",
+            "Toast the bread, then rub it with garlic.",
+        ]
+        (mine / "recipes.txt").write_text("\\n\\n".join(recipes) + "\\n")
+        (mine / "code.jsonl").write_text(
+            "".join(json.dumps({"text": inspect.getsource(f)}) + "\\n" for f in (textwrap.dedent, textwrap.indent, json.dumps))
+        )
+        for domain in load_corpus(mine).domains:
+            print(f"{domain.name}: {len(domain.train)} training and {len(domain.validation)} held-out documents")
+        """,
+    ),
+    (
+        "markdown",
+        """
+        `MixingEnv(backend="hf", corpus=mine, ...)` would train on it; a usable corpus needs far more text (every domain's held-out split must hold at least a few `seq_len`-token sequences, and the tokenizer is trained on it).
+
+        ## The environment
+
+        `total_steps` is the run's optimizer-step budget (the learning-rate schedule's length), `steps_per_action` the optimizer steps per decision; `seq_len`, `micro_batch_size` and `grad_accumulation` fix the tokens per step. Each micro-batch holds one domain, and every decision gives every domain at least one micro-batch (as HDS and AC-ODM do, so that each domain has a loss and a gradient): here that is a quarter of the micro-batches, so every realised mixture leans towards uniform. `action_map="simplex"` means the action *is* the mixture.
+        """,
+    ),
+    (
+        "code",
+        """
+        from mixgym.envs import MixingEnv
+
+        env = MixingEnv(
+            backend="hf", model="pythia-tiny", corpus=corpus,
+            total_steps=TOTAL_STEPS, steps_per_action=STEPS_PER_ACTION, action_map="simplex", **SIZES,
+        )
+        tokens_per_step = SIZES["seq_len"] * SIZES["micro_batch_size"] * SIZES["grad_accumulation"]
+        print(f"{len(env.domains)} domains {env.domains}")
+        parameters = sum(p.numel() for p in env.backend.model.parameters())
+        print(f"{parameters:,} parameters; {env.num_decisions} decisions of {STEPS_PER_ACTION * tokens_per_step:,} tokens; "
+              f"{TOTAL_STEPS * tokens_per_step:,} tokens a run")
+
+        obs, info = env.reset(seed=0)
+        obs, reward, terminated, truncated, info = env.step(np.full(len(env.domains), 1 / len(env.domains)))
+        print("mixture:              ", info["mixture"].round(3))
+        print("sequences per domain: ", info["samples"])
+        print("training loss:        ", info["train_loss"].round(3))
+        print("held-out loss:        ", info["eval_loss"].round(3), f"(objective {info['objective']:.3f})")
+        print("reward (alignment):   ", round(reward, 4))
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## One run per agent
+
+        `learn_online(name, env, seeds)` is the non-proxy mode: for each seed a fresh agent learns during the one run it drives, and that run is its result, as ODM, AC-ODM and HDS ran. (`evaluate(agent, env)` is for an agent that has learned already, for instance on a smaller proxy model, and now only acts; see the README.) For uniform, EXP3 and DoReMi the two are the same: they have nothing to learn across runs and adapt within the run from what `info` reports.
+
+        - `uniform`: the same mixture throughout, the baseline to beat.
+        - `exp3`: ODM's EXP3 bandit; a domain's reward is its training loss, so domains the model still finds hard get more. It starts from the corpus' natural proportions and mixes exactly uniformly while its exploration rate is at its ceiling 1/K, the first K ln K decisions: 8 at K = 5 (all of the `QUICK` run), 23 at K = 10.
+        - `doremi`: DoReMi's group reweighting, online: domains whose held-out loss is furthest above a reference model's get more. The reference is a run on the uniform mixture; the uniform run above is one, so its final losses are passed in (otherwise `make_agent("doremi", env)` first trains its own).
+        - `hds`: HDS, a stock SB3 SAC with HDS's holistic reward (gradient alignment, diversity, stability), acting through the default softmax action map. In one short run it has only a few transitions to learn from.
+        """,
+    ),
+    (
+        "code",
+        """
+        from mixgym.agents import learn_online
+
+        hds_env = MixingEnv(
+            backend="hf", model="pythia-tiny", corpus=corpus,
+            total_steps=TOTAL_STEPS, steps_per_action=STEPS_PER_ACTION, reward="holistic", **SIZES,
+        )
+        results, seconds = {}, {}
+
+        def run(name, on, **options):
+            start = time.perf_counter()
+            results[name], _ = learn_online(name, on, SEEDS, **options)
+            seconds[name] = time.perf_counter() - start
+            print(f"{name}: {seconds[name]:.0f} s")
+
+        run("uniform", env)
+        run("exp3", env)
+        # DoReMi's reference: each domain's held-out loss over the last 10% of the uniform run(s)
+        uniform_tail = results["uniform"].decisions["decision"] > 0.9 * env.num_decisions
+        reference = results["uniform"].per_domain("eval_loss")[uniform_tail].mean()
+        run("doremi", env, reference_loss=reference.tolist())
+        run("hds", hds_env)
+        """,
+    ),
+    (
+        "code",
+        """
+        def final_rows(r):
+            return r.decisions[r.decisions["decision"] == r.decisions["decision"].max()]
+
+        table = pd.DataFrame(
+            {
+                name: {
+                    **final_rows(r)[[f"eval_loss/{d}" for d in r.domains]].mean().set_axis(r.domains),
+                    "objective": r.final_objectives().mean(),
+                    "seconds": seconds[name],
+                }
+                for name, r in results.items()
+            }
+        ).T
+        print(f"final held-out loss per domain and their mean (the objective), mean over {len(SEEDS)} run(s)")
+        table.round(3)
+        """,
+    ),
+    (
+        "code",
+        """
+        fig, axes = plt.subplots(1, len(results) + 1, figsize=(3.4 * (len(results) + 1), 3.2))
+        for name, r in results.items():
+            by_decision = r.decisions.groupby("decision")
+            axes[0].plot(by_decision["tokens"].mean(), by_decision["objective"].mean(), label=name)
+        axes[0].set(xlabel="tokens trained", ylabel="held-out loss (objective)", title="held-out loss")
+        axes[0].legend(fontsize=8)
+        for ax, (name, r) in zip(axes[1:], results.items()):
+            mixture = r.mixture_curve()
+            ax.stackplot(mixture.index, mixture.to_numpy().T, labels=r.domains)
+            ax.set(xlabel="decision", ylim=(0, 1), title=f"{name}: mixture")
+        axes[1].legend(loc="upper left", fontsize=7)
+        plt.tight_layout(); plt.show()
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## What this shows, and what it does not
+
+        At this scale the differences between agents are small and mostly noise. In the `QUICK` run the model sees 41 thousand tokens: every domain's loss is still falling steeply from the random-initialisation value (the log of the vocabulary size, about 8.3), and at that stage a model mostly learns which tokens are frequent, which helps every domain at once. Each agent has one run; EXP3 is still exploring uniformly, and the forced micro-batch per domain pulls every mixture towards uniform. SAC (`hds`) has a few transitions to learn from, so its mixtures show its initialisation and exploration, not a learned policy. Even the longer run is two seeds of a 0.7M-parameter model; a gap smaller than the spread between its two seeds says nothing.
+
+        What the notebook does show is the plumbing, end to end: a corpus, a tokenizer and a model made offline, every agent driving the same training runs (same seed, same initial weights, same data order within each domain), and the per-decision record (`Results.decisions`) to analyse. To compare agents in earnest: longer runs and more seeds with `mixgym bench` (`benchmarks/configs/hf-tiny.yaml`: 600 steps, 10 domains, 3 seeds), a larger model (`model="pythia-small"`), or, for developing an agent, the toy backend, whose oracle gives a regret.
+        """,
+    ),
+]
+
+NOTEBOOKS = {"quickstart.ipynb": QUICKSTART, "real_lm.ipynb": REAL_LM}
 
 
 def notebook(cells: list[tuple[str, str]], stem: str) -> nbformat.NotebookNode:
