@@ -197,16 +197,14 @@ class _Run:
         self.log.write(decision_row(self.episode, self.config.seed, self.env.domains, info, reward, wall))
 
     def save(self) -> None:
-        payload = {
-            "decisions": self.decisions,
-            "rows": self.log.rows,
-            "episode": self.episode,
-            "agent": self.agent.checkpoint_state(),
-            "env": self.env.state_dict(),
-            "rng": capture_rng_state(),
-        }
+        payload = {"decisions": self.decisions, "rows": self.log.rows, "episode": self.episode, **experiment_state(self.agent, self.env)}
         self.store.save(payload, self.decisions)
         self.last_saved = self.decisions
+
+
+def experiment_state(agent: Any, env: MixingEnv) -> dict[str, Any]:
+    """What a checkpoint holds besides its bookkeeping: the agent, the environment, the RNGs."""
+    return {"agent": agent.checkpoint_state(), "env": env.state_dict(), "rng": capture_rng_state()}
 
 
 def _check_config(directory: Path, config: ExperimentConfig, resume: bool) -> None:
