@@ -472,22 +472,31 @@ def _build_acodm(name: str, env: gym.Env, config: ACODMConfig) -> SB3Agent:
         name,
         DDPG,
         config,
-        learning_rate=config.learning_rate,
-        buffer_size=config.buffer_size,
-        learning_starts=0,
-        batch_size=config.batch_size,
-        tau=config.tau,
-        gamma=config.gamma,
-        train_freq=1,
-        gradient_steps=1,
+        **_one_update_per_decision(config),
         action_noise=noise,
-        replay_buffer_class=BehaviourReplayBuffer,
         policy_kwargs=policy_kwargs,
     )
     model = DDPG("MlpPolicy", wrapped, **arguments)
     if config.freeze_actor:
         freeze_actor(model)
     return SB3Agent(name, config, model, facts, wrapped)
+
+
+def _one_update_per_decision(config: ACODMConfig | HDSConfig) -> dict[str, Any]:
+    """The off-policy settings AC-ODM and HDS share: their config's numbers, one gradient
+    step per decision, no random start (the behaviour warm-up delays learning), and the
+    replay buffer that stores the warm-up's executed actions."""
+    return {
+        "learning_rate": config.learning_rate,
+        "buffer_size": config.buffer_size,
+        "learning_starts": 0,
+        "batch_size": config.batch_size,
+        "tau": config.tau,
+        "gamma": config.gamma,
+        "train_freq": 1,
+        "gradient_steps": 1,
+        "replay_buffer_class": BehaviourReplayBuffer,
+    }
 
 
 def _build_hds(name: str, env: gym.Env, config: HDSConfig) -> SB3Agent:
@@ -497,17 +506,9 @@ def _build_hds(name: str, env: gym.Env, config: HDSConfig) -> SB3Agent:
         name,
         SAC,
         config,
-        learning_rate=config.learning_rate,
-        buffer_size=config.buffer_size,
-        learning_starts=0,
-        batch_size=config.batch_size,
-        tau=config.tau,
-        gamma=config.gamma,
-        train_freq=1,
-        gradient_steps=1,
+        **_one_update_per_decision(config),
         ent_coef="auto",  # HDS: log_alpha starts at 0 (alpha 1 after the first update), target entropy -K
         target_entropy="auto",
-        replay_buffer_class=BehaviourReplayBuffer,
         policy_kwargs={"net_arch": [config.net_width] * config.net_depth},
     )
     return SB3Agent(name, config, SAC("MlpPolicy", wrapped, **arguments), facts, wrapped)
