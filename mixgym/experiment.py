@@ -4,7 +4,7 @@ An experiment is ``make_agent(agent, MixingEnv(**env), seed=seed).learn(decision
 run learned online (non-proxy, the default number of decisions) or many runs (proxy
 training). Its folder holds:
 
-- ``experiment.json``: the configuration (a resume must use the same one);
+- ``config.json``: the configuration (a resume must use the same one);
 - ``decisions.csv``: one row per decision, appended as it happens (`Results.load` reads the
   folder), so the history lives on disk, not in memory;
 - ``checkpoints/``: the last `keep` checkpoints (`mixgym.checkpoint.CheckpointStore`), each
@@ -38,12 +38,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 from mixgym.agents import AGENTS, make_agent
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.compare import env_for
-from mixgym.agents.runner import TABLE, Results, decision_row
+from mixgym.agents.runner import CONFIG, TABLE, Results, decision_row
 from mixgym.agents.sb3_presets import SB3Agent
 from mixgym.checkpoint import CheckpointStore, StopRequest, capture_rng_state, restore_rng_state
 from mixgym.envs.mixing_env import MixingEnv
 
-CONFIG_NAME = "experiment.json"
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run stopped by SIGINT/SIGTERM after writing its checkpoint (raised by `run_until_done`)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class ExperimentResult:
     decisions: int
     directory: Path
     agent: Any
+    env: MixingEnv
     signal: int | None = None
 
     def results(self) -> Results:
@@ -208,7 +212,7 @@ def experiment_state(agent: Any, env: MixingEnv) -> dict[str, Any]:
 
 
 def _check_config(directory: Path, config: ExperimentConfig, resume: bool) -> None:
-    path = directory / CONFIG_NAME
+    path = directory / CONFIG
     saved = dataclasses.asdict(config)
     if resume and path.exists():
         before = json.loads(path.read_text())["experiment"]
@@ -228,7 +232,7 @@ def run_experiment(config: ExperimentConfig, directory: str | Path, resume: bool
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
     latest = store.load_latest() if resume else None
-    (directory / CONFIG_NAME).write_text(
+    (directory / CONFIG).write_text(
         json.dumps({"experiment": dataclasses.asdict(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}, indent=1, default=str)
     )
     log = _DecisionLog(directory / TABLE, latest[0]["rows"] if latest else None)
@@ -248,4 +252,13 @@ def run_experiment(config: ExperimentConfig, directory: str | Path, resume: bool
         finally:
             log.close()
     status = "stopped" if stop.requested is not None and run.decisions < total else "finished"
-    return ExperimentResult(status, run.decisions, directory, agent, stop.requested if status == "stopped" else None)
+    return ExperimentResult(status, run.decisions, directory, agent, env, stop.requested if status == "stopped" else None)
+
+
+def run_until_done(config: ExperimentConfig, directory: str | Path) -> ExperimentResult:
+    """Run the experiment in `directory`, resuming it if it has checkpoints (what `mixgym bench`
+    does for each cell); `RunStopped` if a signal stopped it, so that callers stop too."""
+    result = run_experiment(config, directory, resume=True)
+    if result.status == "stopped":
+        raise RunStopped(f"stopped by signal {result.signal} after {result.decisions} decisions; rerun to resume")
+    return result

@@ -89,3 +89,31 @@ def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
         "uniform/alignment/toy3/seed0",
     ]
     assert all("rewards" not in cell.agent_options for cell in grid.cells())
+
+
+def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    from mixgym.bench.execute import cell_dir
+    from mixgym.experiment import RunStopped
+
+    grid = parse_config({**GRID, "agents": ["hds"], "backends": {"toy3": {"num_domains": 3, "total_steps": 500}}})
+    run_bench(grid, tmp_path / "full", workers=1, progress=False)
+    hds = next(c for c in grid.cells() if c.agent == "hds")
+    csv = cell_dir(tmp_path / "cut", hds) / "decisions.csv"
+
+    def stop_later() -> None:
+        while not (csv.exists() and sum(1 for _ in csv.open()) > 25):
+            time.sleep(0.002)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_later, daemon=True).start()
+    with pytest.raises(RunStopped):
+        run_bench(grid, tmp_path / "cut", workers=1, progress=False)
+    assert list((csv.parent / "checkpoints").glob("*.ckpt"))
+    run_bench(grid, tmp_path / "cut", workers=1, progress=False)
+    full = pd.read_csv(cell_dir(tmp_path / "full", hds) / "decisions.csv").drop(columns=["wall_time"])
+    pd.testing.assert_frame_equal(pd.read_csv(csv).drop(columns=["wall_time"]), full)

@@ -1,10 +1,9 @@
 """Running one cell of a grid with the agents' runner (`mixgym.agents.runner`).
 
 The scored run is one episode of the target backend. In "non-proxy" mode it is the agent's
-own learning run (`learn_online`: the agent learns during the run, as ODM, AC-ODM and HDS do
-in their single pretraining run); in "proxy" mode the agent first learns for
-`train_decisions` decisions on the proxy backend and then acts on the target run
-(`evaluate`, deterministic).
+own learning run (the agent learns during the run, as ODM, AC-ODM and HDS do in their single
+pretraining run); in "proxy" mode the agent first learns for `train_decisions` decisions on
+the proxy backend and then acts on the target run (`evaluate`, deterministic).
 """
 
 from __future__ import annotations
@@ -20,34 +19,42 @@ ORACLE_EVAL_SEEDS = tuple(range(100, 105))
 """Run seeds on which the oracle static mixture's objective is measured for regret."""
 
 
-def _env(cell: Cell, action_map: str, backend_options: dict[str, Any]) -> MixingEnv:
-    options = dict(backend_options)
-    kind = options.pop("backend", "toy")
-    return MixingEnv(backend=kind, reward=cell.reward, **{"action_map": action_map, **cell.env_options}, **options)
+def _env_options(cell: Cell, action_map: str, backend_options: dict[str, Any]) -> dict[str, Any]:
+    return {"action_map": action_map, **cell.env_options, "reward": cell.reward, **backend_options}
 
 
 def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = None) -> dict[str, Any]:
-    """Run `cell`, saving its `Results` into `directory`; the summary for ``summary.json``."""
-    from mixgym.agents import AGENTS, make_agent
-    from mixgym.agents.runner import evaluate, learn_online
+    """Run `cell` in `directory` (resuming its checkpoints); the summary for ``summary.json``.
+
+    Learning goes through `mixgym.experiment` (checkpoints every 50 decisions), so a cell
+    that was stopped or killed continues where it was when the grid is run again.
+    """
+    from mixgym.agents import AGENTS
+    from mixgym.agents.runner import Results, evaluate
+    from mixgym.experiment import ExperimentConfig, run_until_done
 
     action_map = cell.env_options.get("action_map", AGENTS[cell.agent].action_maps[0])
-    target = _env(cell, action_map, cell.backend_options)
+    target_options = _env_options(cell, action_map, cell.backend_options)
     start = time.perf_counter()
     if cell.mode == "proxy":
-        proxy = _env(cell, action_map, {**cell.backend_options, **cell.proxy_options})
-        agent = make_agent(cell.agent, proxy, seed=cell.seed, **cell.agent_options)
-        agent.learn(total_timesteps=cell.train_decisions)
-        results = evaluate(agent, target, episodes=1, seed=cell.seed)
+        proxy_options = _env_options(cell, action_map, {**cell.backend_options, **cell.proxy_options})
+        config = ExperimentConfig(cell.agent, proxy_options, cell.seed, cell.train_decisions, dict(cell.agent_options))
+        trained = run_until_done(config, directory / "train")
+        target = MixingEnv(**target_options)
+        results = evaluate(trained.agent, target, episodes=1, seed=cell.seed)
+        results.save(directory)
+        reward_time = target.timings["total"].get("reward", 0.0)
     else:
-        results, _ = learn_online(cell.agent, target, seeds=[cell.seed], **cell.agent_options)
-    results.save(directory)
+        config = ExperimentConfig(cell.agent, target_options, cell.seed, None, dict(cell.agent_options))
+        finished = run_until_done(config, directory)
+        results = Results.load(directory)
+        reward_time = finished.env.timings["total"].get("reward", 0.0)
     final = results.decisions.iloc[-1]
     summary = {
         "final_objective": float(final["objective"]),
         "final_eval": {d: float(final[f"eval_loss/{d}"]) for d in results.domains},
         "wall_time": time.perf_counter() - start,
-        "reward_time": target.timings["total"].get("reward", 0.0),
+        "reward_time": reward_time,
     }
     if oracles and cell.backend_label in oracles:
         summary["oracle_objective"] = oracles[cell.backend_label]

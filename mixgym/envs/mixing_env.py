@@ -302,7 +302,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         return image
 
     def state_dict(self) -> dict[str, Any]:
-        """The environment's state (backend, snapshot, counters, RNG) for checkpoints."""
+        """The environment's state (backend, snapshot, counters, RNG, timings) for checkpoints."""
         return {
             "backend": self.backend.state_dict(),
             "snapshot": self._snapshot,
@@ -310,6 +310,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "decision": getattr(self, "_decision", 0),
             "tokens": getattr(self, "_tokens", 0),
             "np_random": self.np_random.bit_generator.state,
+            "timings": self.timings,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -320,3 +321,4 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._decision = state["decision"]
         self._tokens = state["tokens"]
         self.np_random.bit_generator.state = state["np_random"]
+        self.timings = state["timings"]
