@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from mixgym.bench.config import Cell
-from mixgym.envs.mixing_env import MixingEnv
 
 ORACLE_EVAL_SEEDS = tuple(range(100, 105))
 """Run seeds on which the oracle static mixture's objective is measured for regret."""
 
 
-def _env_options(cell: Cell, action_map: str, backend_options: dict[str, Any]) -> dict[str, Any]:
-    return {"action_map": action_map, **cell.env_options, "reward": cell.reward, **backend_options}
+def _env_options(cell: Cell, backend_options: dict[str, Any]) -> dict[str, Any]:
+    """The cell's `MixingEnv` options; `env_for` adds the agent's action map unless given."""
+    return {**cell.env_options, "reward": cell.reward, **backend_options}
 
 
 def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = None) -> dict[str, Any]:
@@ -29,18 +29,17 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
     Learning goes through `mixgym.experiment` (checkpoints every 50 decisions), so a cell
     that was stopped or killed continues where it was when the grid is run again.
     """
-    from mixgym.agents import AGENTS
+    from mixgym.agents.compare import env_for
     from mixgym.agents.runner import Results, evaluate
     from mixgym.experiment import ExperimentConfig, run_until_done
 
-    action_map = cell.env_options.get("action_map", AGENTS[cell.agent].action_maps[0])
-    target_options = _env_options(cell, action_map, cell.backend_options)
+    target_options = _env_options(cell, cell.backend_options)
     start = time.perf_counter()
     if cell.mode == "proxy":
-        proxy_options = _env_options(cell, action_map, {**cell.backend_options, **cell.proxy_options})
+        proxy_options = _env_options(cell, {**cell.backend_options, **cell.proxy_options})
         config = ExperimentConfig(cell.agent, proxy_options, cell.seed, cell.train_decisions, dict(cell.agent_options))
         trained = run_until_done(config, directory / "train")
-        target = MixingEnv(**target_options)
+        target = env_for(cell.agent, target_options)
         results = evaluate(trained.agent, target, episodes=1, seed=cell.seed)
         results.save(directory)
         reward_time = target.timings["total"].get("reward", 0.0)

@@ -364,6 +364,8 @@ class ToyBackend:
         self._velocity = np.zeros_like(self._theta)
         self._params = self._views(self._theta, shapes)
         self._grads = self._views(self._grad, shapes)
+        bounds = np.cumsum([0] + [w.size for w in self._params])
+        self._layer_slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         for w in self._params:
             w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
         self._previous_theta = self._theta.copy()
@@ -467,12 +469,10 @@ class ToyBackend:
 
     def weight_stats(self) -> WeightStats:
         change = self._theta - self._previous_theta
-        bounds = np.cumsum([0] + [w.size for w in self._params])
-        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         return WeightStats(
             names=LAYER_NAMES,
-            norms=np.array([math.sqrt(float(np.dot(self._theta[p], self._theta[p]))) for p in parts]),
-            update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in parts]),
+            norms=np.array([math.sqrt(float(np.dot(self._theta[p], self._theta[p]))) for p in self._layer_slices]),
+            update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in self._layer_slices]),
         )
 
     def state_dict(self) -> dict[str, Any]:
