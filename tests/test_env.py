@@ -190,7 +190,7 @@ def test_reward_needing_a_missing_signal_fails_at_construction() -> None:
 
     with pytest.raises(ValueError, match="gradients.*does not provide"):
         MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="alignment")
-    env = MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="eval_loss")
+    env = MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="eval_loss", observation="v0")
     obs, _ = env.reset(seed=0)
     assert not obs[env.layout.slices()["norm_z"]].any()  # no weight norms: documented zeros
 

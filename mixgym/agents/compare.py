@@ -80,9 +80,12 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     """A `MixingEnv` for `agent` from env/backend `options`.
 
     Unless given (as arguments or in `options`): the agent's first action map ("simplex"
-    for mixers, "softmax" for SB3 presets) and its paper's reward (`PAPER_REWARDS`).
+    for mixers, "softmax" for SB3 presets), and for the papers' agents (`PAPER_REWARDS`) their
+    paper's reward and state (observation layout "v0": AC-ODM's and HDS's features).
     """
     kwargs = {"action_map": action_map or agent_spec(agent).action_maps[0], **options}
+    if agent in PAPER_REWARDS:
+        kwargs.setdefault("observation", "v0")
     if reward is not None:
         kwargs["reward"] = reward
     elif agent in PAPER_REWARDS:

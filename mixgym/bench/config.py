@@ -33,7 +33,7 @@ from mixgym.llm_backend import BACKENDS
 
 MODES = ("proxy", "non-proxy")
 _KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs")
+_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "observation")
 
 
 def _known_agents() -> list[str]:

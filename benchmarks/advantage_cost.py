@@ -1,0 +1,68 @@
+"""The cost of the advantage reward's baseline twin on the toy (issue 12).
+
+    python benchmarks/advantage_cost.py [--seconds 3] [--repeats 3]
+
+Random actions, ``steps_per_action=10``, resets included, one process, the v1 observation.
+For each K, the rewards are measured in alternation (``--repeats`` rounds) so that load from
+other work hits them alike; the table gives the median env steps/s of the rounds, the ratio
+to ``eval_loss`` (the same env without a twin) measured in the same rounds, and the twin's
+share of the env's step time from ``env.timings`` (its training and evaluation). Goal:
+>= 1,000 env steps/s at K=5 with the twin. Prints a Markdown table; BENCHMARKS.md records it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from mixgym.envs import MixingEnv
+
+REWARDS = ("eval_loss", "advantage", "advantage_terminal")
+
+
+def measure(num_domains: int, reward: str, seconds: float) -> tuple[float, float]:
+    """(env steps per second, the twin's share of the env's timed parts)."""
+    env = MixingEnv(num_domains=num_domains, reward=reward, steps_per_action=10)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, (1000, num_domains)).astype(np.float32)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, _, _ = env.step(actions[count % len(actions)])
+        count += 1
+        if terminated:
+            env.reset()
+    rate = count / (time.perf_counter() - start)
+    total = env.timings["total"]
+    return rate, total.get("twin", 0.0) / sum(total.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell and round (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, python {platform.python_version()}, load average {os.getloadavg()}\n")
+    print("| K | reward | env steps/s (median) | vs eval_loss | twin's share of step time | vs goal 1000 |")
+    print("|---|---|---|---|---|---|")
+    for k in (5, 22):
+        rates: dict[str, list[float]] = {r: [] for r in REWARDS}
+        shares: dict[str, list[float]] = {r: [] for r in REWARDS}
+        for _ in range(args.repeats):
+            for reward in REWARDS:
+                rate, share = measure(k, reward, args.seconds)
+                rates[reward].append(rate)
+                shares[reward].append(share)
+        base = float(np.median(rates["eval_loss"]))
+        for reward in REWARDS:
+            rate = float(np.median(rates[reward]))
+            share = float(np.median(shares[reward]))
+            print(f"| {k} | {reward} | {rate:,.0f} | {rate / base:.2f} | {share:.0%} | {rate / 1000:.2f}x |")
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
