@@ -173,3 +173,14 @@ def test_hf_twin_replays_the_run_and_costs_a_second_model() -> None:
             assert np.array_equal(agent_info["reward/baseline_eval_loss"], baseline_info["eval_loss"])
     finally:
         torch.set_num_threads(threads)
+
+
+def test_scale_multiplies_the_reward_not_the_components() -> None:
+    actions = np.random.default_rng(2).uniform(-1, 1, (6, 5)).astype(np.float32)
+    plain, _ = episode(MixingEnv(reward="advantage", **SMALL), 1, actions)
+    scaled, infos = episode(MixingEnv(reward="advantage", reward_kwargs={"scale": 100.0}, **SMALL), 1, actions)
+    assert scaled == pytest.approx([100.0 * r for r in plain], rel=1e-12, abs=1e-15)
+    assert sum(scaled) == pytest.approx(100.0 * float(infos[-1]["reward/advantage"]), rel=1e-9)
+    for bad in (0.0, -1.0, float("inf"), "10"):
+        with pytest.raises(ValueError, match="scale must be a finite number > 0, got"):
+            MixingEnv(reward="advantage", reward_kwargs={"scale": bad}, **SMALL)

@@ -59,7 +59,7 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
     ("change", "match"),
     [
         ({"agents": ["sac-ultra"]}, "unknown agent 'sac-ultra' in 'agents'; allowed: .*exp3"),
-        ({"rewards": ["perplexity"]}, "unknown reward 'perplexity' in 'rewards'; allowed: alignment, eval_loss, holistic"),
+        ({"rewards": ["perplexity"]}, "unknown reward 'perplexity' in 'rewards'; allowed: advantage, advantage_terminal, alignment, eval_loss, holistic"),
         ({"backends": {"x": {"backend": "jax"}}}, "unknown backend 'jax' in 'backends.x'; allowed: toy, hf"),
         ({"seed": [0]}, r"unknown key\(s\) \['seed'\].*allowed: name, mode, seeds"),
         ({"agents": []}, "'agents' must be a non-empty"),

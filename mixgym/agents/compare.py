@@ -36,9 +36,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from mixgym.agents.base import agent_spec, make_agent
 from mixgym.agents.runner import Results, evaluate, learn_online
 from mixgym.agents.sb3_presets import PAPER_REWARDS
+from mixgym.agents.tuned import TUNED_REWARDS
 from mixgym.envs.mixing_env import MixingEnv
 
 MODES = ("act", "proxy", "online")
+DEFAULT_REWARDS = {**PAPER_REWARDS, **TUNED_REWARDS}
+"""The env reward an agent gets unless one is given: its paper's, or the one it was tuned with."""
 
 
 @dataclass(frozen=True)
@@ -80,16 +83,17 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     """A `MixingEnv` for `agent` from env/backend `options`.
 
     Unless given (as arguments or in `options`): the agent's first action map ("simplex"
-    for mixers, "softmax" for SB3 presets), and for the papers' agents (`PAPER_REWARDS`) their
-    paper's reward and state (observation layout "v0": AC-ODM's and HDS's features).
+    for mixers, "softmax" for SB3 presets), for the papers' agents (`PAPER_REWARDS`) their
+    paper's reward and state (observation layout "v0": AC-ODM's and HDS's features), and for
+    the tuned agents the reward they were tuned with (`TUNED_REWARDS`: advantage).
     """
     kwargs = {"action_map": action_map or agent_spec(agent).action_maps[0], **options}
     if agent in PAPER_REWARDS:
         kwargs.setdefault("observation", "v0")
     if reward is not None:
         kwargs["reward"] = reward
-    elif agent in PAPER_REWARDS:
-        kwargs.setdefault("reward", PAPER_REWARDS[agent])
+    elif agent in DEFAULT_REWARDS:
+        kwargs.setdefault("reward", DEFAULT_REWARDS[agent])
     return MixingEnv(**kwargs)
 
 

@@ -299,10 +299,16 @@ class AdvantageReward(Reward):
         baseline: the twin's mixture: ``"uniform"``, ``"natural"`` (proportional to the
             backend's domain sizes) or K non-negative weights (divided by their sum).
         terminal: pay the whole advantage at the end instead of its change per decision.
+        scale: a positive factor on the reward (the return is ``scale * (B_T - A_T)``; the
+            components stay unscaled). On the toy an episode's advantage is a few hundredths
+            of a loss unit, per-decision changes ~1e-4: SAC's entropy bonus and default
+            learning rates are set for rewards near 1, hence ``mixgym/MixingAdvantage-v1``'s
+            scale 100.
     """
 
     baseline: str | tuple[float, ...] = "uniform"
     terminal: bool = False
+    scale: float = 1.0
     name = "advantage"
     requires = frozenset({Signal.TWIN})
 
@@ -313,6 +319,8 @@ class AdvantageReward(Reward):
             )
         if not isinstance(self.terminal, (bool, np.bool_)):
             raise ValueError(f"terminal must be True or False, got {self.terminal!r}")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not (0 < self.scale < math.inf):
+            raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
 
     def baseline_mixture(self, domains: list[str], domain_sizes: np.ndarray) -> np.ndarray:
         """The twin's mixture over `domains` (checked; weights divided by their sum)."""
@@ -346,7 +354,7 @@ class AdvantageReward(Reward):
         else:
             value = advantage - (float(w @ before.baseline_eval_loss) - float(w @ before.eval_loss))
         components = {"advantage": advantage, "baseline_objective": baseline_objective, "baseline_eval_loss": after.baseline_eval_loss}
-        return RewardResult(value, components)
+        return RewardResult(self.scale * value, components)
 
 
 @dataclass

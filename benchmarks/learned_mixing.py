@@ -1,0 +1,357 @@
+"""Can RL learn to mix? Learned agents against static mixtures, schedules and bandits (issue 12).
+
+    nice -n 5 python benchmarks/learned_mixing.py run --task classic5 --workers 2   # resumable
+    nice -n 5 python benchmarks/learned_mixing.py run --task pile22 --workers 2 --no-ablation
+    python benchmarks/learned_mixing.py report          # tables -> benchmarks/results/learned_mixing.md
+
+Proxy mode, as AC-ODM transfers its agent: every learned agent learns for ``--train-decisions``
+decisions on a proxy toy (student width 16, the same domains), once per training seed
+(``--train-seeds``, default 0 1 2), and then acts deterministically on the same 5 target runs
+(student width 32, run seeds 100-104) as every other contender. References on those runs:
+uniform, natural, the oracle static mixture and the best 2- and 4-phase schedules (searched by
+`mixgym.llm_backend.oracle.search_schedule` on run seeds 0-2 of the target task), and the
+bandits ODM, EXP3 and DoReMi (adapting online within each target run).
+
+Learned agents: ``sac-tuned`` and ``td3-tuned`` (settings from `benchmarks/tune.py`'s search)
+with the advantage reward (x100, baseline uniform) and the v1 observation; and an ablation of
+one of them (``--ablation-agent``): reward {eval_loss, advantage, advantage_terminal} x gamma
+{0.95 (the papers'), the searched one} x observation {v0, v1}, the other settings fixed.
+
+Each cell (contender x training seed) is a separate process that writes its `Results` under
+``--out/<task>/<label>/``; finished cells are skipped, so a stopped run resumes. ``report``
+reads them all: final objective, regret against the oracle and the schedules, decisions to
+reach uniform's and natural's final loss, the ablation, and a plot per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TARGET = {"total_steps": 1000, "hidden_dim": 32}
+PROXY = {"total_steps": 1000, "hidden_dim": 16}
+TARGET_SEEDS = 5
+FIRST_TARGET_SEED = 100
+ADVANTAGE_SCALE = 100.0
+REFERENCES = ("uniform", "natural", "oracle", "schedule2", "schedule4", "odm", "exp3", "doremi")
+LEARNED = ("sac-tuned", "td3-tuned")
+ABLATION_REWARDS = ("eval_loss", "advantage", "advantage_terminal")
+ABLATION_GAMMAS = (0.95, None)  # None: the searched gamma
+ABLATION_OBSERVATIONS = ("v0", "v1")
+
+
+def task_options(task: str) -> dict[str, Any]:
+    """Backend options of a task: ``classic5`` is the K=5 toy; ``pile22`` the registered Pile-like
+    toy task when mixgym has one, else the K=22 toy (say which in the report)."""
+    if task == "classic5":
+        return {"num_domains": 5}
+    if task == "pile22":
+        try:
+            from mixgym.tasks import task_backend_options  # type: ignore[import-not-found]
+        except ImportError:
+            return {"num_domains": 22}
+        return task_backend_options("pile22")
+    raise ValueError(f"unknown task {task!r}; choose classic5 or pile22")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One contender on one task, for one training seed (None: nothing is learned)."""
+
+    task: str
+    agent: str
+    reward: str | None = None
+    gamma: float | None = None
+    observation: str = "v1"
+    train_seed: int | None = None
+
+    @property
+    def group(self) -> str:
+        """The contender's label in tables (the cell's label without its training seed)."""
+        if self.train_seed is None:
+            return self.agent
+        gamma = "searched" if self.gamma is None else f"{self.gamma:g}"
+        return f"{self.agent} | {self.reward} | gamma {gamma} | {self.observation}"
+
+    @property
+    def folder(self) -> str:
+        seed = "" if self.train_seed is None else f"__seed{self.train_seed}"
+        return self.group.replace(" | ", "__").replace(" ", "_") + seed
+
+
+def grid(task: str, train_seeds: list[int], ablation_agent: str | None) -> list[Cell]:
+    """Every cell of `task`: references, the learned agents, and the ablation."""
+    cells = [Cell(task, name) for name in REFERENCES]
+    learned = [(agent, "advantage", None, "v1") for agent in LEARNED]
+    if ablation_agent is not None:
+        learned += [
+            (ablation_agent, reward, gamma, observation)
+            for reward in ABLATION_REWARDS
+            for gamma in ABLATION_GAMMAS
+            for observation in ABLATION_OBSERVATIONS
+        ]
+    unique = list(dict.fromkeys(learned))
+    cells += [Cell(task, a, r, g, o, seed) for seed in train_seeds for a, r, g, o in unique]
+    return cells
+
+
+class ScheduleMixer:
+    """A P-phase schedule: phase p's mixture for the decisions in the p-th equal share of the run."""
+
+    def __init__(self, mixtures: np.ndarray, num_decisions: int) -> None:
+        self.mixtures, self.num_decisions, self.decision = np.asarray(mixtures), num_decisions, 0
+
+    def reset(self, info: dict[str, Any]) -> None:
+        self.decision = 0
+
+    def observe(self, info: dict[str, Any]) -> None:
+        self.decision = int(info["decision"])
+
+    def mixture(self) -> np.ndarray:
+        return self.mixtures[min(self.decision * len(self.mixtures) // self.num_decisions, len(self.mixtures) - 1)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decision = int(state["decision"])
+
+
+def run_cell(cell: Cell, out: Path, train_decisions: int) -> dict[str, Any]:
+    """Run one cell in this process and write its results; returns its summary."""
+    import torch
+
+    from mixgym.agents import MixerAgent, evaluate, make_agent
+    from mixgym.agents.base import EnvFacts
+    from mixgym.agents.compare import env_for
+    from mixgym.agents.mixer import MixerConfig
+    from mixgym.llm_backend.oracle import search_schedule
+
+    torch.set_num_threads(1)
+    folder = out / cell.task / cell.folder
+    start = time.perf_counter()
+    options = task_options(cell.task)
+    summary: dict[str, Any] = {"cell": asdict(cell)}
+    if cell.train_seed is None:
+        target = env_for(cell.agent if not cell.agent.startswith("schedule") else "fixed", {**options, **TARGET, "reward": "eval_loss"})
+        if cell.agent.startswith("schedule"):
+            schedule = search_schedule(target.backend.config, phases=int(cell.agent[len("schedule") :]))
+            mixer = ScheduleMixer(schedule.mixtures, target.num_decisions)
+            agent = MixerAgent(cell.agent, MixerConfig(), mixer, EnvFacts.of(target))
+            summary["schedule"] = schedule.mixtures.tolist()
+        else:
+            agent = make_agent(cell.agent, target)
+    else:
+        reward_kwargs = {"scale": ADVANTAGE_SCALE} if cell.reward.startswith("advantage") else None
+        proxy = env_for(
+            cell.agent,
+            {**options, **PROXY, "reward": cell.reward, "reward_kwargs": reward_kwargs, "observation": cell.observation},
+        )
+        overrides = {"seed": cell.train_seed} | ({} if cell.gamma is None else {"gamma": cell.gamma})
+        agent = make_agent(cell.agent, proxy, **overrides)
+        agent.learn(train_decisions)
+        timings = proxy.timings["total"]
+        summary.update(train_seconds=time.perf_counter() - start, train_env_timings=timings)
+        agent.save(folder / "policy.zip")
+        target = env_for(cell.agent, {**options, **TARGET, "reward": "eval_loss", "observation": cell.observation})
+    results = evaluate(agent, target, episodes=TARGET_SEEDS, seed=FIRST_TARGET_SEED)
+    results.save(folder)
+    summary.update(final_objectives=results.final_objectives().tolist(), seconds=time.perf_counter() - start)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def _run_safely(cell: Cell, out: Path, train_decisions: int) -> tuple[Cell, str | None]:
+    try:
+        run_cell(cell, out, train_decisions)
+        return cell, None
+    except Exception:  # noqa: BLE001  (one failed cell must not stop the grid; its traceback is kept)
+        folder = out / cell.task / cell.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").write_text(traceback.format_exc())
+        return cell, traceback.format_exc().splitlines()[-1]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    cells = grid(args.task, args.train_seeds, None if args.no_ablation else args.ablation_agent)
+    todo = [c for c in cells if not (out / c.task / c.folder / "summary.json").exists()]
+    log = out / f"{args.task}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.task}.json").write_text(
+        json.dumps({"train_decisions": args.train_decisions, "train_seeds": args.train_seeds, "task": task_options(args.task)})
+    )
+    print(f"{len(cells)} cells, {len(todo)} to run, {args.workers} workers; progress in {log}", flush=True)
+    failed = 0
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool, log.open("a") as progress:
+        progress.write(f"# {date.today()} start, load average {os.getloadavg()}\n")
+        futures = [pool.submit(_run_safely, cell, out, args.train_decisions) for cell in todo]
+        for done, future in enumerate(as_completed(futures), 1):
+            cell, error = future.result()
+            failed += error is not None
+            line = f"[{done}/{len(todo)}] {time.perf_counter() - started:7.0f}s load {os.getloadavg()[0]:.1f} {cell.folder}"
+            line += f" FAILED: {error}" if error else ""
+            print(line, flush=True)
+            progress.write(line + "\n")
+            progress.flush()
+    return 1 if failed else 0
+
+
+def _merged(folders: list[Path]) -> Any:
+    """One `Results` of several cells' runs (episodes renumbered), or None if none finished."""
+    from mixgym.agents.runner import Results
+
+    parts = [Results.load(f) for f in folders if (f / "summary.json").exists()]
+    if not parts:
+        return None
+    frames = []
+    for i, part in enumerate(parts):
+        frame = part.decisions.copy()
+        frame["episode"] += i * TARGET_SEEDS
+        frames.append(frame)
+    return Results(pd.concat(frames, ignore_index=True), parts[0].config)
+
+
+def task_table(out: Path, task: str) -> tuple[pd.DataFrame, Any]:
+    """Per contender: final objective, regrets, decisions to uniform's and natural's final loss."""
+    from mixgym.agents.compare import Comparison
+
+    meta = json.loads((out / f"{task}.json").read_text())
+    cells = grid(task, meta["train_seeds"], "any")
+    groups: dict[str, list[Path]] = {}
+    seeds_of: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if (out / task / cell.folder).exists() or cell.train_seed is None:
+            groups.setdefault(cell.group, []).append(out / task / cell.folder)
+            seeds_of.setdefault(cell.group, []).append(cell)
+    results = {group: merged for group, folders in groups.items() if (merged := _merged(folders)) is not None}
+    comparison = Comparison(results, {g: "act" if g in REFERENCES else "proxy" for g in results}, {g: 0.0 for g in results})
+    table = comparison.summary(oracle="oracle", baseline="uniform").set_index("agent")
+    natural = comparison.summary(oracle="oracle", baseline="natural").set_index("agent")
+    table["decisions_to_natural"] = natural["decisions_to_uniform"]
+    table["pct_fewer_than_natural"] = natural["pct_fewer_than_uniform"]
+    for schedule in ("schedule2", "schedule4"):
+        if schedule in results:
+            best = float(results[schedule].final_objectives().mean())
+            table[f"regret_pct_{schedule}"] = 100.0 * (table["final_objective"] - best) / best
+    spread = {}
+    for group, folders in groups.items():
+        means = [np.mean(json.loads((f / "summary.json").read_text())["final_objectives"]) for f in folders if (f / "summary.json").exists()]
+        spread[group] = (len(means), float(np.std(means, ddof=1)) if len(means) > 1 else 0.0, float(np.min(means)) if means else np.nan)
+    table["train_seeds"] = [spread[g][0] if seeds_of[g][0].train_seed is not None else 0 for g in table.index]
+    table["sd_over_train_seeds"] = [spread[g][1] for g in table.index]
+    table["best_train_seed"] = [spread[g][2] for g in table.index]
+    return table, comparison
+
+
+def _fmt_reach(decisions: Any, pct: Any) -> str:
+    if pd.isna(decisions):
+        return "never"
+    text = f"{int(decisions)}"
+    if not pd.isna(pct):
+        text += f" ({pct:.0f}% fewer)" if pct >= 0 else f" ({-pct:.0f}% more)"
+    return text
+
+
+def markdown(table: pd.DataFrame, rows: list[str] | None = None) -> str:
+    header = (
+        "| contender | final objective (mean ± sd) | sd over training seeds | best training seed | regret vs oracle static "
+        "| vs best 2-phase | vs best 4-phase | decisions to uniform's final | decisions to natural's final |"
+    )
+    lines = [header, "|" + "---|" * 9]
+    for name in rows or list(table.index):
+        if name not in table.index:
+            continue
+        row = table.loc[name]
+        learned = row["train_seeds"] > 0
+        lines.append(
+            f"| {name} | {row['final_objective']:.4f} ± {row['final_sd']:.4f} "
+            f"| {row['sd_over_train_seeds']:.4f} ({int(row['train_seeds'])} seeds) " * learned
+            + ("| - " if not learned else "")
+            + (f"| {row['best_train_seed']:.4f} " if learned else "| - ")
+            + f"| {row['regret_pct']:+.1f}% | {row.get('regret_pct_schedule2', np.nan):+.1f}% "
+            f"| {row.get('regret_pct_schedule4', np.nan):+.1f}% "
+            f"| {_fmt_reach(row['decisions_to_uniform'], row['pct_fewer_than_uniform'] if name != 'uniform' else np.nan)} "
+            f"| {_fmt_reach(row['decisions_to_natural'], row['pct_fewer_than_natural'] if name != 'natural' else np.nan)} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation(table: pd.DataFrame, agent: str) -> str:
+    """The reward x gamma x observation table of `agent`."""
+    lines = [
+        "| reward | gamma | observation | final objective | sd over training seeds | regret vs oracle | decisions to uniform's final |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for reward in ABLATION_REWARDS:
+        for gamma in ABLATION_GAMMAS:
+            for observation in ABLATION_OBSERVATIONS:
+                name = Cell("", agent, reward, gamma, observation, 0).group
+                if name not in table.index:
+                    continue
+                row = table.loc[name]
+                lines.append(
+                    f"| {reward} | {'searched' if gamma is None else gamma} | {observation} | {row['final_objective']:.4f} "
+                    f"| {row['sd_over_train_seeds']:.4f} | {row['regret_pct']:+.1f}% "
+                    f"| {_fmt_reach(row['decisions_to_uniform'], row['pct_fewer_than_uniform'])} |"
+                )
+    return "\n".join(lines)
+
+
+def report(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    text = [f"# Learned mixing (issue 12): generated by `benchmarks/learned_mixing.py report`, {date.today()}\n"]
+    text.append(f"Machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}.\n")
+    for task in ("classic5", "pile22"):
+        if not (out / f"{task}.json").exists():
+            continue
+        meta = json.loads((out / f"{task}.json").read_text())
+        table, comparison = task_table(out, task)
+        table.to_csv(Path(args.md).with_name(f"learned_mixing_{task}.csv"))
+        comparison.plot(Path(args.md).with_name(f"learned_mixing_{task}.png"))
+        text.append(f"## {task}\n\nBackend options {meta['task']}; proxy learning {meta['train_decisions']} decisions, "
+                    f"training seeds {meta['train_seeds']}; target run seeds {FIRST_TARGET_SEED}-{FIRST_TARGET_SEED + TARGET_SEEDS - 1}.\n")
+        main = [g for g in table.index if g in REFERENCES] + [Cell(task, a, "advantage", None, "v1", 0).group for a in LEARNED]
+        text.append(markdown(table, main) + "\n")
+        text.append(f"### Ablation ({args.ablation_agent})\n\n" + ablation(table, args.ablation_agent) + "\n")
+    Path(args.md).write_text("\n".join(text))
+    print("\n".join(text))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the cells of one task (finished ones are skipped)")
+    p.add_argument("--task", choices=("classic5", "pile22"), required=True)
+    p.add_argument("--train-decisions", type=int, default=6000, help="proxy learning budget per agent (default 6000)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--ablation-agent", default="sac-tuned", choices=LEARNED)
+    p.add_argument("--no-ablation", action="store_true", help="only the references and the learned agents")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="runs/learned_mixing")
+    p.set_defaults(func=run)
+    r = sub.add_parser("report", help="tables and plots from the finished cells")
+    r.add_argument("--out", default="runs/learned_mixing")
+    r.add_argument("--md", default="benchmarks/results/learned_mixing.md")
+    r.add_argument("--ablation-agent", default="sac-tuned", choices=LEARNED)
+    r.set_defaults(func=report)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
