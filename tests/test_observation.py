@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mixgym.envs import MixingEnv
-from mixgym.envs.features import FEATURES, LAYOUTS, ObservationLayout
+from mixgym.envs.features import FEATURES, LAYOUTS, TWIN_FEATURES, ObservationLayout
 from mixgym.llm_backend import Signal, ToyBackend
 
 V0_GOLDEN = Path(__file__).parent / "data" / "mixing_v0_observations.json"
@@ -50,6 +50,23 @@ def test_v1_blocks_mean_what_the_table_says() -> None:
     assert not np.allclose(obs[parts["share"]], obs[parts["cumulative"]])
     assert obs[parts["progress"]][0] == pytest.approx(0.6)
     assert env.observation_space.contains(obs)
+
+
+def test_v1_shows_the_baseline_twin_when_the_reward_runs_one() -> None:
+    env = MixingEnv(reward="advantage", total_steps=50)
+    assert env.observation_space.shape == (7 * 5 + 1,) and env.layout.features[-1] == "baseline_ratio"
+    where = env.layout.slices()["baseline_ratio"]
+    obs, info = env.reset(seed=0)
+    initial = info["eval_loss"]
+    assert np.allclose(obs[where], 1.0)  # the twin starts from the same model
+    for _ in range(3):
+        obs, _, _, _, info = env.step(np.array([1, -1, 0, 0.5, 0], dtype=np.float32))
+        assert np.allclose(obs[where], info["reward/baseline_eval_loss"] / initial, atol=1e-6)
+        assert not np.allclose(obs[where], obs[env.layout.slices()["eval_ratio"]])
+    assert env.observation_space.contains(obs)
+    with pytest.raises(ValueError, match="'baseline_ratio' needs a reward with a baseline twin, not 'eval_loss'"):
+        MixingEnv(reward="eval_loss", observation=["v1", "baseline_ratio"], total_steps=50)
+    assert MixingEnv(reward="advantage", observation="v0", total_steps=50).observation_space.shape == (27,)
 
 
 def test_layouts_can_be_extended_and_listed_by_block() -> None:
@@ -95,4 +112,4 @@ def test_registered_ids_pin_their_layout(version: str) -> None:
     for env_id in (f"mixgym/Mixing-{version}", f"mixgym/MixingHolistic-{version}"):
         env = gym.make(env_id, total_steps=30)
         assert env.unwrapped.layout.features == LAYOUTS[version], env_id
-    assert set(LAYOUTS["v0"]) | set(LAYOUTS["v1"]) == set(FEATURES)
+    assert set(LAYOUTS["v0"]) | set(LAYOUTS["v1"]) | set(TWIN_FEATURES) == set(FEATURES)

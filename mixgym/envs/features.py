@@ -21,12 +21,18 @@ cumulative  K     0       1       share of all samples since reset per domain (r
 norm_z      L     -3      3       z(||W_l||) across the L matrices                         x
 update_z    L     -3      3       z(||W_l - W_l(previous)||)                               x
 progress    1     0       1       optimizer steps / budget                                 x    x
+baseline_   K     0       5       the baseline twin's held-out loss / held-out loss at          (x)
+ratio                             reset (clipped); only when the reward runs a twin
 =========== ===== ======= ======= ======================================================== ==== ====
 
 ``"v0"`` is AC-ODM's and HDS's state (and `mixgym/Mixing-v0`'s); ``"v1"`` (the default of
 `MixingEnv` and the ``-v1`` ids) adds what the agent did -- the chosen mixture and the data
 seen so far -- and leaves out the weight-norm blocks, which barely move on the toy (their
 s.d. over a run is 0.02-0.10) and are opt-in: ``observation=["v1", "norm_z", "update_z"]``.
+When the reward runs a baseline twin (``"advantage"``), v1 ends with ``baseline_ratio``: that
+reward is a function of the twin's held-out loss as much as of the agent's, and without it the
+state would not say where the return stands (a critic could not tell a transient dip of the
+agent's loss from a lasting gain).
 z(v) = (v - mean(v)) / std(v) clipped to [-3, 3], all zeros when v is constant (AC-ODM's
 state normalisation). In "v0", a backend without weight norms gives zeros for the layer
 blocks; asking for them by name on such a backend is an error.
@@ -57,10 +63,12 @@ _BLOCKS: dict[str, tuple[str, float, float]] = {
     "norm_z": ("L", -Z_CLIP, Z_CLIP),
     "update_z": ("L", -Z_CLIP, Z_CLIP),
     "progress": ("1", 0.0, 1.0),
+    "baseline_ratio": ("K", 0.0, EVAL_RATIO_MAX),
 }
 FEATURES = tuple(_BLOCKS)
 """Every observation block (see the module docstring's table)."""
 LAYER_FEATURES = ("norm_z", "update_z")
+TWIN_FEATURES = ("baseline_ratio",)
 LAYOUTS: dict[str, tuple[str, ...]] = {
     "v0": ("loss_z", "dloss_z", "share", "eval_ratio", "norm_z", "update_z", "progress"),
     "v1": ("loss_z", "dloss_z", "share", "eval_ratio", "mixture", "cumulative", "progress"),
@@ -68,14 +76,15 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
 """Named layouts: v0 (AC-ODM/HDS's state, `mixgym/Mixing-v0`) and v1 (the default)."""
 
 
-def resolve_features(observation: str | Sequence[str]) -> tuple[str, ...]:
+def resolve_features(observation: str | Sequence[str], twin: bool = False) -> tuple[str, ...]:
     """The block names of `observation`: a layout name, or a list of block and layout names
-    (a layout name stands for its blocks), each block at most once."""
+    (a layout name stands for its blocks), each block at most once. With a baseline `twin`,
+    "v1" ends with ``baseline_ratio``."""
     names = [observation] if isinstance(observation, str) else list(observation)
     blocks: list[str] = []
     for name in names:
         if name in LAYOUTS:
-            blocks += LAYOUTS[name]
+            blocks += LAYOUTS[name] + (TWIN_FEATURES if name == "v1" and twin else ())
         elif name in _BLOCKS:
             blocks.append(name)
         else:
@@ -141,9 +150,7 @@ class ObservationLayout:
         if name == "share":
             return _shares(now.samples)
         if name == "eval_ratio":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(initial_eval > 0, now.eval_loss / initial_eval, 1.0)
-            return np.clip(ratio, 0.0, EVAL_RATIO_MAX)
+            return _ratio(now.eval_loss, initial_eval)
         if name == "mixture":
             return now.mixture if now.mixture is not None else 1.0 / self.num_domains
         if name == "cumulative":
@@ -152,7 +159,16 @@ class ObservationLayout:
             return None if now.weights is None else zscore(now.weights.norms, Z_CLIP)
         if name == "update_z":
             return None if now.weights is None else zscore(now.weights.update_norms, Z_CLIP)
+        if name == "baseline_ratio":
+            return None if now.baseline_eval_loss is None else _ratio(now.baseline_eval_loss, initial_eval)
         return min(now.progress, 1.0)  # progress
+
+
+def _ratio(eval_loss: np.ndarray, initial_eval: np.ndarray) -> np.ndarray:
+    """Held-out loss relative to the run's held-out loss at reset, clipped to [0, 5]."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(initial_eval > 0, eval_loss / initial_eval, 1.0)
+    return np.clip(ratio, 0.0, EVAL_RATIO_MAX)
 
 
 def _shares(samples: np.ndarray) -> np.ndarray | None:

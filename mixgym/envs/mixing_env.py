@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from mixgym.envs.action_maps import ActionMap
-from mixgym.envs.features import LAYER_FEATURES, ObservationLayout, resolve_features
+from mixgym.envs.features import LAYER_FEATURES, TWIN_FEATURES, ObservationLayout, resolve_features
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
 from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
 
@@ -43,7 +43,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Observation Space
 
     A flat ``Box`` of float32 made of blocks chosen by ``observation``. The default, ``"v1"``
-    (``-v1`` ids), has size 6K + 1:
+    (``-v1`` ids), has size 6K + 1, or 7K + 1 with the advantage rewards:
 
     | index         | block        | observation                                         | min | max |
     |---------------|--------------|-----------------------------------------------------|-----|-----|
@@ -56,6 +56,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     |               |              | (reset: uniform)                                    |     |     |
     | 5K .. 6K-1    | cumulative   | share of all samples since reset (reset: 0)         | 0   | 1   |
     | 6K            | progress     | optimizer steps / budget                            | 0   | 1   |
+    | 6K+1 .. 7K    | baseline_    | only with a reward that runs a baseline twin: the   | 0   | 5   |
+    |               | ratio        | twin's held-out loss / held-out loss at reset       |     |     |
 
     ``"v0"`` (``-v0`` ids; AC-ODM's and HDS's state) has size 4K + 2L + 1 (L = 3 chosen
     weight matrices): loss_z, dloss_z, share, eval_ratio as above (indices 0 .. 4K-1), then
@@ -239,13 +241,15 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.info_timings = bool(info_timings)
         self.timings: dict[str, dict[str, float]] = {"last": {}, "total": {}}
         num_layers = len(self.backend.weight_stats().names) if self._has_weights else _DEFAULT_LAYERS
-        features = resolve_features(observation)
+        features = resolve_features(observation, twin=self.twin is not None)
         asked = {observation} if isinstance(observation, str) else set(observation)
         if asked & set(LAYER_FEATURES) and not self._has_weights:
             raise ValueError(
                 f"observation blocks {sorted(asked & set(LAYER_FEATURES))} need weight norms, "
                 f"which {type(self.backend).__name__} does not report"
             )
+        if asked & set(TWIN_FEATURES) and self.twin is None:
+            raise ValueError(f"observation block 'baseline_ratio' needs a reward with a baseline twin, not {reward!r}")
         self.layout = ObservationLayout(k, num_layers, features)
         self.action_space = self.action_mapper.space
         self.observation_space = self.layout.space()
