@@ -12,10 +12,10 @@ uniform, natural, the oracle static mixture and the best 2- and 4-phase schedule
 `mixgym.llm_backend.oracle.search_schedule` on run seeds 0-2 of the target task), and the
 bandits ODM, EXP3 and DoReMi (adapting online within each target run).
 
-Learned agents: ``sac-tuned`` and ``td3-tuned`` (settings from `benchmarks/tune.py`'s search)
-with the advantage reward (x100, baseline uniform) and the v1 observation; and an ablation of
-one of them (``--ablation-agent``): reward {eval_loss, advantage, advantage_terminal} x gamma
-{0.95 (the papers'), the searched one} x observation {v0, v1}, the other settings fixed.
+The learned agent: ``ppo-tuned`` (settings from `benchmarks/tune.py`'s search) with the
+advantage reward (x100, uniform baseline twin) and the v1 observation; and its ablation
+(`ABLATION`): each of reward, gamma, observation and exploration set back one at a time, and
+the reward, gamma and observation of before issue 12 together.
 
 Each cell (contender x training seed) is a separate process that writes its `Results` under
 ``--out/<task>/<label>/``; finished cells are skipped, so a stopped run resumes. ``report``
@@ -46,10 +46,20 @@ TARGET_SEEDS = 5
 FIRST_TARGET_SEED = 100
 ADVANTAGE_SCALE = 100.0
 REFERENCES = ("uniform", "natural", "oracle", "schedule2", "schedule4", "odm", "exp3", "doremi")
-LEARNED = ("sac-tuned", "td3-tuned")
-ABLATION_REWARDS = ("eval_loss", "advantage", "advantage_terminal")
-ABLATION_GAMMAS = (0.95, None)  # None: the searched gamma
-ABLATION_OBSERVATIONS = ("v0", "v1")
+LEARNED = "ppo-tuned"
+ABLATION: dict[str, tuple[str, float | None, str, bool]] = {
+    # variant: (reward, gamma (None: the searched one), observation, per-episode gSDE exploration)
+    "tuned": ("advantage", None, "v1", True),
+    "reward eval_loss": ("eval_loss", None, "v1", True),
+    "reward advantage_terminal": ("advantage_terminal", None, "v1", True),
+    "gamma 0.95": ("advantage", 0.95, "v1", True),
+    "observation v0": ("advantage", None, "v0", True),
+    "per-decision noise": ("advantage", None, "v1", False),
+    "before issue 12": ("eval_loss", 0.95, "v0", True),
+}
+"""The ablation: the tuned set-up, each change undone one at a time, and all three reward x
+gamma x observation changes undone together (one factor at a time plus the old corner: the
+full 12-cell factorial did not fit the compute budget)."""
 
 
 def task_options(task: str) -> dict[str, Any]:
@@ -72,39 +82,32 @@ class Cell:
 
     task: str
     agent: str
-    reward: str | None = None
-    gamma: float | None = None
-    observation: str = "v1"
+    variant: str | None = None
     train_seed: int | None = None
 
     @property
     def group(self) -> str:
         """The contender's label in tables (the cell's label without its training seed)."""
-        if self.train_seed is None:
-            return self.agent
-        gamma = "searched" if self.gamma is None else f"{self.gamma:g}"
-        return f"{self.agent} | {self.reward} | gamma {gamma} | {self.observation}"
+        return self.agent if self.variant is None else f"{self.agent} ({self.variant})"
+
+    @property
+    def setting(self) -> tuple[str, float | None, str, bool]:
+        """(reward, gamma, observation, gSDE) of a learned cell."""
+        assert self.variant is not None
+        return ABLATION[self.variant]
 
     @property
     def folder(self) -> str:
         seed = "" if self.train_seed is None else f"__seed{self.train_seed}"
-        return self.group.replace(" | ", "__").replace(" ", "_") + seed
+        return "".join(c if c.isalnum() or c in "-." else "_" for c in self.group) + seed
 
 
-def grid(task: str, train_seeds: list[int], ablation_agent: str | None) -> list[Cell]:
-    """Every cell of `task`: references, the learned agents, and the ablation."""
-    cells = [Cell(task, name) for name in REFERENCES]
-    learned = [(agent, "advantage", None, "v1") for agent in LEARNED]
-    if ablation_agent is not None:
-        learned += [
-            (ablation_agent, reward, gamma, observation)
-            for reward in ABLATION_REWARDS
-            for gamma in ABLATION_GAMMAS
-            for observation in ABLATION_OBSERVATIONS
-        ]
-    unique = list(dict.fromkeys(learned))
-    cells += [Cell(task, a, r, g, o, seed) for seed in train_seeds for a, r, g, o in unique]
-    return cells
+def grid(task: str, train_seeds: list[int], ablation: bool) -> list[Cell]:
+    """Every cell of `task`: references, the tuned agent and (if asked) its ablation."""
+    variants = list(ABLATION) if ablation else ["tuned"]
+    return [Cell(task, name) for name in REFERENCES] + [
+        Cell(task, LEARNED, variant, seed) for seed in train_seeds for variant in variants
+    ]
 
 
 class ScheduleMixer:
@@ -154,18 +157,22 @@ def run_cell(cell: Cell, out: Path, train_decisions: int) -> dict[str, Any]:
         else:
             agent = make_agent(cell.agent, target)
     else:
-        reward_kwargs = {"scale": ADVANTAGE_SCALE} if cell.reward.startswith("advantage") else None
-        proxy = env_for(
-            cell.agent,
-            {**options, **PROXY, "reward": cell.reward, "reward_kwargs": reward_kwargs, "observation": cell.observation},
-        )
-        overrides = {"seed": cell.train_seed} | ({} if cell.gamma is None else {"gamma": cell.gamma})
+        reward, gamma, observation, gsde = cell.setting
+        reward_kwargs = {"scale": ADVANTAGE_SCALE} if reward.startswith("advantage") else None
+        env_options = {"reward": reward, "reward_kwargs": reward_kwargs, "observation": observation}
+        proxy = env_for(cell.agent, {**options, **PROXY, **env_options})
+        overrides: dict[str, Any] = {"seed": cell.train_seed}
+        if gamma is not None:
+            overrides["gamma"] = gamma
+        if not gsde:
+            overrides["sb3_kwargs"] = {"use_sde": False}
         agent = make_agent(cell.agent, proxy, **overrides)
         agent.learn(train_decisions)
         timings = proxy.timings["total"]
         summary.update(train_seconds=time.perf_counter() - start, train_env_timings=timings)
         agent.save(folder / "policy.zip")
-        target = env_for(cell.agent, {**options, **TARGET, "reward": "eval_loss", "observation": cell.observation})
+        # the same reward as in training: under the advantage rewards the observation shows the twin
+        target = env_for(cell.agent, {**options, **TARGET, **env_options})
     results = evaluate(agent, target, episodes=TARGET_SEEDS, seed=FIRST_TARGET_SEED)
     results.save(folder)
     summary.update(final_objectives=results.final_objectives().tolist(), seconds=time.perf_counter() - start)
@@ -186,7 +193,7 @@ def _run_safely(cell: Cell, out: Path, train_decisions: int) -> tuple[Cell, str 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    cells = grid(args.task, args.train_seeds, None if args.no_ablation else args.ablation_agent)
+    cells = grid(args.task, args.train_seeds, not args.no_ablation)
     todo = [c for c in cells if not (out / c.task / c.folder / "summary.json").exists()]
     log = out / f"{args.task}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +237,7 @@ def task_table(out: Path, task: str) -> tuple[pd.DataFrame, Any]:
     from mixgym.agents.compare import Comparison
 
     meta = json.loads((out / f"{task}.json").read_text())
-    cells = grid(task, meta["train_seeds"], "any")
+    cells = grid(task, meta["train_seeds"], True)
     groups: dict[str, list[Path]] = {}
     seeds_of: dict[str, list[Cell]] = {}
     for cell in cells:
@@ -290,24 +297,26 @@ def markdown(table: pd.DataFrame, rows: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def ablation(table: pd.DataFrame, agent: str) -> str:
-    """The reward x gamma x observation table of `agent`."""
+def ablation(table: pd.DataFrame, task: str) -> str:
+    """The ablation table: each variant's setting, result and difference from the tuned one."""
     lines = [
-        "| reward | gamma | observation | final objective | sd over training seeds | regret vs oracle | decisions to uniform's final |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | reward | gamma | observation | exploration | final objective | sd over training seeds "
+        "| vs tuned | regret vs oracle | decisions to uniform's final |",
+        "|" + "---|" * 10,
     ]
-    for reward in ABLATION_REWARDS:
-        for gamma in ABLATION_GAMMAS:
-            for observation in ABLATION_OBSERVATIONS:
-                name = Cell("", agent, reward, gamma, observation, 0).group
-                if name not in table.index:
-                    continue
-                row = table.loc[name]
-                lines.append(
-                    f"| {reward} | {'searched' if gamma is None else gamma} | {observation} | {row['final_objective']:.4f} "
-                    f"| {row['sd_over_train_seeds']:.4f} | {row['regret_pct']:+.1f}% "
-                    f"| {_fmt_reach(row['decisions_to_uniform'], row['pct_fewer_than_uniform'])} |"
-                )
+    tuned = Cell(task, LEARNED, "tuned", 0).group
+    for variant, (reward, gamma, observation, gsde) in ABLATION.items():
+        name = Cell(task, LEARNED, variant, 0).group
+        if name not in table.index:
+            continue
+        row = table.loc[name]
+        change = row["final_objective"] - table.loc[tuned, "final_objective"] if tuned in table.index else np.nan
+        lines.append(
+            f"| {variant} | {reward} | {'searched' if gamma is None else gamma} | {observation} "
+            f"| {'gSDE per run' if gsde else 'Gaussian per decision'} | {row['final_objective']:.4f} "
+            f"| {row['sd_over_train_seeds']:.4f} | {change:+.4f} | {row['regret_pct']:+.1f}% "
+            f"| {_fmt_reach(row['decisions_to_uniform'], row['pct_fewer_than_uniform'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -324,9 +333,9 @@ def report(args: argparse.Namespace) -> int:
         comparison.plot(Path(args.md).with_name(f"learned_mixing_{task}.png"))
         text.append(f"## {task}\n\nBackend options {meta['task']}; proxy learning {meta['train_decisions']} decisions, "
                     f"training seeds {meta['train_seeds']}; target run seeds {FIRST_TARGET_SEED}-{FIRST_TARGET_SEED + TARGET_SEEDS - 1}.\n")
-        main = [g for g in table.index if g in REFERENCES] + [Cell(task, a, "advantage", None, "v1", 0).group for a in LEARNED]
+        main = [g for g in table.index if g in REFERENCES] + [Cell(task, LEARNED, "tuned", 0).group]
         text.append(markdown(table, main) + "\n")
-        text.append(f"### Ablation ({args.ablation_agent})\n\n" + ablation(table, args.ablation_agent) + "\n")
+        text.append(f"### Ablation ({LEARNED})\n\n" + ablation(table, task) + "\n")
     Path(args.md).write_text("\n".join(text))
     print("\n".join(text))
     return 0
@@ -339,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=("classic5", "pile22"), required=True)
     p.add_argument("--train-decisions", type=int, default=6000, help="proxy learning budget per agent (default 6000)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--ablation-agent", default="sac-tuned", choices=LEARNED)
     p.add_argument("--no-ablation", action="store_true", help="only the references and the learned agents")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/learned_mixing")
@@ -347,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="tables and plots from the finished cells")
     r.add_argument("--out", default="runs/learned_mixing")
     r.add_argument("--md", default="benchmarks/results/learned_mixing.md")
-    r.add_argument("--ablation-agent", default="sac-tuned", choices=LEARNED)
     r.set_defaults(func=report)
     args = parser.parse_args(argv)
     return args.func(args)

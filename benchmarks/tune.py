@@ -32,6 +32,12 @@ from mixgym.agents.tuned import ACTIVATIONS, TUNED_ENV, hyperparams_file
 
 PROXY = {"hidden_dim": 16}
 TARGET = {"hidden_dim": 32}
+FIXED: dict[str, dict[str, Any]] = {"ppo": {"use_sde": True, "sde_sample_freq": 100}, "sac": {}, "td3": {}}
+"""Settings held fixed in the search (rl_zoo3's samplers leave them alone). PPO explores with
+generalised state-dependent noise (gSDE) resampled every 100 decisions -- once per toy run --
+instead of fresh Gaussian noise at every decision: a run's return (its final advantage) then
+measures one coherent perturbation of the policy, where 100 independent per-decision
+perturbations average out and per-step PPO did not learn (BENCHMARKS.md)."""
 
 
 def search_command(args: argparse.Namespace, base: Path) -> list[str]:
@@ -69,7 +75,7 @@ def best_entry(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     best = study.best_trial
     extra = {"using_her_replay_buffer": False, "her_kwargs": {}}
     settings = HYPERPARAMS_SAMPLER[args.algo](optuna.trial.FixedTrial(best.params), 5, 1, extra)
-    entry: dict[str, Any] = {"policy": "MlpPolicy", "n_timesteps": args.timesteps, "env_kwargs": dict(PROXY)}
+    entry: dict[str, Any] = {"policy": "MlpPolicy", "n_timesteps": args.timesteps, "env_kwargs": dict(PROXY), **FIXED[args.algo]}
     for key, value in settings.items():
         if key == "action_noise":
             entry["noise_type"], entry["noise_std"] = best.params["noise_type"], float(best.params["noise_std"])
@@ -93,7 +99,7 @@ def write_yaml(args: argparse.Namespace, command: list[str]) -> Path:
         "#   " + shlex.join(command).replace(sys.executable, "python"),
         "# Use: python -m rl_zoo3.train --algo " + args.algo + f" --env {TUNED_ENV} --gym-packages mixgym -conf <this file>",
     ]
-    path = Path(args.yaml) if args.yaml else hyperparams_file(args.algo)
+    path = Path(args.yaml) if args.yaml else hyperparams_file(args.algo, must_exist=False)
     path.write_text("\n".join(header) + "\n" + yaml.safe_dump({TUNED_ENV: entry}, sort_keys=True))
     return path
 
@@ -114,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = out / f"base_{args.algo}.yml"
-    base.write_text(yaml.safe_dump({TUNED_ENV: {"policy": "MlpPolicy", "n_timesteps": args.timesteps, "env_kwargs": PROXY}}))
+    fixed = {"policy": "MlpPolicy", "n_timesteps": args.timesteps, "env_kwargs": PROXY, **FIXED[args.algo]}
+    base.write_text(yaml.safe_dump({TUNED_ENV: fixed}))
     command = search_command(args, base)
     if not args.write_only:
         print(shlex.join(command), f"\n(load average {os.getloadavg()})", flush=True)

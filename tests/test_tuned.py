@@ -12,13 +12,13 @@ from torch import nn
 
 from mixgym.agents import load_agent, make_agent
 from mixgym.agents.compare import env_for
-from mixgym.agents.tuned import TUNED_ENV, hyperparams_file, parse_policy_kwargs, read_hyperparams
+from mixgym.agents.tuned import SHIPPED, TUNED_ENV, hyperparams_file, parse_policy_kwargs, read_hyperparams
 from mixgym.envs import MixingEnv
 
 SMALL = {"total_steps": 60, "steps_per_action": 10}
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "sac", "td3"])
+@pytest.mark.parametrize("algorithm", SHIPPED)
 def test_tuned_preset_uses_the_shipped_file(algorithm: str) -> None:
     entry = yaml.safe_load(hyperparams_file(algorithm).read_text())[TUNED_ENV]
     agent = make_agent(f"{algorithm}-tuned", MixingEnv(reward="advantage", **SMALL), seed=0)
@@ -27,33 +27,36 @@ def test_tuned_preset_uses_the_shipped_file(algorithm: str) -> None:
     assert {"gamma", "learning_rate", "batch_size"} <= set(read)
     for key in read:
         assert getattr(model, key) == entry[key], key
-    assert model.policy.net_arch == parse_policy_kwargs(entry["policy_kwargs"])["net_arch"] if isinstance(entry["policy_kwargs"], str) else entry["policy_kwargs"]["net_arch"]
+    policy_kwargs = entry["policy_kwargs"]
+    policy_kwargs = parse_policy_kwargs(policy_kwargs) if isinstance(policy_kwargs, str) else policy_kwargs
+    assert model.policy.net_arch == policy_kwargs["net_arch"]
     if "noise_type" in entry:
         assert isinstance(model.action_noise, NormalActionNoise) and np.allclose(model.action_noise._sigma, entry["noise_std"])
     agent.learn(30)
-    assert agent.num_timesteps == 30
+    assert agent.num_timesteps >= 30  # PPO collects whole rollouts of n_steps
 
 
 def test_gamma_and_learning_rate_overrides_and_bad_gamma() -> None:
     env = MixingEnv(reward="advantage", **SMALL)
-    agent = make_agent("sac-tuned", env, gamma=1.0, learning_rate=3e-4)
+    agent = make_agent("ppo-tuned", env, gamma=1.0, learning_rate=3e-4)
     assert agent.model.gamma == 1.0 and agent.model.learning_rate == 3e-4
     for bad in (0.0, 1.5, -0.2, float("nan")):
         with pytest.raises(ValueError, match=rf"gamma must be in \(0, 1\], got {bad!r}"):
-            make_agent("td3-tuned", env, gamma=bad)
+            make_agent("ppo-tuned", env, gamma=bad)
     with pytest.raises(ValueError, match="learning_rate must be > 0, got -1"):
-        make_agent("sac-tuned", env, learning_rate=-1)
+        make_agent("ppo-tuned", env, learning_rate=-1)
 
 
 def test_tuned_agents_learn_with_the_reward_they_were_tuned_with() -> None:
-    assert env_for("sac-tuned", SMALL).reward_fn.name == "advantage"
-    assert env_for("sac-tuned", {**SMALL, "reward": "eval_loss"}).reward_fn.name == "eval_loss"
+    assert SHIPPED == ("ppo",)
+    assert env_for("ppo-tuned", SMALL).reward_fn.name == "advantage"
+    assert env_for("ppo-tuned", {**SMALL, "reward": "eval_loss"}).reward_fn.name == "eval_loss"
     assert env_for("hds", SMALL).layout.features[-3:] == ("norm_z", "update_z", "progress")  # the paper's state
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     env = MixingEnv(reward="advantage", **SMALL)
-    agent = make_agent("td3-tuned", env, seed=1, gamma=0.97)
+    agent = make_agent("ppo-tuned", env, seed=1, gamma=0.97, sb3_kwargs={"n_steps": 20, "batch_size": 10})
     agent.learn(20)
     agent.save(tmp_path / "policy")
     loaded = load_agent(tmp_path / "policy.zip", env)
@@ -75,8 +78,10 @@ def test_bad_hyperparameter_files_are_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({TUNED_ENV: {"noise_type": "pink", "noise_std": 0.1}}))
     with pytest.raises(ValueError, match="unknown noise_type 'pink'"):
         read_hyperparams(path, TUNED_ENV, 5)
-    with pytest.raises(ValueError, match="no tuned settings for algorithm 'ddpg'"):
+    with pytest.raises(ValueError, match="no tuned settings for algorithm 'ddpg'; tuned: ppo"):
         hyperparams_file("ddpg")
+    with pytest.raises(ValueError, match="no tuned settings for algorithm 'sac'; tuned: ppo"):
+        hyperparams_file("sac")
 
 
 def test_rl_zoo3_policy_kwargs_strings_are_parsed_not_evaluated() -> None:
@@ -93,13 +98,13 @@ def test_rl_zoo3_trains_with_the_shipped_file(tmp_path: Path) -> None:
     """``rl_zoo3.train -conf`` reads the same file (the search's output) and trains with it."""
     pytest.importorskip("rl_zoo3")
     command = [
-        sys.executable, "-m", "rl_zoo3.train", "--algo", "sac", "--env", TUNED_ENV, "--gym-packages", "mixgym",
-        "-conf", str(hyperparams_file("sac")), "-n", "40", "-f", str(tmp_path), "--eval-freq", "-1",
-        "--env-kwargs", "total_steps:100", "hidden_dim:16", "-params", "learning_starts:10", "--seed", "0",
+        sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", TUNED_ENV, "--gym-packages", "mixgym",
+        "-conf", str(hyperparams_file("ppo")), "-n", "40", "-f", str(tmp_path), "--eval-freq", "-1",
+        "--env-kwargs", "total_steps:100", "hidden_dim:16", "-params", "n_steps:20", "batch_size:10", "--seed", "0",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    entry = yaml.safe_load(hyperparams_file("sac").read_text())[TUNED_ENV]
-    for key in ("gamma", "learning_rate", "batch_size", "tau"):  # rl_zoo3 prints the settings it uses
+    entry = yaml.safe_load(hyperparams_file("ppo").read_text())[TUNED_ENV]
+    for key in ("gamma", "learning_rate", "gae_lambda", "use_sde"):  # rl_zoo3 prints the settings it uses
         assert f"('{key}', {entry[key]!r})" in out.stdout, key
-    assert next(tmp_path.glob("sac/*/mixgym-MixingAdvantage-v1.zip")).exists()
+    assert next(tmp_path.glob("ppo/*/mixgym-MixingAdvantage-v1.zip")).exists()
