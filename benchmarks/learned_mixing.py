@@ -69,10 +69,11 @@ def task_options(task: str) -> dict[str, Any]:
         return {"num_domains": 5}
     if task == "pile22":
         try:
-            from mixgym.tasks import task_backend_options  # type: ignore[import-not-found]
-        except ImportError:
+            from mixgym.tasks import get_task  # type: ignore[import-not-found]
+        except ImportError:  # the registered Pile-like task has not landed: K=22 toy domains
             return {"num_domains": 22}
-        return task_backend_options("pile22")
+        get_task("pile22")
+        return {"task": "pile22"}
     raise ValueError(f"unknown task {task!r}; choose classic5 or pile22")
 
 
@@ -194,6 +195,8 @@ def _run_safely(cell: Cell, out: Path, train_decisions: int) -> tuple[Cell, str 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cells = grid(args.task, args.train_seeds, not args.no_ablation)
+    if args.references_only:
+        cells = [c for c in cells if c.train_seed is None]
     todo = [c for c in cells if not (out / c.task / c.folder / "summary.json").exists()]
     log = out / f"{args.task}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", choices=("classic5", "pile22"), required=True)
     p.add_argument("--train-decisions", type=int, default=6000, help="proxy learning budget per agent (default 6000)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--no-ablation", action="store_true", help="only the references and the learned agents")
+    p.add_argument("--no-ablation", action="store_true", help="only the references and the tuned agent")
+    p.add_argument("--references-only", action="store_true", help="only the references (they need no tuned settings)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/learned_mixing")
     p.set_defaults(func=run)

@@ -40,13 +40,13 @@ measures one coherent perturbation of the policy, where 100 independent per-deci
 perturbations average out and per-step PPO did not learn (BENCHMARKS.md)."""
 
 
-def search_command(args: argparse.Namespace, base: Path) -> list[str]:
-    """The rl_zoo3 command line of the search."""
+def search_command(args: argparse.Namespace, base: Path, job: int = 0) -> list[str]:
+    """The rl_zoo3 command line of search process `job` (all share one study and its trial count)."""
     return [
         sys.executable, "-m", "rl_zoo3.train", "--algo", args.algo, "--env", TUNED_ENV, "--gym-packages", "mixgym",
-        "-conf", str(base), "-n", str(args.timesteps), "-optimize", "--n-trials", str(args.trials),
+        "-conf", str(base), "-n", str(args.timesteps), "-optimize", "--max-total-trials", str(args.trials),
         "--n-jobs", "1", "--sampler", "tpe", "--pruner", "median", "--n-startup-trials", str(args.startup_trials),
-        "--n-evaluations", str(args.evaluations), "--eval-episodes", str(args.eval_episodes), "--seed", str(args.seed),
+        "--n-evaluations", str(args.evaluations), "--eval-episodes", str(args.eval_episodes), "--seed", str(args.seed + job),
         "--num-threads", "1", "--storage", f"sqlite:///{args.out}/{args.algo}.db", "--study-name", f"mixgym-{args.algo}",
         "--env-kwargs", *[f"{k}:{v}" for k, v in PROXY.items()],
         "--eval-env-kwargs", *[f"{k}:{v}" for k, v in TARGET.items()],
@@ -95,7 +95,7 @@ def write_yaml(args: argparse.Namespace, command: list[str]) -> Path:
         f"# rl_zoo3's Optuna search, {len(study.trials)} trials ({len(finished)} complete, {len(pruned)} pruned),",
         f"# best trial {study.best_trial.number}: mean evaluation return {study.best_value:.3f}",
         "# (= 100 x the final advantage over uniform on target runs, student width 32).",
-        "# Command:",
+        "# Command (benchmarks/tune.py " + " ".join(sys.argv[1:]) + "; first of its processes):",
         "#   " + shlex.join(command).replace(sys.executable, "python"),
         "# Use: python -m rl_zoo3.train --algo " + args.algo + f" --env {TUNED_ENV} --gym-packages mixgym -conf <this file>",
     ]
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-trials", type=int, default=5, help="random trials before TPE (default 5)")
     parser.add_argument("--evaluations", type=int, default=4, help="evaluations per trial, for pruning (default 4)")
     parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first process (the others: +1, +2, ...)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel rl_zoo3 processes on the one study (default 1)")
     parser.add_argument("--out", default="runs/tune")
     parser.add_argument("--write-only", action="store_true", help="only write the YAML from the stored study")
     parser.add_argument("--yaml", default=None, help="where to write it (default: the shipped mixgym/agents/hyperparams/<algo>.yml)")
@@ -122,11 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     base = out / f"base_{args.algo}.yml"
     fixed = {"policy": "MlpPolicy", "n_timesteps": args.timesteps, "env_kwargs": PROXY, **FIXED[args.algo]}
     base.write_text(yaml.safe_dump({TUNED_ENV: fixed}))
-    command = search_command(args, base)
+    commands = [search_command(args, base, job) for job in range(args.jobs)]
     if not args.write_only:
-        print(shlex.join(command), f"\n(load average {os.getloadavg()})", flush=True)
-        subprocess.run(command, check=True)
-    print(f"wrote {write_yaml(args, command)}")
+        print(*(shlex.join(c) for c in commands), f"(load average {os.getloadavg()})", sep="\n", flush=True)
+        processes = [subprocess.Popen(c) for c in commands]
+        failed = [c for c, p in zip(commands, processes) if p.wait() != 0]
+        if failed:
+            raise SystemExit(f"search process(es) failed: {[shlex.join(c) for c in failed]}")
+    print(f"wrote {write_yaml(args, commands[0])}")
     return 0
 
 
