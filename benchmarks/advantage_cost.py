@@ -15,29 +15,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import numpy as np
 
 from mixgym.envs import MixingEnv
+from toy_throughput import steps_per_second  # the same random-action loop as the throughput table
 
 REWARDS = ("eval_loss", "advantage", "advantage_terminal")
 
 
-def measure(num_domains: int, reward: str, seconds: float) -> tuple[float, float]:
-    """(env steps per second, the twin's share of the env's timed parts)."""
+def twin_share(num_domains: int, reward: str) -> float:
+    """The twin's share of the env's timed parts over one run (0 without a twin)."""
     env = MixingEnv(num_domains=num_domains, reward=reward, steps_per_action=10)
     env.reset(seed=0)
-    actions = np.random.default_rng(0).uniform(-1, 1, (1000, num_domains)).astype(np.float32)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        _, _, terminated, _, _ = env.step(actions[count % len(actions)])
-        count += 1
-        if terminated:
-            env.reset()
-    rate = count / (time.perf_counter() - start)
+    actions = np.random.default_rng(1).uniform(-1, 1, (env.num_decisions, num_domains)).astype(np.float32)
+    for action in actions:
+        env.step(action)
     total = env.timings["total"]
-    return rate, total.get("twin", 0.0) / sum(total.values())
+    return total["twin"] / sum(total.values())
 
 
 def main() -> None:
@@ -53,9 +48,8 @@ def main() -> None:
         shares: dict[str, list[float]] = {r: [] for r in REWARDS}
         for _ in range(args.repeats):
             for reward in REWARDS:
-                rate, share = measure(k, reward, args.seconds)
-                rates[reward].append(rate)
-                shares[reward].append(share)
+                rates[reward].append(steps_per_second(k, reward, args.seconds))
+                shares[reward].append(twin_share(k, reward))
         base = float(np.median(rates["eval_loss"]))
         for reward in REWARDS:
             rate = float(np.median(rates[reward]))

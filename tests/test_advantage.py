@@ -94,22 +94,13 @@ def test_twin_time_is_counted_apart() -> None:
     assert plain.timings["last"]["twin"] == 0.0
 
 
-def test_state_dict_resumes_the_twin_bit_identically() -> None:
-    actions = np.random.default_rng(1).uniform(-1, 1, (6, 5)).astype(np.float32)
+def test_a_state_with_a_twin_does_not_load_into_an_env_without_one() -> None:
     env = MixingEnv(reward="advantage", **SMALL)
     env.reset(seed=4)
-    for action in actions[:3]:
-        env.step(action)
-    state = env.state_dict()
-    rest = [env.step(action)[1] for action in actions[3:]]
-    resumed = MixingEnv(reward="advantage", **SMALL)
-    resumed.reset(seed=99)
-    resumed.load_state_dict(state)
-    assert [resumed.step(action)[1] for action in actions[3:]] == rest
     plain = MixingEnv(reward="eval_loss", **SMALL)
     plain.reset(seed=0)
-    with pytest.raises(ValueError, match="baseline twin"):
-        plain.load_state_dict(state)
+    with pytest.raises(ValueError, match="state and environment disagree on the baseline twin"):
+        plain.load_state_dict(env.state_dict())
 
 
 @pytest.mark.parametrize(

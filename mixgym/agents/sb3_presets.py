@@ -189,6 +189,12 @@ class BehaviourCloning(BaseCallback):
         return True
 
 
+def check_gamma(gamma: float | None) -> None:
+    """Refuse a discount outside (0, 1] (None: the algorithm's or file's own)."""
+    if gamma is not None and not (isinstance(gamma, (int, float)) and not isinstance(gamma, bool) and 0.0 < gamma <= 1.0):
+        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+
+
 @dataclass(frozen=True)
 class SB3Config:
     """Options every SB3 preset has."""
@@ -228,6 +234,7 @@ class WarmupConfig(SB3Config):
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        check_gamma(self.gamma)
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
 

@@ -42,7 +42,7 @@ from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckA
 from torch import nn
 
 from mixgym.agents.base import AgentSpec, EnvFacts, register
-from mixgym.agents.sb3_presets import SB3Agent, SB3Config, _load, _sb3_arguments
+from mixgym.agents.sb3_presets import SB3Agent, SB3Config, _load, _sb3_arguments, check_gamma
 from mixgym.envs.action_maps import ACTION_MAPS
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
@@ -125,11 +125,6 @@ def parse_policy_kwargs(text: str) -> dict[str, Any]:
     return parsed
 
 
-def _unit_interval_gamma(gamma: float | None) -> None:
-    if gamma is not None and not (isinstance(gamma, (int, float)) and 0.0 < gamma <= 1.0):
-        raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
-
-
 @dataclass(frozen=True)
 class TunedConfig(SB3Config):
     """Options of the tuned presets: the searched settings, two of them overridable."""
@@ -139,7 +134,7 @@ class TunedConfig(SB3Config):
     learning_rate: float | None = field(default=None, metadata={"help": "Adam rate; None: the file's (searched)"})
 
     def __post_init__(self) -> None:
-        _unit_interval_gamma(self.gamma)
+        check_gamma(self.gamma)
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
 
@@ -148,7 +143,7 @@ def _build_tuned(name: str, algorithm: str, env: gym.Env, config: TunedConfig) -
     facts = EnvFacts.of(env)
     settings = read_hyperparams(hyperparams_file(algorithm), config.entry, facts.num_domains)
     settings.update({key: value for key in ("gamma", "learning_rate") if (value := getattr(config, key)) is not None})
-    _unit_interval_gamma(settings.get("gamma"))
+    check_gamma(settings.get("gamma"))
     cls = _ALGORITHMS[algorithm]
     model = cls("MlpPolicy", env, **_sb3_arguments(name, cls, config, **settings))
     return SB3Agent(name, config, model, facts)
