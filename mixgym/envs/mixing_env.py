@@ -140,7 +140,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
 
     ```python
-    gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
+    gymnasium.make("mixgym/Mixing-v1", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
                    eval_every=1, reward_kwargs=None, info_timings=False, observation="v1",
                    **backend_kwargs)
@@ -158,9 +158,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
       the same keys at reset as at step, ``realised_mixture`` added. The ``"advantage"``
       rewards work with every version (rewards are options, not versions).
-    - v1: observation layout "v1": the previous chosen mixture and the share of all data seen
-      so far added, the weight-norm blocks opt-in (they barely move on the toy). ``-v0`` ids
-      keep the v0 layout bit for bit; `MixingEnv`'s default is v1.
+    - v1: observation layout "v1": the previous chosen mixture, the share of all data seen so
+      far and, under the advantage rewards, the twin's held-out losses added; the weight-norm
+      blocks opt-in (they barely move on the toy). ``-v0`` ids keep the v0 layout bit for bit;
+      `MixingEnv`'s default is v1.
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v1", num_domains=4, total_steps=40)
