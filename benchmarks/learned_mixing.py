@@ -235,8 +235,9 @@ def _merged(folders: list[Path]) -> Any:
     return Results(pd.concat(frames, ignore_index=True), parts[0].config)
 
 
-def task_table(out: Path, task: str) -> tuple[pd.DataFrame, Any]:
-    """Per contender: final objective, regrets, decisions to uniform's and natural's final loss."""
+def task_table(out: Path, task: str) -> tuple[pd.DataFrame, Any] | None:
+    """Per contender: final objective, regrets, decisions to uniform's and natural's final loss
+    (None until uniform, natural and the oracle have run)."""
     from mixgym.agents.compare import Comparison
 
     meta = json.loads((out / f"{task}.json").read_text())
@@ -248,6 +249,8 @@ def task_table(out: Path, task: str) -> tuple[pd.DataFrame, Any]:
             groups.setdefault(cell.group, []).append(out / task / cell.folder)
             seeds_of.setdefault(cell.group, []).append(cell)
     results = {group: merged for group, folders in groups.items() if (merged := _merged(folders)) is not None}
+    if not {"uniform", "natural", "oracle"} <= set(results):
+        return None
     comparison = Comparison(results, {g: "act" if g in REFERENCES else "proxy" for g in results}, {g: 0.0 for g in results})
     table = comparison.summary(oracle="oracle", baseline="uniform").set_index("agent")
     natural = comparison.summary(oracle="oracle", baseline="natural").set_index("agent")
@@ -286,17 +289,23 @@ def markdown(table: pd.DataFrame, rows: list[str] | None = None) -> str:
         if name not in table.index:
             continue
         row = table.loc[name]
-        learned = row["train_seeds"] > 0
-        lines.append(
-            f"| {name} | {row['final_objective']:.4f} ± {row['final_sd']:.4f} "
-            f"| {row['sd_over_train_seeds']:.4f} ({int(row['train_seeds'])} seeds) " * learned
-            + ("| - " if not learned else "")
-            + (f"| {row['best_train_seed']:.4f} " if learned else "| - ")
-            + f"| {row['regret_pct']:+.1f}% | {row.get('regret_pct_schedule2', np.nan):+.1f}% "
-            f"| {row.get('regret_pct_schedule4', np.nan):+.1f}% "
-            f"| {_fmt_reach(row['decisions_to_uniform'], row['pct_fewer_than_uniform'] if name != 'uniform' else np.nan)} "
-            f"| {_fmt_reach(row['decisions_to_natural'], row['pct_fewer_than_natural'] if name != 'natural' else np.nan)} |"
-        )
+        learned = bool(row["train_seeds"] > 0)
+        spread = f"{row['sd_over_train_seeds']:.4f} ({int(row['train_seeds'])} seeds)" if learned else "-"
+        best = f"{row['best_train_seed']:.4f}" if learned else "-"
+        uniform = _fmt_reach(row["decisions_to_uniform"], np.nan if name == "uniform" else row["pct_fewer_than_uniform"])
+        natural = _fmt_reach(row["decisions_to_natural"], np.nan if name == "natural" else row["pct_fewer_than_natural"])
+        cells = [
+            name,
+            f"{row['final_objective']:.4f} ± {row['final_sd']:.4f}",
+            spread,
+            best,
+            f"{row['regret_pct']:+.1f}%",
+            f"{row.get('regret_pct_schedule2', np.nan):+.1f}%",
+            f"{row.get('regret_pct_schedule4', np.nan):+.1f}%",
+            uniform,
+            natural,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -331,7 +340,10 @@ def report(args: argparse.Namespace) -> int:
         if not (out / f"{task}.json").exists():
             continue
         meta = json.loads((out / f"{task}.json").read_text())
-        table, comparison = task_table(out, task)
+        tabled = task_table(out, task)
+        if tabled is None:
+            continue
+        table, comparison = tabled
         table.to_csv(Path(args.md).with_name(f"learned_mixing_{task}.csv"))
         comparison.plot(Path(args.md).with_name(f"learned_mixing_{task}.png"))
         text.append(f"## {task}\n\nBackend options {meta['task']}; proxy learning {meta['train_decisions']} decisions, "
