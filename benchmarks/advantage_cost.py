@@ -1,13 +1,16 @@
 """The cost of the advantage reward's baseline twin on the toy (issue 12).
 
-    python benchmarks/advantage_cost.py [--seconds 3] [--repeats 3]
+    python benchmarks/advantage_cost.py [--seconds 3] [--repeats 3] [--hf-decisions 6]
 
 Random actions, ``steps_per_action=10``, resets included, one process, the v1 observation.
 For each K, the rewards are measured in alternation (``--repeats`` rounds) so that load from
 other work hits them alike; the table gives the median env steps/s of the rounds, the ratio
 to ``eval_loss`` (the same env without a twin) measured in the same rounds, and the twin's
 share of the env's step time from ``env.timings`` (its training and evaluation). Goal:
->= 1,000 env steps/s at K=5 with the twin. Prints a Markdown table; BENCHMARKS.md records it.
+>= 1,000 env steps/s at K=5 with the twin. Then the HF backend (pythia-tiny on the sample
+corpus, 4 optimizer steps of 2 x 4 sequences of 64 tokens per decision, one torch thread):
+seconds per decision with ``eval_loss`` and with ``advantage``, and the twin's share. Prints
+Markdown tables; BENCHMARKS.md records them.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import time
 
 import numpy as np
 
@@ -39,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per cell and round (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--hf-decisions", type=int, default=6, help="HF decisions per reward (0: skip HF)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, python {platform.python_version()}, load average {os.getloadavg()}\n")
     print("| K | reward | env steps/s (median) | vs eval_loss | twin's share of step time | vs goal 1000 |")
@@ -55,6 +60,26 @@ def main() -> None:
             rate = float(np.median(rates[reward]))
             share = float(np.median(shares[reward]))
             print(f"| {k} | {reward} | {rate:,.0f} | {rate / base:.2f} | {share:.0%} | {rate / 1000:.2f}x |")
+    if args.hf_decisions:
+        import torch
+
+        torch.set_num_threads(1)
+        print("\n| backend | reward | s / decision | vs eval_loss | twin's share of step time |")
+        print("|---|---|---|---|---|")
+        hf = {"backend": "hf", "model": "pythia-tiny", "seq_len": 64, "micro_batch_size": 4, "grad_accumulation": 2}
+        seconds = {}
+        for reward in ("eval_loss", "advantage"):
+            env = MixingEnv(reward=reward, steps_per_action=4, total_steps=4 * args.hf_decisions, **hf)
+            env.reset(seed=0)
+            start = time.perf_counter()
+            for _ in range(args.hf_decisions):
+                env.step(np.zeros(len(env.domains), dtype=np.float32))
+            seconds[reward] = (time.perf_counter() - start) / args.hf_decisions
+            total = env.timings["total"]
+            print(
+                f"| hf pythia-tiny | {reward} | {seconds[reward]:.2f} | {seconds[reward] / seconds['eval_loss']:.2f} "
+                f"| {total['twin'] / sum(total.values()):.0%} |"
+            )
     print(f"\nload average after: {os.getloadavg()}")
 
 
