@@ -270,6 +270,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             gradients=self.backend.domain_gradients() if self._needs_gradients else None,
             token_ids=stats.token_ids,
             progress=self.backend.step / self.backend.total_steps,
+            step_weight_norms=stats.step_weight_norms,
         )
         t3 = time.perf_counter()
         result = call_reward(self.reward_fn, before, after, self)
