@@ -146,7 +146,7 @@ def test_warm_up_runs_once_and_survives_saving_before_learning(tmp_path) -> None
     loaded = load_agent(tmp_path / "fresh.zip", env)
     loaded.learn(8)
     assert loaded.model.learning_starts == 2 and loaded.warmed_up
-    assert np.allclose(loaded.model.replay_buffer.actions[:2, 0], env.action_mapper.inverse(np.full(5, 0.2)))
+    assert np.allclose(loaded.model.replay_buffer.actions[0, 0], env.action_mapper.inverse(np.full(5, 0.2)))
     loaded.learn(8)  # no second warm-up: SB3 would act at random before learning_starts
     assert loaded.model.learning_starts == 0
     td3 = make_agent("td3", env_for("td3"), seed=0)
