@@ -33,8 +33,8 @@ acodm -- DDPG. Every option's source is in its ``help`` (`ACODMConfig`). Deviati
   1e-3 in action units under the softmax map; here Gaussian noise of sigma 1e-3.
 ``freeze_actor=True`` keeps this DDPG's tanh actor at its initialisation: an ablation of the
 learned policy, but not AC-ODM's released actor, whose softmax head puts its mixtures about
-half as far from uniform (total variation 0.13-0.14 against 0.29 under the softmax map at
-K=5; BENCHMARKS.md, "Fidelity fixes"); that one is ``acodm-frozen-actor``.
+half as far from uniform (total variation about 0.14 against 0.26 under the softmax map at
+K=5; `benchmarks/frozen_actor_tv.py`); that one is ``acodm-frozen-actor``.
 
 acodm-frozen-actor -- what the released code runs. Its actor's optimiser is never stepped:
 the warm-up back-propagates the behaviour-cloning loss into the actor and steps the critic's
@@ -49,8 +49,10 @@ LayerNorm gain 1 and bias 0), drawn in numpy from the agent's seed. Its input is
 observation with the progress entry multiplied by AC-ODM's ``iter_coe`` 100 (agent.py:375,
 ``ddpg_1B.yml:38``); AC-ODM's state has no held-out-loss block and 9 weight matrices where
 mixgym's observation has 3, and z-scores samples where mixgym gives their share. What decides
-where its mixtures sit is the softmax head over LayerNorm'd features, which is kept: measured
-total variation from uniform 0.14 at K=5 and 0.13 at K=22, as the released network's.
+where its mixtures sit is the softmax head over LayerNorm'd features, which is kept: its
+mixtures on toy observations lie at total variation 0.14 (K=5) and 0.15 (K=22) from uniform;
+the released network, built in PyTorch, gives 0.15 and 0.16 on random AC-ODM states, and this
+one 0.14 and 0.16 on the same states (`benchmarks/frozen_actor_tv.py`, 20 actors each).
 """
 
 from __future__ import annotations
