@@ -1,10 +1,10 @@
 """Shared machinery of the stable-baselines3 presets, and the presets without a paper: td3, ppo.
 
 The published methods live in their own files and register through `register_sb3`:
-`mixgym.agents.acodm` (AC-ODM's DDPG, and its released frozen actor) and `mixgym.agents.hds`
-(HDS's SAC). Each preset builds an unmodified SB3 model (`SB3Agent.model`: DDPG, SAC, TD3 or
-PPO) and adds only what the paper's loop has around its learner, through SB3's extension
-points:
+`mixgym.agents.acodm` (AC-ODM's DDPG; its released frozen actor is a mixer there) and
+`mixgym.agents.hds` (HDS's SAC). Each preset builds an unmodified SB3 model
+(`SB3Agent.model`: DDPG, SAC, TD3 or PPO) and adds only what the paper's loop has around its
+learner, through SB3's extension points:
 
 - a behaviour warm-up (`BehaviourWarmup`, a Gymnasium wrapper): for the first 2% of the
   decisions ``learn`` is asked for, the environment acts with a behaviour mixer (AC-ODM: ODM's
