@@ -15,12 +15,15 @@ V0_GOLDEN = Path(__file__).parent / "data" / "mixing_v0_observations.json"
 
 
 def test_v0_observations_are_unchanged() -> None:
-    """`mixgym/Mixing-v0` and `MixingHolistic-v0` observe exactly what they did before v1
-    (values recorded from the code before issue 12, by `record_v0_observations` below)."""
+    """`mixgym/Mixing-v0` and `MixingHolistic-v0` observe what they did before v1 (values
+    recorded from the code before issue 12 by `record_v0_observations` below), to float32
+    rounding: the layout and every feature are the same; the toy's own arithmetic may change in
+    the last bit (issue 11's per-step weight norms moved the norm z-scores by 3e-7)."""
     golden = json.loads(V0_GOLDEN.read_text())
     for env_id, expected in golden.items():
-        observations = record_v0_observations(env_id)
-        assert np.array_equal(np.array(observations, dtype=np.float32), np.array(expected, dtype=np.float32)), env_id
+        observations = np.array(record_v0_observations(env_id), dtype=np.float32)
+        assert observations.shape == (6, 4 * 5 + 2 * 3 + 1), env_id
+        assert np.allclose(observations, np.array(expected, dtype=np.float32), rtol=0, atol=1e-5), env_id
 
 
 def record_v0_observations(env_id: str) -> list[list[float]]:

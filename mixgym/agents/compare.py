@@ -17,8 +17,8 @@ yardstick of regret, and uniform's final objective the target of "decisions to r
 `Comparison.summary` has, per contender: final objective (mean and sd over seeds), regret
 vs the oracle (absolute and relative), the first decision at which the mean objective curve
 reaches uniform's final objective and how many fewer that is than uniform needs, and wall
-time (learning plus evaluation). `Comparison.plot` draws the mean mixture of each contender
-over the run (stacked areas) and the held-out loss curves.
+time (learning plus evaluation). `Comparison.plot` draws the mean mixture each contender
+trained on over the run (the realised one, stacked areas) and the held-out loss curves.
 """
 
 from __future__ import annotations
@@ -35,13 +35,11 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from mixgym.agents.base import agent_spec, make_agent
 from mixgym.agents.runner import Results, evaluate, learn_online
-from mixgym.agents.sb3_presets import PAPER_REWARDS
-from mixgym.agents.tuned import TUNED_REWARDS
 from mixgym.envs.mixing_env import MixingEnv
 
 MODES = ("act", "proxy", "online")
-DEFAULT_REWARDS = {**PAPER_REWARDS, **TUNED_REWARDS}
-"""The env reward an agent gets unless one is given: its paper's, or the one it was tuned with."""
+_ENV_LEVEL = ("reward", "observation")
+"""`AgentSpec.env_options` keys that are `MixingEnv`'s own, applied whatever the backend."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +50,8 @@ class Contender:
         agent: registered agent name.
         mode: "act", "proxy" or "online" (see the module docstring).
         overrides: the agent's options.
-        reward: the env reward it learns from; None is the paper's (`PAPER_REWARDS`) or,
-            for agents without one, the env's default. Acting does not depend on it.
+        reward: the env reward it learns from; None is the paper's (`AgentSpec.env_options`)
+            or, for agents without one, the env's default. Acting does not depend on it.
         label: its name in tables (default: the agent name, plus the reward when given).
     """
 
@@ -83,17 +81,21 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     """A `MixingEnv` for `agent` from env/backend `options`.
 
     Unless given (as arguments or in `options`): the agent's first action map ("simplex"
-    for mixers, "softmax" for SB3 presets), for the papers' agents (`PAPER_REWARDS`) their
-    paper's reward and state (observation layout "v0": AC-ODM's and HDS's features), and for
-    the tuned agents the reward they were tuned with (`TUNED_REWARDS`: advantage).
+    for mixers, "softmax" for SB3 presets) and its set-up (`AgentSpec.env_options`): the
+    reward it learns from, for acodm, acodm-frozen-actor and hds the papers' state (observation
+    layout "v0") and forced per-domain micro-batches (``forced_fraction`` 22/144), for the
+    tuned presets the advantage reward. Backend options apply only to a backend built here by
+    name; a `Backend` instance in `options` is used as it is (give it ``forced_fraction``
+    yourself).
     """
-    kwargs = {"action_map": action_map or agent_spec(agent).action_maps[0], **options}
-    if agent in PAPER_REWARDS:
-        kwargs.setdefault("observation", "v0")
+    spec = agent_spec(agent)
+    kwargs = {"action_map": action_map or spec.action_maps[0], **options}
+    built_here = isinstance(kwargs.get("backend", "toy"), str)
+    for key, value in spec.env_options.items():
+        if key in _ENV_LEVEL or built_here:
+            kwargs.setdefault(key, value)
     if reward is not None:
         kwargs["reward"] = reward
-    elif agent in DEFAULT_REWARDS:
-        kwargs.setdefault("reward", DEFAULT_REWARDS[agent])
     return MixingEnv(**kwargs)
 
 
@@ -135,7 +137,8 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path, dpi: int = 110) -> Path:
-        """Stacked-area mixture trajectories per contender and held-out loss curves, as a PNG."""
+        """Stacked-area trajectories of the mixture trained on (the realised one: shares of the
+        samples) per contender and held-out loss curves, as a PNG."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -150,10 +153,10 @@ class Comparison:
         colours = plt.get_cmap("tab10")(np.arange(len(domains)) % 10)
         for i, name in enumerate(names):
             ax = fig.add_subplot(grid[i // columns, i % columns])
-            mixture = self.results[name].mixture_curve()
+            mixture = self.results[name].mixture_curve("realised_mixture")
             ax.stackplot(mixture.index, mixture.to_numpy().T, labels=domains, colors=colours)
             ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1))
-            ax.set(xlabel="decision", ylabel="mixture")
+            ax.set(xlabel="decision", ylabel="trained on (realised)")
             if i == 0:
                 ax.legend(loc="upper left", fontsize=7, ncol=2)
         curves = fig.add_subplot(grid[rows, :])

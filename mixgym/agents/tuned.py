@@ -41,9 +41,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 from torch import nn
 
-from mixgym.agents.base import AgentSpec, EnvFacts, register
-from mixgym.agents.sb3_presets import SB3Agent, SB3Config, _load, _sb3_arguments, check_gamma
-from mixgym.envs.action_maps import ACTION_MAPS
+from mixgym.agents.base import EnvFacts
+from mixgym.agents.sb3_presets import SB3Agent, SB3Config, check_gamma, register_sb3, sb3_arguments
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 """Where the rl_zoo3 hyper-parameter files live (``<algo>.yml``)."""
@@ -53,8 +52,9 @@ _ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD
 """Algorithms `benchmarks/tune.py` can search; a preset exists for each whose file is shipped
 (only PPO's was searched: the compute budget of issue 12 did not stretch to SAC and TD3)."""
 SHIPPED = tuple(a for a in _ALGORITHMS if (HYPERPARAMS_DIR / f"{a}.yml").is_file())
-TUNED_REWARDS = {f"{algorithm}-tuned": "advantage" for algorithm in SHIPPED}
-"""The reward each tuned preset was tuned with (the env's reward unless one is given)."""
+ENV_OPTIONS = {"reward": "advantage"}
+"""The tuned presets' set-up (`mixgym.agents.base.AgentSpec.env_options`): the reward they were
+tuned with (`mixgym.agents.compare.env_for` applies it unless another is given)."""
 _NOISE = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
 _RL_ZOO_ONLY = ("n_timesteps", "env_kwargs", "n_envs", "normalize")
 ACTIVATIONS = {"ReLU": nn.ReLU, "Tanh": nn.Tanh, "ELU": nn.ELU, "LeakyReLU": nn.LeakyReLU, "GELU": nn.GELU, "SiLU": nn.SiLU}
@@ -145,33 +145,25 @@ def _build_tuned(name: str, algorithm: str, env: gym.Env, config: TunedConfig) -
     settings.update({key: value for key in ("gamma", "learning_rate") if (value := getattr(config, key)) is not None})
     check_gamma(settings.get("gamma"))
     cls = _ALGORITHMS[algorithm]
-    model = cls("MlpPolicy", env, **_sb3_arguments(name, cls, config, **settings))
+    model = cls("MlpPolicy", env, **sb3_arguments(name, cls, config, **settings))
     return SB3Agent(name, config, model, facts)
 
 
-def _register() -> None:
-    for algorithm in SHIPPED:
-        name = f"{algorithm}-tuned"
-        register(
-            AgentSpec(
-                name,
-                f"{algorithm.upper()} with searched settings for the advantage reward (benchmarking)",
-                TunedConfig,
-                lambda env, cfg, _n=name, _a=algorithm: _build_tuned(_n, _a, env, cfg),
-                _load(name),
-                ACTION_MAPS,
-            )
-        )
-
-
-_register()
+for _algorithm in SHIPPED:
+    register_sb3(
+        f"{_algorithm}-tuned",
+        f"{_algorithm.upper()} with searched settings for the advantage reward (benchmarking)",
+        TunedConfig,
+        lambda name, env, config, _a=_algorithm: _build_tuned(name, _a, env, config),
+        env_options=ENV_OPTIONS,
+    )
 
 __all__ = [
     "ACTIVATIONS",
+    "ENV_OPTIONS",
     "HYPERPARAMS_DIR",
     "SHIPPED",
     "TUNED_ENV",
-    "TUNED_REWARDS",
     "TunedConfig",
     "hyperparams_file",
     "parse_policy_kwargs",
