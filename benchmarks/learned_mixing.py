@@ -103,12 +103,14 @@ class Cell:
         return "".join(c if c.isalnum() or c in "-." else "_" for c in self.group) + seed
 
 
-def grid(task: str, train_seeds: list[int], ablation: bool) -> list[Cell]:
-    """Every cell of `task`: references, the tuned agent and (if asked) its ablation."""
-    variants = list(ABLATION) if ablation else ["tuned"]
-    return [Cell(task, name) for name in REFERENCES] + [
-        Cell(task, LEARNED, variant, seed) for seed in train_seeds for variant in variants
-    ]
+def grid(task: str, train_seeds: list[int], ablation: bool, ablation_seeds: int | None = None) -> list[Cell]:
+    """Every cell of `task`: references, the tuned agent on every training seed and (if asked)
+    the other ablation variants on the first `ablation_seeds` of them (default: all)."""
+    cells = [Cell(task, name) for name in REFERENCES]
+    for variant in ABLATION if ablation else ["tuned"]:
+        seeds = train_seeds if variant == "tuned" else train_seeds[:ablation_seeds]
+        cells += [Cell(task, LEARNED, variant, seed) for seed in seeds]
+    return cells
 
 
 class ScheduleMixer:
@@ -194,7 +196,7 @@ def _run_safely(cell: Cell, out: Path, train_decisions: int) -> tuple[Cell, str 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    cells = grid(args.task, args.train_seeds, not args.no_ablation)
+    cells = grid(args.task, args.train_seeds, not args.no_ablation, args.ablation_seeds)
     if args.references_only:
         cells = [c for c in cells if c.train_seed is None]
     todo = [c for c in cells if not (out / c.task / c.folder / "summary.json").exists()]
@@ -361,9 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the cells of one task (finished ones are skipped)")
     p.add_argument("--task", choices=("classic5", "pile22"), required=True)
-    p.add_argument("--train-decisions", type=int, default=6000, help="proxy learning budget per agent (default 6000)")
+    p.add_argument("--train-decisions", type=int, default=20000, help="proxy learning budget per agent (default 20000)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--no-ablation", action="store_true", help="only the references and the tuned agent")
+    p.add_argument("--ablation-seeds", type=int, default=None, help="training seeds of the ablation variants (default: all)")
     p.add_argument("--references-only", action="store_true", help="only the references (they need no tuned settings)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/learned_mixing")

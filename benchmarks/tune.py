@@ -92,10 +92,11 @@ def write_yaml(args: argparse.Namespace, command: list[str]) -> Path:
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     header = [
         f"# {args.algo.upper()} for {TUNED_ENV}, found by benchmarks/tune.py on {date.today()}:",
-        f"# rl_zoo3's Optuna search, {len(study.trials)} trials ({len(finished)} complete, {len(pruned)} pruned),",
+        f"# rl_zoo3's Optuna search, {len(study.trials)} trials ({len(finished)} complete, {len(pruned)} pruned,",
+        f"# {len(study.trials) - len(finished) - len(pruned)} stopped unfinished),",
         f"# best trial {study.best_trial.number}: mean evaluation return {study.best_value:.3f}",
         "# (= 100 x the final advantage over uniform on target runs, student width 32).",
-        "# Command (benchmarks/tune.py " + " ".join(sys.argv[1:]) + "; first of its processes):",
+        "# Command (benchmarks/tune.py " + " ".join(a for a in sys.argv[1:] if a != "--write-only") + "; its first process):",
         "#   " + shlex.join(command).replace(sys.executable, "python"),
         "# Use: python -m rl_zoo3.train --algo " + args.algo + f" --env {TUNED_ENV} --gym-packages mixgym -conf <this file>",
     ]
