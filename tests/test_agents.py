@@ -18,13 +18,14 @@ from mixgym.envs import MixingEnv
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
 
 SMALL = {"total_steps": 60}  # 6 decisions of 10 optimizer steps
-SB3 = {"acodm", "hds", "td3", "ppo"}
+SB3 = {"acodm", "hds", "td3", "ppo", "ppo-tuned"}
 TINY = {
     "acodm": {"net_width": 16, "net_depth": 2, "batch_size": 8},
     "acodm-frozen-actor": {"net_width": 16, "net_depth": 2},
     "hds": {"net_width": 16, "batch_size": 8},
     "td3": {"sb3_kwargs": {"learning_starts": 4, "batch_size": 8, "policy_kwargs": {"net_arch": [16]}}},
     "ppo": {"sb3_kwargs": {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}},
+    "ppo-tuned": {"sb3_kwargs": {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}},
     "fixed": {"mixture": [4, 1, 0, 1, 1]},
 }
 
