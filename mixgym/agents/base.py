@@ -143,7 +143,9 @@ class AgentSpec:
         config: the agent's options, a frozen dataclass whose fields carry their defaults
             and, in ``metadata["help"]``, what they mean and where the value comes from.
         build: makes the agent for an environment from a config.
-        load: rebuilds a saved agent from its file, its metadata and an optional env.
+        load: rebuilds a saved agent: ``load(path, metadata, env or None, trusted)``;
+            `trusted` allows a loader to unpickle a file this installation did not sign
+            (only SB3 presets ever unpickle; see `mixgym.agents.sb3_files`).
         action_maps: the action maps the agent can drive.
     """
 
@@ -151,7 +153,7 @@ class AgentSpec:
     summary: str
     config: type
     build: Callable[[gym.Env, Any], Agent]
-    load: Callable[[Path, dict[str, Any], gym.Env | None], Agent]
+    load: Callable[[Path, dict[str, Any], gym.Env | None, bool], Agent]
     action_maps: tuple[str, ...]
 
 
@@ -308,10 +310,15 @@ def check_compatible(meta: dict[str, Any], env: gym.Env, path: Path) -> EnvFacts
     return facts
 
 
-def load_agent(path: str | Path, env: gym.Env | None = None) -> Agent:
-    """Load any saved agent; with `env`, check that it fits and attach it."""
+def load_agent(path: str | Path, env: gym.Env | None = None, trusted: bool = False) -> Agent:
+    """Load any saved agent; with `env`, check that it fits and attach it.
+
+    Loading runs no code from the file unless it is `trusted` (or signed by this
+    installation): mixer agents are JSON; SB3 presets from elsewhere are rebuilt from their
+    options and their tensors (`mixgym.agents.sb3_files`), which needs `env`.
+    """
     resolved, meta = read_metadata(path)
     spec = agent_spec(meta["agent"])
     if env is not None:
         check_compatible(meta, env, resolved)
-    return spec.load(resolved, meta, env)
+    return spec.load(resolved, meta, env, trusted)
