@@ -298,13 +298,19 @@ def experiment_state(agent: Any, env: MixingEnv) -> dict[str, Any]:
     return {"agent": agent.checkpoint_state(), "env": env.state_dict(), "rng": capture_rng_state()}
 
 
+def _config_json(config: ExperimentConfig) -> dict[str, Any]:
+    """The configuration as JSON values; an object given as an option (a backend instance) is
+    named by its class (``dataclasses.asdict`` would deep-copy it, and its address changes)."""
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    return json.loads(json.dumps(fields, default=lambda o: f"<{type(o).__module__}.{type(o).__qualname__}>"))
+
+
 def _check_config(directory: Path, config: ExperimentConfig, resume: bool) -> None:
     path = directory / CONFIG
-    saved = dataclasses.asdict(config)
     if resume and path.exists():
-        before = json.loads(path.read_text())["experiment"]
-        if before != json.loads(json.dumps(saved, default=str)):
-            raise ValueError(f"{directory} holds an experiment with another configuration: {before}; this one is {saved}")
+        before, now = json.loads(path.read_text())["experiment"], _config_json(config)
+        if before != now:
+            raise ValueError(f"{directory} holds an experiment with another configuration: {before}; this one is {now}")
 
 
 def run_experiment(
@@ -357,8 +363,8 @@ def _run(config: ExperimentConfig, directory: Path, store: CheckpointStore, log:
     env = env_for(config.agent, config.env)
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
-    facts = {"experiment": dataclasses.asdict(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}
-    atomic_write_bytes(directory / CONFIG, json.dumps(facts, indent=1, default=str).encode())
+    facts = {"experiment": _config_json(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}
+    atomic_write_bytes(directory / CONFIG, json.dumps(facts, indent=1).encode())
     done = 0
     with StopRequest() as stop:
         run = _Run(config, env, agent, store, log, stop, total, resumed=payload is not None)

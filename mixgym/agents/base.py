@@ -266,6 +266,8 @@ def read_metadata(path: str | Path) -> tuple[Path, dict[str, Any]]:
     resolved = given if given.exists() else zip_path(given)
     if not resolved.exists():
         raise FileNotFoundError(f"no saved agent at {str(given)!r}")
+    if not resolved.is_file():
+        raise ValueError(f"{str(resolved)!r} is not a regular file, so not a saved agent")
     try:
         with zipfile.ZipFile(resolved) as archive:
             meta = json.loads(archive.read(META_NAME))
