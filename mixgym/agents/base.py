@@ -184,7 +184,22 @@ def make_config(name: str, **overrides: Any) -> Any:
         raise ValueError(f"unknown option(s) {unknown} for agent {name!r}; its options: {', '.join(sorted(known))}")
     hints = typing.get_type_hints(spec.config)
     values = {key: _coerce(value, hints[key]) for key, value in overrides.items()}
-    return spec.config(**values)
+    try:
+        return spec.config(**values)
+    except (TypeError, ValueError) as error:  # the config's own checks, named by the agent
+        raise type(error)(f"agent {name!r}: {error}") from None
+
+
+def check_per_domain(name: str, config: Any, domains: tuple[str, ...]) -> None:
+    """Refuse an option with one value per domain (``metadata["per_domain"]``) whose length is
+    not the environment's K."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("per_domain") and value is not None and len(value) != len(domains):
+            raise ValueError(
+                f"agent {name!r}: option {f.name} must have {len(domains)} entries, one per domain "
+                f"{list(domains)}, got {list(value)!r}"
+            )
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -230,7 +245,9 @@ def make_agent(name: str, env: gym.Env, **overrides: Any) -> Agent:
     """
     spec = agent_spec(name)
     config = make_config(name, **overrides)
-    check_action_map(name, EnvFacts.of(env), spec.action_maps)
+    facts = EnvFacts.of(env)
+    check_action_map(name, facts, spec.action_maps)
+    check_per_domain(name, config, facts.domains)
     return spec.build(env, config)
 
 

@@ -39,6 +39,7 @@ from mixgym.agents.base import (
     write_metadata,
     zip_path,
 )
+from mixgym.validation import check_field_types, integer
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class MixerConfig:
     tensorboard_log: str | None = field(
         default=None, metadata={"help": "TensorBoard folder for `learn`'s SB3 logger (None: no logging)"}
     )
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.seed is not None:
+            integer("seed", self.seed, 0, 2**32 - 1)
 
 
 class Mixer(Protocol):

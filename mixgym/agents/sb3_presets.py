@@ -102,6 +102,7 @@ from mixgym.agents.static import StaticMixer
 from mixgym.checkpoint import to_bytes
 from mixgym.envs.action_maps import ACTION_MAPS
 from mixgym.trust import UntrustedFile
+from mixgym.validation import check_field_types, integer, number
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"DDPG": DDPG, "SAC": SAC, "TD3": TD3, "PPO": PPO}
 
@@ -215,6 +216,19 @@ class SB3Config:
         default_factory=dict, metadata={"help": "further arguments of the SB3 constructor, given verbatim"}
     )
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.seed is not None:
+            integer("seed", self.seed, 0, 2**32 - 1)
+        integer("verbose", self.verbose, 0, 2)
+        try:
+            th.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}") from None
+        bad = [key for key in self.sb3_kwargs if not isinstance(key, str)]
+        if bad:
+            raise TypeError(f"sb3_kwargs names SB3 arguments by string, got {bad}")
+
 
 @dataclass(frozen=True)
 class WarmupConfig(SB3Config):
@@ -235,11 +249,12 @@ class WarmupConfig(SB3Config):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("net_width", "net_depth", "buffer_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+            integer(name, getattr(self, name), 1)
+        number("gamma", self.gamma, 0.0, 1.0)
+        number("tau", self.tau, 0.0, 1.0, above=0.0)
+        number("warmup_fraction", self.warmup_fraction, 0.0, below=1.0)
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
 
@@ -271,6 +286,14 @@ class ACODMConfig(WarmupConfig):
         default=False, metadata={"help": "never update the actor (the released AC-ODM code; acodm-frozen-actor)"}
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("batch_size", self.batch_size, 1)
+        number("learning_rate", self.learning_rate, above=0.0)
+        number("weight_decay", self.weight_decay, 0.0)
+        number("noise_sigma", self.noise_sigma, 0.0)
+        number("odm_smoothing", self.odm_smoothing, 0.0, below=1.0)
+
 
 @dataclass(frozen=True)
 class HDSConfig(WarmupConfig):
@@ -284,6 +307,11 @@ class HDSConfig(WarmupConfig):
     learning_rate: float = field(
         default=1e-4, metadata={"help": "Adam rate of actor, critics and entropy coefficient (HDS: 1e-4)"}
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("batch_size", self.batch_size, 1)
+        number("learning_rate", self.learning_rate, above=0.0)
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,12 @@ def _split_of(path: Path) -> str | None:
     return None
 
 
-def _domain_entries(path: Path) -> dict[str, list[Path]]:
-    """Domain name -> its files, from the corpus folder's entries."""
+def domain_files(path: Path) -> dict[str, list[Path]]:
+    """Domain name -> its files, from the corpus folder's entries: every file a corpus load reads.
+
+    Anything that is not a regular file or a folder (a FIFO, a socket, a device) is refused:
+    reading a FIFO blocks until something writes to it, which may be never.
+    """
     if not path.exists():
         raise CorpusError(f"corpus folder {str(path)!r} does not exist")
     if not path.is_dir():
@@ -147,6 +151,9 @@ def _domain_entries(path: Path) -> dict[str, list[Path]]:
                 raise CorpusError(f"domain folder {str(entry)!r} holds sub-folders {nested}; put its files directly in it")
         else:
             name, files = entry.name.split(".")[0], [entry]
+        special = [str(p) for p in files if not p.is_file()]
+        if special:
+            raise CorpusError(f"domain {name!r}: {special} are not regular files (a FIFO, socket or device); corpora are read from files")
         if name in domains:
             raise CorpusError(f"domain {name!r} is given twice in {str(path)!r}: {[str(p) for p in domains[name] + files]}")
         domains[name] = files
@@ -227,7 +234,7 @@ def load_corpus(
             unsupported files, a split that cannot be made.
     """
     path = Path(path).expanduser().resolve()
-    entries = _domain_entries(path)
+    entries = domain_files(path)
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for files in entries.values() for f in files)
     key = (str(path), stats, validation_fraction, str(cache_dir))
     if key in _LOADED:
