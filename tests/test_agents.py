@@ -314,7 +314,7 @@ def test_agent_on_an_env_with_another_action_map() -> None:
         ("doremi", {"signal": "perplexity"}, "signal.*perplexity"),
         ("acodm", {"net_width": 0}, "net_width.*0"),
         ("hds", {"prior": "zipf"}, "prior.*zipf"),
-        ("td3", {"sb3_kwargs": {"lernrate": 1}}, r"TD3 has no argument\(s\) \['lernrate'\]"),
+        ("td3", {"sb3_kwargs": {"lernrate": 1}}, r"sb3_kwargs names argument\(s\) \['lernrate'\] that TD3 does not have"),
     ],
 )
 def test_bad_options_raise_naming_the_value(name: str, options: dict, match: str) -> None:

@@ -53,8 +53,8 @@ class MixerConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.seed is not None:
-            integer("seed", self.seed, 0, 2**32 - 1)
+        if self.seed is not None:  # a numpy integer becomes a Python one: Gymnasium takes no other
+            object.__setattr__(self, "seed", integer("seed", self.seed, 0, 2**32 - 1))
 
 
 class Mixer(Protocol):

@@ -100,6 +100,7 @@ from mixgym.agents.rollouts import (
 from mixgym.agents.sb3_files import json_clean, load_weights, sign_zip, signed_here
 from mixgym.agents.static import StaticMixer
 from mixgym.checkpoint import to_bytes
+from mixgym.resources import check_memory
 from mixgym.envs.action_maps import ACTION_MAPS
 from mixgym.trust import UntrustedFile
 from mixgym.validation import check_field_types, integer, number
@@ -218,13 +219,15 @@ class SB3Config:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.seed is not None:
-            integer("seed", self.seed, 0, 2**32 - 1)
+        if self.seed is not None:  # a numpy integer becomes a Python one: Gymnasium takes no other
+            object.__setattr__(self, "seed", integer("seed", self.seed, 0, 2**32 - 1))
         integer("verbose", self.verbose, 0, 2)
         try:
-            th.device(self.device)
+            kind = "auto" if self.device == "auto" else th.device(self.device).type
         except RuntimeError:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}") from None
+            kind = None
+        if kind not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         bad = [key for key in self.sb3_kwargs if not isinstance(key, str)]
         if bad:
             raise TypeError(f"sb3_kwargs names SB3 arguments by string, got {bad}")
@@ -289,8 +292,8 @@ class ACODMConfig(WarmupConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         integer("batch_size", self.batch_size, 1)
-        number("learning_rate", self.learning_rate, above=0.0)
-        number("weight_decay", self.weight_decay, 0.0)
+        number("learning_rate", self.learning_rate, maximum=1.0, above=0.0)  # Adam moves each weight ~lr a step
+        number("weight_decay", self.weight_decay, 0.0, 1.0 / self.learning_rate)  # AdamW scales weights by 1 - lr * wd
         number("noise_sigma", self.noise_sigma, 0.0)
         number("odm_smoothing", self.odm_smoothing, 0.0, below=1.0)
 
@@ -311,7 +314,7 @@ class HDSConfig(WarmupConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         integer("batch_size", self.batch_size, 1)
-        number("learning_rate", self.learning_rate, above=0.0)
+        number("learning_rate", self.learning_rate, maximum=1.0, above=0.0)  # Adam moves each weight ~lr a step
 
 
 @dataclass(frozen=True)
@@ -501,7 +504,8 @@ def _sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config,
     unknown = sorted(set(arguments) - known)
     if unknown:
         raise ValueError(
-            f"agent {name!r}: {algorithm.__name__} has no argument(s) {unknown}; its arguments: {sorted(known)}"
+            f"agent {name!r}: sb3_kwargs names argument(s) {unknown} that {algorithm.__name__} does not have; "
+            f"its arguments: {sorted(known)}"
         )
     return arguments
 
@@ -524,8 +528,22 @@ def _behaviour(name: str, config: SB3Config, facts: EnvFacts) -> Mixer | None:
     return None
 
 
+def _check_memory(name: str, config: ACODMConfig | HDSConfig, facts: EnvFacts) -> None:
+    """Refuse networks, a replay buffer or a batch too large for the machine, before SB3 allocates
+    them (an estimate: six networks of the preset's shape -- actor, critics, their targets -- with
+    gradients and two Adam moments each; the buffer's observations, next observations, actions and
+    scalars; one batch's inputs and activations)."""
+    obs, k = int(np.prod(facts.observation_shape)), facts.num_domains
+    width, depth = config.net_width, config.net_depth
+    network = (obs + k) * width + (depth - 1) * width * width + width * (k + 1)
+    needed = 6 * 16 * network + 4 * config.buffer_size * (2 * obs + k + 3) + 4 * config.batch_size * (2 * obs + k + 6 * width * depth)
+    options = ", ".join(f"{n}={getattr(config, n)}" for n in ("net_width", "net_depth", "buffer_size", "batch_size"))
+    check_memory(needed, f"agent {name!r} ({options}) on K={k} domains", "use a smaller network, buffer or batch")
+
+
 def _build_acodm(name: str, env: gym.Env, config: ACODMConfig) -> SB3Agent:
     facts = EnvFacts.of(env)
+    _check_memory(name, config, facts)
     k = facts.num_domains
     wrapped = BehaviourWarmup(env, _behaviour(name, config, facts))
     noise = NormalActionNoise(np.zeros(k), np.full(k, config.noise_sigma)) if config.noise_sigma > 0 else None
@@ -568,6 +586,7 @@ def _one_update_per_decision(config: ACODMConfig | HDSConfig) -> dict[str, Any]:
 
 def _build_hds(name: str, env: gym.Env, config: HDSConfig) -> SB3Agent:
     facts = EnvFacts.of(env)
+    _check_memory(name, config, facts)
     wrapped = BehaviourWarmup(env, _behaviour(name, config, facts))
     arguments = _sb3_arguments(
         name,

@@ -105,8 +105,8 @@ class OracleConfig(MixerConfig):
             raise ValueError("search_seeds must name at least one run seed")
         for seed in self.search_seeds:
             integer("search_seeds entry", seed, 0, 2**32 - 1)
-        integer("n_random", self.n_random, 0)
-        integer("rounds", self.rounds, 0)
+        integer("n_random", self.n_random, 0, 100_000)  # each start is one evaluation of len(search_seeds) runs
+        integer("rounds", self.rounds, 0, 10_000)
 
 
 class DirichletMixer:

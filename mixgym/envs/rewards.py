@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import numpy as np
 
 from mixgym.llm_backend.base import Signal, WeightStats
+from mixgym.validation import number
 
 if TYPE_CHECKING:
     from mixgym.envs.mixing_env import MixingEnv
@@ -204,11 +205,10 @@ class HolisticReward(Reward):
     requires = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS})
 
     def __post_init__(self) -> None:
-        if self.diversity not in DIVERSITY_MODES:
+        if not isinstance(self.diversity, str) or self.diversity not in DIVERSITY_MODES:
             raise ValueError(f"unknown diversity mode {self.diversity!r}; choose one of {', '.join(DIVERSITY_MODES)}")
         for key in ("w_align", "w_div", "w_stab"):
-            if not np.isfinite(getattr(self, key)):
-                raise ValueError(f"{key} must be finite, got {getattr(self, key)!r}")
+            number(f"reward_kwargs {key}", getattr(self, key))
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert after.gradients is not None and after.mixture is not None
@@ -256,7 +256,7 @@ def make_reward(reward: str | Reward | RewardFn, **kwargs: Any) -> Reward | Rewa
         try:
             return REWARDS[reward](**kwargs)
         except TypeError as error:
-            raise ValueError(f"bad option for reward {reward!r}: {error}") from None
+            raise ValueError(f"bad reward_kwargs for reward {reward!r}: {error}") from None
     if kwargs:
         raise ValueError(f"reward options {sorted(kwargs)} apply only to a named reward, not to {reward!r}")
     if not callable(reward):
