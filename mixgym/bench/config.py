@@ -287,7 +287,7 @@ def validate(config: BenchConfig) -> None:
                         check_action_map(agent, _Facts(domains, action_map), _action_maps(agent))
                         check_per_domain(agent, agent_config, domains)
                     except (TypeError, ValueError) as error:
-                        raise type(error)(f"{where}, agent {agent!r}, reward {reward!r}: {error}") from None
+                        raise type(error)(f"{where}, reward {reward!r}: {error}") from None
 
 
 @dataclass(frozen=True)
