@@ -153,7 +153,8 @@ def test_a_cell_whose_process_dies_twice_is_failed_with_a_real_error_file(tmp_pa
 
 
 def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishes(tmp_path: Path) -> None:
-    grid = dict(GRID, seeds=[0, 1, 2, 3, 4, 5], agents=["hds"], backends={"toy3": {"num_domains": 3, "total_steps": 2000}})
+    # cells of 100 decisions (hds takes a gradient step at each); the oracle's search is short: 100 steps
+    grid = dict(GRID, seeds=[0, 1, 2], agents=["hds"], env={"steps_per_action": 1})
     out = tmp_path / "out"
     command = [sys.executable, "-m", "mixgym.cli", "bench", str(write(tmp_path, grid)), "--out", str(out), "--workers", "2", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -165,11 +166,11 @@ def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishe
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "stopped:" in stdout and "| uniform |" in stdout
     finished = list(out.glob("cells/*/summary.json"))
-    assert 1 <= len(finished) < 12 and (out / "summary.md").exists()
-    assert list(out.glob("cells/*.partial/checkpoints/*.ckpt")) or len(finished) >= 10  # the interrupted cells checkpointed
+    assert 1 <= len(finished) < 6 and (out / "summary.md").exists()
+    assert list(out.glob("cells/*.partial/checkpoints/*.ckpt"))  # the interrupted cells checkpointed
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert len(list(out.glob("cells/*/summary.json"))) == 12 and not list(out.glob("cells/*.partial"))
+    assert len(list(out.glob("cells/*/summary.json"))) == 6 and not list(out.glob("cells/*.partial"))
 
 
 @pytest.mark.parametrize(
