@@ -231,3 +231,11 @@ def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path)
     full = pd.read_csv(cell_dir(tmp_path / "full", hds) / "decisions.csv").drop(columns=["wall_time"])
     resumed = pd.read_csv(cell_dir(tmp_path / "cut", hds) / "decisions.csv").drop(columns=["wall_time"])
     pd.testing.assert_frame_equal(resumed, full)
+
+
+def test_an_output_folder_that_is_a_file_is_refused_first(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(write(tmp_path, GRID)), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert re.match(r"mixgym bench: error: the bench output folder '.*out' exists and is not a folder", capsys.readouterr().err)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from mixgym.llm_backend.corpus_sources import SOURCES, Source
+from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.tokenizer import (
     CACHE_DIRNAME,
     DEFAULT_VOCAB_SIZE,
@@ -180,6 +181,7 @@ def _format_of(name: str, files: list[Path]) -> str:
 
 def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str | None) -> list[str]:
     """The non-empty documents in `files`, read with `datasets` (local files only)."""
+    force_offline()
     try:
         import datasets
     except ImportError as error:
@@ -199,7 +201,10 @@ def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str |
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        data = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", cache_dir=cache_dir, **options)
+        local = datasets.DownloadConfig(local_files_only=True)
+        data = datasets.load_dataset(
+            builder, data_files=[str(p) for p in files], split="train", cache_dir=cache_dir, download_config=local, **options
+        )
     except Exception as error:  # datasets wraps parser errors in several exception types
         cause = error.__cause__ or error
         raise CorpusError(f"domain {name!r}: cannot read {[str(p) for p in files]}: {type(cause).__name__}: {cause}") from None
