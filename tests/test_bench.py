@@ -1,5 +1,6 @@
 """`mixgym bench`: a grid end to end through the CLI, caching, crashing cells, bad configs."""
 
+import json
 import os
 import re
 import signal
@@ -239,3 +240,14 @@ def test_an_output_folder_that_is_a_file_is_refused_first(tmp_path: Path, capsys
         main(["bench", str(write(tmp_path, GRID)), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     assert re.match(r"mixgym bench: error: the bench output folder '.*out' exists and is not a folder", capsys.readouterr().err)
+
+
+def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(tmp_path: Path) -> None:
+    proxy = {"num_domains": 3, "total_steps": 100, "hidden_dim": 8}
+    grid = dict(GRID, agents={"doremi-static": {"proxy": proxy}, "doremi": {}}, rewards=["eval_loss"])
+    result = run_bench(parse_config(grid), tmp_path, workers=1, progress=False)
+    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "uniform"}
+    summaries = {o.cell.agent: json.loads((o.directory / "summary.json").read_text()) for o in result.outcomes}
+    averaged = summaries["doremi"]["time_averaged_mixture"]
+    assert set(averaged) == {"easy", "hard", "noise"} and sum(averaged.values()) == pytest.approx(1.0)
+    assert "time_averaged_mixture" not in summaries["doremi-static"]

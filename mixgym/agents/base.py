@@ -147,6 +147,10 @@ class AgentSpec:
             `trusted` allows a loader to unpickle a file this installation did not sign
             (only SB3 presets ever unpickle; see `mixgym.agents.sb3_files`).
         action_maps: the action maps the agent can drive.
+        env_options: `MixingEnv` options of the agent's paper set-up, applied by
+            `mixgym.agents.compare.env_for` unless the caller gives them: the reward it
+            learns from (AC-ODM: "alignment", HDS: "holistic") and backend options such as
+            AC-ODM's and HDS's forced per-domain micro-batches (``forced_fraction``).
     """
 
     name: str
@@ -155,6 +159,7 @@ class AgentSpec:
     build: Callable[[gym.Env, Any], Agent]
     load: Callable[[Path, dict[str, Any], gym.Env | None, bool], Agent]
     action_maps: tuple[str, ...]
+    env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 AGENTS: dict[str, AgentSpec] = {}
