@@ -54,6 +54,7 @@ from mixgym.agents.sb3_presets import SB3Agent
 from mixgym.checkpoint import CheckpointStore, StopRequest, atomic_write_bytes, capture_rng_state, restore_rng_state
 from mixgym.envs.mixing_env import MixingEnv
 from mixgym.runlock import RunLock
+from mixgym.validation import integer
 
 
 class RunStopped(KeyboardInterrupt):
@@ -86,10 +87,14 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; known agents: {', '.join(sorted(AGENTS))}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every!r}")
-        if self.decisions is not None and self.decisions < 1:
-            raise ValueError(f"decisions must be >= 1, got {self.decisions!r}")
+        integer("checkpoint_every", self.checkpoint_every, 1)
+        integer("keep", self.keep, 1)
+        integer("seed", self.seed, 0, 2**32 - 1)
+        if self.decisions is not None:
+            integer("decisions", self.decisions, 1)
+        for name in ("env", "agent_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a mapping of options, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,15 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def _describe(hint: Any) -> str:
-    text = str(hint).replace("typing.", "")
-    return {"<class 'int'>": "an integer", "<class 'float'>": "a number", "<class 'bool'>": "true or false", "<class 'str'>": "a string"}.get(text, text)
+    """An annotation in words: "an integer or None", "a tuple of numbers", ..."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if origin is tuple:
+        args = typing.get_args(hint)
+        return f"a tuple of {_describe(args[0]).split(' ', 1)[-1]}s" if len(args) == 2 and args[1] is Ellipsis else f"a tuple {hint}"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "None", dict: "a mapping"}
+    return names.get(origin or hint, str(hint).replace("typing.", ""))
 
 
 def check_field_types(config: Any) -> None:

@@ -103,3 +103,27 @@ def test_agent_options(agent, tmp_path, monkeypatch) -> None:
     base = {"mixture": (0.2, 0.3, 0.5)} if agent == "fixed" else {"net_width": 16} if "net_width" in names else {}
     for name, value in draws(names, 30 if heavy else 80, zlib.crc32(agent.encode())):
         check(lambda: make_agent(agent, env, **{**base, name: value}), name, value, use)
+
+
+def test_bools_are_not_numbers() -> None:
+    env = env_for("acodm", SMALL)
+    calls = {
+        "steps_per_action": lambda: MixingEnv(steps_per_action=True, **SMALL),
+        "hidden_dim": lambda: ToyBackend(hidden_dim=True),
+        "net_width": lambda: make_agent("acodm", env, net_width=True),
+        "smoothing": lambda: make_agent("odm", env_for("odm", SMALL), smoothing=False),
+        "seed": lambda: make_agent("uniform", env_for("uniform", SMALL), seed=np.bool_(True)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=f"{name} must be .*, got (np.)?(True|False)"):
+            call()
+
+
+def test_a_toy_task_too_large_for_the_machine_is_refused_with_its_estimate(monkeypatch) -> None:
+    import mixgym.resources
+
+    monkeypatch.setattr(mixgym.resources, "available_memory", lambda: 24 * 2**30)  # whatever this machine has
+    with pytest.raises(ValueError, match=r"a toy task of K=1000 domains \(7041515 training examples; input_dim=16, .*\) needs about 137.6 GiB of memory, more than the 24.0 GiB available"):
+        ToyBackend(num_domains=1000)
+    with pytest.raises(ValueError, match="agent 'hds' .*buffer_size=1000000000.* needs about"):
+        make_agent("hds", env_for("hds", SMALL), buffer_size=10**9)
