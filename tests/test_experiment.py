@@ -161,7 +161,7 @@ def test_resume_refuses_another_configuration_and_a_fresh_run_refuses_old_checkp
 
 
 def test_a_second_resume_of_a_running_folder_is_refused_and_the_first_finishes_intact(tmp_path) -> None:
-    command = [*train_command("exp3", tmp_path), "--env", "total_steps=40000"]  # 4,000 decisions: time to collide
+    command = [*train_command("exp3", tmp_path), "--env", "total_steps=20000"]  # 2,000 decisions: time to collide
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     csv = tmp_path / "decisions.csv"
     while first.poll() is None and not (csv.exists() and sum(1 for _ in csv.open()) > 10):
@@ -172,7 +172,7 @@ def test_a_second_resume_of_a_running_folder_is_refused_and_the_first_finishes_i
     assert re.search(rf"mixgym train: error: .* is in use by another mixgym process \(PID {first.pid} on ", second.stderr)
     assert len(second.stderr.strip().splitlines()) == 1
     assert first.wait(timeout=300) == 0, first.stderr.read()
-    assert list(table(tmp_path)["decision"]) == list(range(4001))  # every decision once, in order, under its header
+    assert list(table(tmp_path)["decision"]) == list(range(2001))  # every decision once, in order, under its header
     assert not (tmp_path / ".mixgym.lock").exists()
 
 

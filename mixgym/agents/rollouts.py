@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
@@ -148,7 +149,7 @@ def restore_rollout(model: OnPolicyAlgorithm, state: dict[str, Any]) -> None:
         # what collect_rollouts does after on_step returns True (on_policy_algorithm.py in SB3 2.9)
         rewards, dones, infos = step["rewards"], step["dones"], step["infos"]
         model._update_info_buffer(infos, dones)
-        actions = step["actions"].reshape(-1, 1) if model.action_space.__class__.__name__ == "Discrete" else step["actions"]
+        actions = step["actions"].reshape(-1, 1) if isinstance(model.action_space, spaces.Discrete) else step["actions"]
         for index, done in enumerate(dones):
             if done and infos[index].get("terminal_observation") is not None and infos[index].get("TimeLimit.truncated", False):
                 terminal = model.policy.obs_to_tensor(infos[index]["terminal_observation"])[0]
