@@ -419,6 +419,7 @@ class HFBackend:
         self.total_steps = config.total_steps
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
+        self.replicas.agree(self._fingerprint())
         self.reset(seed=0)
 
     # ------------------------------------------------------------------ construction
@@ -520,9 +521,13 @@ class HFBackend:
         self._previous_weights = [p.detach().clone() for p in matrices]
         self._step = 0
 
-    def _plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
-        """The domain of each micro-batch of a call, (n_steps, grad_accumulation)."""
-        total, k = n_steps * self.config.grad_accumulation, len(self.domains)
+    def draw_plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
+        """The domain of each micro-batch of a `train` call, (n_steps, grad_accumulation),
+        drawn from `mixture` (see `HFConfig.every_domain`)."""
+        mixture = validate_mixture(mixture, len(self.domains))
+        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        total, k = int(n_steps) * self.config.grad_accumulation, len(self.domains)
         forced = np.arange(k) if self.config.every_domain and total >= k else np.zeros(0, dtype=np.int64)
         cdf = np.cumsum(mixture)
         cdf[-1] = 1.0
@@ -530,15 +535,12 @@ class HFBackend:
         plan = np.concatenate([forced, drawn]).astype(np.int64)
         if len(forced):
             plan = self._mixture_rng.permutation(plan)
-        return plan.reshape(n_steps, self.config.grad_accumulation)
+        return plan.reshape(int(n_steps), self.config.grad_accumulation)
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """`n_steps` AdamW steps; each micro-batch's domain drawn from `mixture` (see
         `HFConfig.every_domain`)."""
-        mixture = validate_mixture(mixture, len(self.domains))
-        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-        return self.train_plan(self._plan(mixture, int(n_steps)))
+        return self.train_plan(self.draw_plan(mixture, n_steps))
 
     def train_plan(self, plan: np.ndarray) -> TrainStats:
         """One AdamW step per row of `plan` (n_steps, grad_accumulation), one micro-batch of

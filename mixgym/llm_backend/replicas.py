@@ -22,6 +22,11 @@ class Replicas(Protocol):
     world_size: int
     local_rank: int
 
+    def agree(self, fingerprint: str) -> None:
+        """Raise unless every process built a backend with this `fingerprint` (configuration,
+        tokenizer and corpus): processes started differently would train different runs."""
+        ...
+
     def rows(self, count: int) -> slice:
         """This process's share of `count` rows (a global micro-batch or evaluation batch)."""
         ...
@@ -51,6 +56,9 @@ class SingleProcess:
     rank = 0
     world_size = 1
     local_rank = 0
+
+    def agree(self, fingerprint: str) -> None:
+        return None
 
     def rows(self, count: int) -> slice:
         return slice(0, count)
