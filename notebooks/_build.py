@@ -50,7 +50,7 @@ QUICKSTART = [
         obs, info = env.reset(seed=0)
         obs, reward, terminated, truncated, info = env.step(np.array([1.0, 1.0, -1.0, 0.0, 0.0], dtype=np.float32))
         print("mixture:", info["mixture"].round(3))
-        print("reward:", round(reward, 4), "components:", {k: v for k, v in info["rewards"].items() if np.isscalar(v)})
+        print("reward:", round(reward, 4), "components:", {k: round(float(v), 4) for k, v in info.items() if k.startswith("reward/") and np.ndim(v) == 0})
         print("held-out loss per domain:", info["eval_loss"].round(3))
         """,
     ),

@@ -97,7 +97,24 @@ def test_info_has_every_promised_key() -> None:
     assert np.isclose(info["mixture"].sum(), 1.0)
     assert np.allclose(info["mixture"], 0.2)  # a zero action under softmax is uniform
     assert info["samples"].sum() == 10 * 32 and info["tokens"] == 10 * 32 * 16 and info["step"] == 10
-    assert set(info["rewards"]) >= {"alignment", "diversity", "stability", "holistic_vector"}
+    assert {f"reward/{c}" for c in ("alignment", "diversity", "stability", "holistic_vector")} <= set(info)
+    assert info["reward/holistic_vector"].shape == (5,) and isinstance(info["reward/stability"], np.float64)
+    assert np.array_equal(info["realised_mixture"], info["samples"] / info["samples"].sum())
+
+
+@pytest.mark.parametrize("reward", sorted(REWARDS))
+def test_info_is_flat_numpy_with_the_same_keys_at_reset_and_step(reward: str) -> None:
+    env = MixingEnv(reward=reward, info_timings=True, **SMALL)
+    _, reset_info = env.reset(seed=0)
+    _, _, _, _, step_info = env.step(np.zeros(5, dtype=np.float32))
+    assert set(reset_info) == set(step_info)
+    for key, value in step_info.items():
+        assert isinstance(value, (np.ndarray, np.generic)), key  # numpy, not Python scalars or dicts
+        assert np.shape(reset_info[key]) == np.shape(value), key
+    assert np.allclose(reset_info["mixture"], 0.2) and not reset_info["samples"].any()
+    assert not reset_info["realised_mixture"].any() and reset_info["step"] == 0
+    assert all(not np.any(reset_info[k]) for k in reset_info if k.startswith("reward/"))
+    assert env.reward_components.keys() == {k[len("reward/"):] for k in step_info if k.startswith("reward/")}
 
 
 def test_episode_terminates_at_budget_with_a_short_last_decision() -> None:
@@ -185,7 +202,10 @@ def test_callable_reward_and_its_components() -> None:
     env = MixingEnv(reward=share_of_first, **SMALL)
     env.reset(seed=0)
     _, reward, _, _, info = env.step(np.array([1, -1, -1, -1, -1], dtype=np.float32))
-    assert reward == info["rewards"]["first"] == pytest.approx(info["mixture"][0]) and reward > 0.85
+    assert reward == info["reward/first"] == pytest.approx(info["mixture"][0]) and reward > 0.85
+    assert "reward/first" not in env.reset(seed=0)[1]  # undeclared: it appears from the first step
+    share_of_first.components = {"first": ()}  # declared: reset lists it too
+    assert MixingEnv(reward=share_of_first, **SMALL).reset(seed=0)[1]["reward/first"] == 0
 
 
 def test_non_finite_callable_reward_is_an_error() -> None:
@@ -207,12 +227,12 @@ def test_timings_are_kept_on_the_env_and_in_info_on_request() -> None:
     env = MixingEnv(**SMALL)
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros(5))
-    assert "timings" not in info and env.timings["last"]["train"] > 0
+    assert not any(k.startswith("timings") for k in info) and env.timings["last"]["train"] > 0
     env = MixingEnv(info_timings=True, **SMALL)
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros(5))
     env.step(np.zeros(5))
-    assert info["timings"]["train"] > 0 and env.timings["total"]["train"] > info["timings"]["train"]
+    assert info["timings/train"] > 0 and env.timings["total"]["train"] > info["timings/train"]
 
 
 def test_render_rgb_array() -> None:

@@ -35,8 +35,10 @@ from mixgym.agents.base import Agent, EnvFacts, InfoObserver, make_agent
 
 TABLE = "decisions.csv"
 CONFIG = "config.json"
-PER_DOMAIN = ("mixture", "train_loss", "eval_loss", "samples")
+PER_DOMAIN = ("mixture", "realised_mixture", "train_loss", "eval_loss", "samples")
 """Per-domain info keys; the table has one column ``"<key>/<domain>"`` per domain."""
+_CHOSEN = ("mixture", "realised_mixture")
+"""Per-domain keys that describe a decision: empty (NaN) in a reset's row, where none was taken."""
 
 
 @dataclass
@@ -123,15 +125,17 @@ def decision_row(
         "wall_time": wall,
     }
     for key in PER_DOMAIN:
-        values = info.get(key)
+        values = None if key in _CHOSEN and row["decision"] == 0 else info.get(key)
         for i, domain in enumerate(domains):
             row[f"{key}/{domain}"] = float(values[i]) if values is not None else np.nan
-    for name, value in info.get("rewards", {}).items():
+    for key, value in info.items():
+        if not key.startswith("reward/"):
+            continue
         array = np.asarray(value, dtype=np.float64)
         if array.ndim == 0:
-            row[f"reward/{name}"] = float(array)
+            row[key] = float(array)
         else:
-            row.update({f"reward/{name}/{d}": float(v) for d, v in zip(domains, array.ravel())})
+            row.update({f"{key}/{d}": float(v) for d, v in zip(domains, array.ravel())})
     return row
 
 

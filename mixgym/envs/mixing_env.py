@@ -10,7 +10,7 @@ import numpy as np
 
 from mixgym.envs.action_maps import ActionMap
 from mixgym.envs.features import ObservationLayout
-from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward
+from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
 from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
 
 _DEFAULT_LAYERS = 3
@@ -63,7 +63,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``"eval_loss"``: decrease of the target-weighted mean held-out loss.
     - any callable ``(before: Snapshot, after: Snapshot, env) -> float | (float, dict)``.
 
-    Formulas and sources are in `mixgym.envs.rewards`; components go to ``info["rewards"]``.
+    Formulas and sources are in `mixgym.envs.rewards`; components go to ``info["reward/<name>"]``.
 
     ## Starting State
 
@@ -80,14 +80,33 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Info
 
-    Every step: ``mixture`` (K, sums to 1), ``train_loss`` (K, this decision's mean; for a
-    domain not sampled, its last known value: ``samples`` says which are fresh), ``eval_loss`` (K, at the last evaluation), ``eval_fresh``,
-    ``objective`` (target-weighted mean held-out loss), ``samples`` (K), ``tokens``
-    (cumulative), ``step`` (optimizer steps), ``decision``, ``learning_rate``, ``rewards``
-    (the reward's components). Wall-clock ``timings`` (seconds in train, eval, signals and
-    reward: the last decision's, and summed over the env's life, across resets, so that an
-    auto-reset at the end of a run does not erase them) are on ``env.unwrapped.timings``, and
-    in ``info["timings"]`` only with ``info_timings=True``: by default ``info`` is exactly
+    Flat keys with numpy values, the same keys at ``reset`` as at every ``step`` (as TorchRL
+    and Gymnasium's vector envs need):
+
+    | key                  | value                                                          |
+    |----------------------|----------------------------------------------------------------|
+    | ``mixture``          | (K,) the mixture chosen (reset: uniform)                       |
+    | ``realised_mixture`` | (K,) share of the decision's samples per domain: what was      |
+    |                      | actually trained on (reset: zeros)                             |
+    | ``train_loss``       | (K,) this decision's mean training loss; for a domain not      |
+    |                      | sampled, its last known value (reset: the held-out loss)       |
+    | ``eval_loss``        | (K,) held-out loss at the last evaluation                      |
+    | ``eval_fresh``       | bool: evaluated at this decision                               |
+    | ``objective``        | target-weighted mean held-out loss                             |
+    | ``samples``          | (K,) int: examples trained per domain (reset: zeros)           |
+    | ``tokens``           | int: tokens trained on since reset                             |
+    | ``step``             | int: optimizer steps since reset                               |
+    | ``decision``         | int: decisions since reset                                     |
+    | ``learning_rate``    | learning rate of the last optimizer step (reset: 0)            |
+    | ``reward/<name>``    | each component of the reward (scalar or (K,); reset: zeros)    |
+
+    The reward's components are those it declares (`Reward.components`); a plain callable's
+    appear from the first ``step`` (or at reset too, if it has a ``components`` dict). The
+    last decision's components are also on ``env.unwrapped.reward_components`` as a dict.
+    Wall-clock ``timings`` (seconds in train, eval, signals and reward: the last decision's,
+    and summed over the env's life, across resets, so that an auto-reset at the end of a run
+    does not erase them) are on ``env.unwrapped.timings``, and in ``info["timings/<part>"]``
+    only with ``info_timings=True`` (zeros at reset): by default ``info`` is exactly
     reproducible from the seed, as Gymnasium's checker demands.
 
     ## Arguments
@@ -105,7 +124,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version; ``info`` flattened (``info["rewards"][name]`` became
+      ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
+      the same keys at reset as at step, ``realised_mixture`` added.
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
@@ -113,7 +134,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     >>> obs.shape
     (19,)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    >>> round(float(info["mixture"].sum()), 6), info["step"]
+    >>> round(float(info["mixture"].sum()), 6), int(info["step"])
     (1.0, 10)
     """
 
@@ -166,6 +187,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         needed = getattr(self.reward_fn, "requires", frozenset())
         require_signals(self.backend, needed, f"reward {getattr(self.reward_fn, 'name', reward)!r}")
         self._needs_gradients = Signal.GRADIENTS in needed
+        self._reward_shapes = reward_components(self.reward_fn, k)
+        self.reward_components: dict[str, Any] = {}
+        """The last decision's reward components (also in ``info`` as ``reward/<name>``)."""
         self._has_weights = Signal.WEIGHT_NORMS in self.backend.signals
 
         self.action_mapper = ActionMap(action_map, k, temperature, eps)
@@ -208,7 +232,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             weights=self.backend.weight_stats() if self._has_weights else None,
         )
         obs = self.layout.build(self._snapshot, self._snapshot.train_loss, self._initial_eval)
-        info = {"eval_loss": eval_loss, "objective": float(self.objective_weights @ eval_loss), "step": 0, "tokens": 0}
+        self.reward_components = {name: np.zeros(shape) for name, shape in self._reward_shapes.items()}
+        info = self._info(np.full(k, 1.0 / k), self._snapshot, fresh=True, learning_rate=0.0)
+        if self.info_timings:
+            info.update({f"timings/{key}": np.float64(0.0) for key in ("train", "eval", "signals", "reward")})
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -250,25 +277,34 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._tokens += stats.tokens
         self._snapshot = after
         obs = self.layout.build(after, before.train_loss, self._initial_eval)
-        info = {
-            "mixture": mixture,
-            "train_loss": after.train_loss,
-            "eval_loss": eval_loss,
-            "eval_fresh": fresh,
-            "objective": float(self.objective_weights @ eval_loss),
-            "samples": stats.samples,
-            "tokens": self._tokens,
-            "step": self.backend.step,
-            "decision": self._decision,
-            "learning_rate": stats.learning_rate,
-            "rewards": result.components,
-        }
+        self.reward_components = dict(result.components)
+        info = self._info(mixture, after, fresh=fresh, learning_rate=stats.learning_rate)
         last = {"train": t1 - t0, "eval": t2 - t1, "signals": t3 - t2, "reward": t4 - t3}
         total = self.timings["total"]
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
-            info["timings"] = last
+            info.update({f"timings/{key}": np.float64(value) for key, value in last.items()})
         return obs, result.value, terminated, False, info
+
+    def _info(self, mixture: np.ndarray, snap: Snapshot, fresh: bool, learning_rate: float) -> dict[str, Any]:
+        """The flat ``info`` dict (see the class docstring's Info table)."""
+        total = snap.samples.sum()
+        info: dict[str, Any] = {
+            "mixture": np.asarray(mixture, dtype=np.float64),
+            "realised_mixture": snap.samples / total if total > 0 else np.zeros(len(snap.samples)),
+            "train_loss": snap.train_loss,
+            "eval_loss": snap.eval_loss,
+            "eval_fresh": np.bool_(fresh),
+            "objective": np.float64(self.objective_weights @ snap.eval_loss),
+            "samples": np.asarray(snap.samples, dtype=np.int64),
+            "tokens": np.int64(self._tokens),
+            "step": np.int64(snap.step),
+            "decision": np.int64(self._decision),
+            "learning_rate": np.float64(learning_rate),
+        }
+        for name, value in self.reward_components.items():
+            info[f"reward/{name}"] = np.asarray(value, dtype=np.float64) if np.ndim(value) else np.float64(value)
+        return info
 
     def _evaluate(self) -> np.ndarray:
         losses = self.backend.evaluate()
@@ -311,6 +347,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "tokens": getattr(self, "_tokens", 0),
             "np_random": self.np_random.bit_generator.state,
             "timings": self.timings,
+            "reward_components": self.reward_components,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -322,3 +359,4 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._tokens = state["tokens"]
         self.np_random.bit_generator.state = state["np_random"]
         self.timings = state["timings"]
+        self.reward_components = state.get("reward_components", {})

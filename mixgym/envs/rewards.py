@@ -1,10 +1,12 @@
 """Rewards: functions of what the backend reported before and after one decision.
 
 A reward is called as ``reward(before, after, env)`` with two `Snapshot`s and returns a
-`RewardResult` (the scalar SB3 needs plus named components that go to ``info["rewards"]``,
-as HighwayEnv does). A plain callable returning a float, or a ``(float, dict)`` pair, works
-too. Built-in rewards declare the backend signals they need, so a backend that cannot
-provide them is refused when the environment is built.
+`RewardResult` (the scalar SB3 needs plus named components, each of which goes to
+``info["reward/<name>"]``, so a user sees what the scalar is made of, as HighwayEnv shows).
+A plain callable returning a float, or a ``(float, dict)`` pair, works too. Built-in rewards
+declare the backend signals they need, so a backend that cannot provide them is refused when
+the environment is built, and the components they report (`Reward.components`), so that
+``reset`` lists the same ``info`` keys as ``step``.
 """
 
 from __future__ import annotations
@@ -155,10 +157,14 @@ def stability_reward(before: WeightStats, after: WeightStats, cap: float = 5.0) 
 
 
 class Reward:
-    """A named reward with the backend signals it needs."""
+    """A named reward with the backend signals it needs and the components it reports."""
 
     name: str = ""
     requires: frozenset[Signal] = frozenset()
+
+    def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every component this reward reports (``()`` for a scalar)."""
+        return {}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         raise NotImplementedError
@@ -170,11 +176,15 @@ class AlignmentReward(Reward):
     The paper feeds the critic the vector z(s) (s from `alignment_scores`, z-scored and
     clipped to [-3, 3]); z-scores sum to about 0, so their mean carries nothing. The scalar
     is the mixture-weighted raw score ``m . s``: the first-order benefit of the chosen
-    mixture's update to every other domain. s and z(s) go to ``info["rewards"]``.
+    mixture's update to every other domain. s and z(s) go to ``info["reward/alignment_scores"]``
+    and ``info["reward/alignment_z"]``.
     """
 
     name = "alignment"
     requires = frozenset({Signal.GRADIENTS})
+
+    def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
+        return {"alignment": (), "alignment_scores": (num_domains,), "alignment_z": (num_domains,)}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert after.gradients is not None and after.mixture is not None
@@ -193,7 +203,7 @@ class HolisticReward(Reward):
     `diversity="mtld"` as in the paper by default, `"ttr-progress"` as in the code), r_stab
     the weight-norm stability term (`stability_reward`). HDS's reward is a K-vector (one per
     domain, the shared terms added to each); the scalar is its mixture-weighted sum, and the
-    vector goes to ``info["rewards"]["holistic_vector"]``.
+    vector goes to ``info["reward/holistic_vector"]``.
     """
 
     w_align: float = 1.0
@@ -209,6 +219,10 @@ class HolisticReward(Reward):
         for key in ("w_align", "w_div", "w_stab"):
             if not np.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be finite, got {getattr(self, key)!r}")
+
+    def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
+        scalars = {name: () for name in ("alignment", "diversity", "stability")}
+        return {**scalars, "alignment_scores": (num_domains,), "holistic_vector": (num_domains,)}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert after.gradients is not None and after.mixture is not None
@@ -239,6 +253,9 @@ class EvalLossReward(Reward):
 
     name = "eval_loss"
 
+    def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
+        return {"eval_loss": ()}
+
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         w = env.objective_weights
         value = float(w @ before.eval_loss - w @ after.eval_loss)
@@ -262,6 +279,16 @@ def make_reward(reward: str | Reward | RewardFn, **kwargs: Any) -> Reward | Rewa
     if not callable(reward):
         raise ValueError(f"reward must be a name ({', '.join(REWARDS)}) or a callable, got {reward!r}")
     return reward
+
+
+def reward_components(reward: Reward | RewardFn, num_domains: int) -> dict[str, tuple[int, ...]]:
+    """The components `reward` declares (name -> shape): a `Reward`'s, or a callable's
+    ``components`` attribute (a dict) if it has one; else none (its components then appear in
+    ``info`` from the first ``step`` on)."""
+    if isinstance(reward, Reward):
+        return reward.components(num_domains)
+    declared = getattr(reward, "components", None)
+    return {str(k): tuple(v) for k, v in declared.items()} if isinstance(declared, dict) else {}
 
 
 def call_reward(reward: Reward | RewardFn, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
