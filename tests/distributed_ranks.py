@@ -1,21 +1,15 @@
 """What each process of the distributed tests runs (`tests/test_distributed.py`).
 
-`spawn` starts `world` fresh processes (the "spawn" start method, a ``file://``
-rendezvous in the test's folder) that each run one of the scenario functions below with
-their rank, write what it returned (or the error it raised) to ``rank<r>.pkl`` and end
-with ``os._exit(0)`` -- gloo can hang while tearing down at interpreter exit. The parent
-waits at most `timeout` seconds, then kills them: a test can fail but never hang.
+`mixgym.llm_backend.distributed.launch` runs a scenario below on two fresh processes (a
+``file://`` rendezvous, a timeout); each returns what the test asserts on.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
 import time
-import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,50 +28,12 @@ TIMEOUT_S = 60.0
 """The collectives' timeout in the scenarios."""
 
 
-def spawn(scenario: Callable[..., Any], folder: Path, world: int = 2, timeout: float = 300.0, **options: Any) -> list[dict[str, Any]]:
-    """Run `scenario(rank, world, rendezvous, **options)` on `world` processes; each rank's
-    outcome: ``{"result": ...}`` or ``{"error": "Type: message", "traceback": ...}``, or
-    ``{"exitcode": n}`` for a process that wrote nothing."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rendezvous = f"file://{folder / 'rendezvous'}"
-    context = multiprocessing.get_context("spawn")
-    processes = [
-        context.Process(target=_run_rank, args=(scenario.__name__, rank, world, rendezvous, str(folder), options)) for rank in range(world)
-    ]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join()
-    if hung:
-        raise TimeoutError(f"rank(s) {hung} still running after {timeout:g} s: a hang")
-    outcomes = []
-    for rank, process in enumerate(processes):
-        path = folder / f"rank{rank}.pkl"
-        outcomes.append(pickle.loads(path.read_bytes()) if path.exists() else {"exitcode": process.exitcode})
-    return outcomes
-
-
-def _run_rank(name: str, rank: int, world: int, rendezvous: str, folder: str, options: dict[str, Any]) -> None:
+def _session(rank: int, world: int, rendezvous: str, job: str = "", timeout_s: float = TIMEOUT_S) -> Any:
     import torch
 
-    torch.set_num_threads(1)
-    try:
-        outcome: dict[str, Any] = {"result": globals()[name](rank, world, rendezvous, **options)}
-    except BaseException as error:  # reported to the parent, which asserts on it
-        outcome = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    Path(folder, f"rank{rank}.pkl").write_bytes(pickle.dumps(outcome))
-    os._exit(0)
-
-
-def _session(rank: int, world: int, rendezvous: str, job: str = "", timeout_s: float = TIMEOUT_S) -> Any:
     from mixgym.llm_backend.distributed import session
 
+    torch.set_num_threads(1)
     return session(job=job, timeout_s=timeout_s, init_method=rendezvous, rank=rank, world_size=world)
 
 
@@ -161,7 +117,7 @@ def experiment_options() -> dict[str, Any]:
 
 
 def lost_rank(
-    rank: int, world: int, rendezvous: str, directory: str, die_after: int, hang_s: float = 0.0, timeout_s: float = TIMEOUT_S
+    rank: int, world: int, rendezvous: str, directory: str, die_after: int, hang_s: float = 0.0, collective_timeout_s: float = TIMEOUT_S
 ) -> dict[str, Any]:
     """Rank 0 runs the checkpointed experiment; rank 1 dies in its `die_after` + 1-th
     decision (after hanging `hang_s` s). Rank 0 reports the error it got, how long it took,
@@ -170,7 +126,7 @@ def lost_rank(
     from mixgym.experiment import ExperimentConfig, run_experiment
     from mixgym.llm_backend.distributed import hf_backend, serve
 
-    with _session(rank, world, rendezvous, timeout_s=timeout_s):
+    with _session(rank, world, rendezvous, timeout_s=collective_timeout_s):
         if rank != 0:
             backend = hf_backend(**CONFIG)
             serve(_DiesInTrain(backend, die_after, hang_s))

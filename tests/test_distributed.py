@@ -16,6 +16,8 @@ pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).parent))
 import distributed_ranks as ranks  # noqa: E402
 
+from mixgym.llm_backend.distributed import launch  # noqa: E402
+
 
 def _results(outcomes: list[dict]) -> list:
     for rank, outcome in enumerate(outcomes):
@@ -24,8 +26,8 @@ def _results(outcomes: list[dict]) -> list:
 
 
 @pytest.fixture(scope="module")
-def one_and_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list]:
-    two = _results(ranks.spawn(ranks.same_run, tmp_path_factory.mktemp("two")))
+def one_and_two() -> tuple[dict, list]:
+    two = _results(launch(ranks.same_run))
     import torch
 
     threads = torch.get_num_threads()
@@ -91,14 +93,14 @@ def test_a_three_decision_env_run_on_two_processes_equals_the_single_process_run
 
 def test_a_lost_process_stops_rank_0_with_a_clear_error_and_its_last_checkpoint_resumes(tmp_path: Path) -> None:
     directory = tmp_path / "experiment"
-    lost, dead = ranks.spawn(ranks.lost_rank, tmp_path / "lost", directory=str(directory), die_after=3)
+    lost, dead = launch(ranks.lost_rank, directory=str(directory), die_after=3)
     assert dead == {"exitcode": 1}
     report = _results([lost])[0]
     assert report["failure"].startswith("RankLost: a process of the 2-process job was lost")
     assert "during train" in report["failure"] and "--resume" in report["failure"]
     assert report["checkpoint_decisions"] == 3  # the last checkpoint before the loss is complete
 
-    resumed = _results(ranks.spawn(ranks.resume, tmp_path / "resume", directory=str(directory)))[0]
+    resumed = _results(launch(ranks.resume, directory=str(directory)))[0]
     assert resumed["status"] == "finished"
     from mixgym.experiment import ExperimentConfig, run_experiment
 
@@ -111,7 +113,7 @@ def test_a_lost_process_stops_rank_0_with_a_clear_error_and_its_last_checkpoint_
 
 
 def test_a_process_that_stops_answering_times_out_on_rank_0(tmp_path: Path) -> None:
-    lost, hung = ranks.spawn(ranks.lost_rank, tmp_path / "hung", directory=str(tmp_path / "experiment"), die_after=2, hang_s=25.0, timeout_s=20.0)
+    lost, hung = launch(ranks.lost_rank, directory=str(tmp_path / "experiment"), die_after=2, hang_s=25.0, collective_timeout_s=20.0)
     report = _results([lost])[0]
     assert report["failure"].startswith("RankLost:") and "timeout 20 s" in report["failure"]
     assert report["checkpoint_decisions"] == 2
@@ -119,7 +121,7 @@ def test_a_process_that_stops_answering_times_out_on_rank_0(tmp_path: Path) -> N
 
 
 def test_bad_starts_are_refused_on_every_process(tmp_path: Path) -> None:
-    for errors in _results(ranks.spawn(ranks.bad_starts, tmp_path)):
+    for errors in _results(launch(ranks.bad_starts)):
         assert "micro_batch_size=3" in errors["indivisible"] and "world size 2" in errors["indivisible"]
         for case in ("other_config", "other_job"):
             assert "started with different configurations" in errors[case] and "rank(s) [1] differ" in errors[case]

@@ -49,9 +49,16 @@ import hashlib
 import importlib.metadata
 import inspect
 import json
+import multiprocessing
 import os
+import pickle
+import shutil
+import tempfile
+import time
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -452,3 +459,55 @@ def serve(backend: Any) -> int:
                 f"{current.timeout_s:g} s (the collective timeout): {error}"
             ) from error
         served += 1
+
+
+# ---------------------------------------------------------------------- local jobs
+def launch(function: Callable[..., Any], world_size: int = 2, timeout_s: float = 600.0, **options: Any) -> list[dict[str, Any]]:
+    """Run ``function(rank, world_size, init_method, **options)`` on `world_size` fresh local
+    processes (the "spawn" start method; `init_method` a ``file://`` rendezvous to pass to
+    `session`), as torchrun would on one machine, for tests, benchmarks and notebooks.
+
+    Each process writes what `function` returned (it must pickle) or the error it raised and
+    ends with ``os._exit(0)`` (gloo can hang while tearing down at interpreter exit). Returns
+    each rank's outcome: ``{"result": ...}``, ``{"error": "Type: message", "traceback": ...}``,
+    or ``{"exitcode": n}`` for a process that died without writing. Processes still running
+    after `timeout_s` seconds are killed and `TimeoutError` names them: no hang.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="mixgym-launch-"))
+    try:
+        init_method = f"file://{folder / 'rendezvous'}"
+        context = multiprocessing.get_context("spawn")
+        processes = [
+            context.Process(target=_launched_process, args=(function, rank, world_size, init_method, str(folder), options))
+            for rank in range(world_size)
+        ]
+        for process in processes:
+            process.start()
+        deadline = time.monotonic() + timeout_s
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if hung:
+            raise TimeoutError(f"rank(s) {hung} of {function.__name__} still running after {timeout_s:g} s; killed")
+        outcomes = []
+        for rank, process in enumerate(processes):
+            path = folder / f"rank{rank}.pkl"
+            outcomes.append(pickle.loads(path.read_bytes()) if path.exists() else {"exitcode": process.exitcode})
+        return outcomes
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _launched_process(function: Callable[..., Any], rank: int, world_size: int, init_method: str, folder: str, options: dict[str, Any]) -> None:
+    try:
+        outcome: dict[str, Any] = {"result": function(rank, world_size, init_method, **options)}
+    except BaseException as error:  # reported to the launcher
+        outcome = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    path = Path(folder, f"rank{rank}.pkl")
+    path.with_suffix(".tmp").write_bytes(pickle.dumps(outcome))
+    path.with_suffix(".tmp").replace(path)
+    os._exit(0)
