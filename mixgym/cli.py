@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _distributed(args) if launched() else int(args.func(args))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, DependencyNotInstalled) as error:
         parser.exit(2, f"mixgym {args.command}: error: {error}\n")
 
 
