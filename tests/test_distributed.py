@@ -127,7 +127,7 @@ def test_bad_starts_are_refused_on_every_process(tmp_path: Path) -> None:
             assert "started with different configurations" in errors[case] and "rank(s) [1] differ" in errors[case]
 
 
-def test_torchrun_runs_the_cli_and_matches_one_process(tmp_path: Path) -> None:
+def test_torchrun_runs_train_and_eval_and_train_matches_one_process(tmp_path: Path) -> None:
     options = [
         "--mode", "online", "--no-progress", "--env", "backend=hf", "--env", "model=pythia-tiny", "--env", "seq_len=32",
         "--env", "micro_batch_size=4", "--env", "grad_accumulation=3", "--env", "total_steps=6", "--env", "steps_per_action=2",
@@ -147,3 +147,10 @@ def test_torchrun_runs_the_cli_and_matches_one_process(tmp_path: Path) -> None:
     numbers = [c for c in a.columns if c != "wall_time"]
     np.testing.assert_allclose(b[numbers].to_numpy(float), a[numbers].to_numpy(float), rtol=1e-5, atol=1e-6)
     assert (tmp_path / "two.zip").exists()
+
+    evaluation = subprocess.run(
+        [*torchrun, "-m", "mixgym.cli", "eval", "two.zip", "--episodes", "1", *options[3:], "--results", "eval"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "eval" / "decisions.csv")) == 4  # the policy acted on the 2-process backend
