@@ -14,12 +14,7 @@ TINY = {"model": "pythia-tiny", "seq_len": 32, "micro_batch_size": 2, "grad_accu
 UNIFORM = np.full(5, 0.2)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_cuda_machine_gets_its_local_gpu_bf16_and_fused_adamw() -> None:

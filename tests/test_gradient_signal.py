@@ -20,12 +20,7 @@ TINY = {"model": "pythia-tiny", "seq_len": 32, "micro_batch_size": 2, "grad_accu
 MIXTURE = np.array([0.4, 0.3, 0.1, 0.1, 0.1])
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ class HFConfig:
         gradient_mode: ``"training"``, ``"probe"`` or ``"off"`` (module docstring).
         gradient_sketch_dim: ``"training"`` gradients kept exact (None), sketched to this
             many dimensions (an integer r), or ``"auto"``: exact while the K x D sums take
-            at most 256 MiB, else r = 4096 (`mixgym.llm_backend.gradient_signal`).
+            at most 256 MiB, else r = 65536 (`mixgym.llm_backend.gradient_signal`).
         layers: names of the chosen matrices (gradients, weight norms); None is the MLP
             output matrix of three layers spread through the network.
         eval_sequences: validation chunks per domain in the fixed evaluation batches.
