@@ -1,6 +1,8 @@
 """`mixgym bench` beyond one machine: the Ray engine gives the process engine's tables, shards
 add up to the whole grid, and bad --shard / --engine input is refused clearly."""
 
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -84,11 +86,15 @@ def test_the_ray_engine_gives_the_process_engines_summary(whole: Path, tmp_path:
 
     scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     monkeypatch.setenv("RAY_TMPDIR", scratch)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=scratch)
     try:
         result = run_bench(parse_config(GRID), tmp_path / "ray", progress=False, engine="ray", ray=RayOptions(cpus_per_cell=1))
     finally:
         ray.shutdown()
+        for number, handler in handlers.items():  # ray.init installs its own and leaves them
+            signal.signal(number, handler)
+        shutil.rmtree(scratch, ignore_errors=True)
     assert [o.status for o in result.outcomes] == ["done"] * 4, [o.error for o in result.outcomes]
     pd.testing.assert_frame_equal(_summary(tmp_path / "ray"), _summary(whole))
     with pytest.raises(ValueError, match="cpus_per_cell must be > 0"):

@@ -15,6 +15,7 @@ Needs ``pip install "mixgym[cluster]"`` (ray), imported only here.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: 
     """Run every cell not already finished under `out` as Ray tasks (module docstring)."""
     ray = import_ray()
     started_here = not ray.is_initialized()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     if started_here:
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
     try:
@@ -91,3 +93,5 @@ def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: 
     finally:
         if started_here:
             ray.shutdown()
+            for number, handler in handlers.items():  # ray.init replaces them and leaves them
+                signal.signal(number, handler)
