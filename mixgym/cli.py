@@ -8,6 +8,10 @@
   (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
 - ``mixgym agents`` lists every agent and its options with their defaults and sources.
 
+``train`` and ``eval`` also run as the processes of a torchrun job (``torchrun
+--nproc_per_node=G -m mixgym.cli train ...`` with ``--env backend=hf``): rank 0 runs the
+command, the others serve its backend (`mixgym.llm_backend.distributed`).
+
 Other packages add subcommands through `EXTENSIONS` (see there).
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -281,6 +287,39 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_command(args: argparse.Namespace) -> None:
+    """A rank > 0 of a torchrun job: build the environment `args` describes, as rank 0 does
+    (its backend is this process's replica of the run), and serve rank 0's commands."""
+    from mixgym.agents.base import read_metadata
+    from mixgym.agents.compare import env_for
+    from mixgym.llm_backend.distributed import serve
+
+    _set_threads(args.threads)
+    name = args.agent if args.command == "train" or args.policy is None else read_metadata(args.policy)[1]["agent"]
+    serve(env_for(name, dict(args.env)).unwrapped.backend)
+
+
+def _distributed(args: argparse.Namespace) -> int:
+    """Run `train` or `eval` as one process of a torchrun job (module docstring)."""
+    from mixgym.llm_backend.distributed import RankLost, session
+
+    if args.command not in ("train", "eval"):
+        raise ValueError(f"only train and eval run under torchrun, not {args.command}")
+    backend = dict(args.env).get("backend", "toy")
+    if backend != "hf":
+        raise ValueError(f"under torchrun the backend must be hf (--env backend=hf), got {backend!r}")
+    job = json.dumps({key: value for key, value in vars(args).items() if key != "func"}, sort_keys=True, default=str)
+    try:
+        with session(job=job, timeout_s=args.dist_timeout) as current:
+            if current.rank == 0:
+                return int(args.func(args))
+            _serve_command(args)
+            return 0
+    except RankLost as error:
+        print(f"mixgym {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
 def agents_command(args: argparse.Namespace) -> int:
     """List the agents and their options."""
     from mixgym.agents import AGENTS
@@ -340,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int_at_least(1), default=1, help="torch CPU threads (default 1: the agents' nets are small)"
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a collective may wait, including a process's wait for rank 0's next command; "
+        "a process lost for longer stops the job with an error (default 1800)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
@@ -451,17 +498,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-USER_ERRORS = (ValueError, TypeError, OSError)
-"""What a command's mistakes raise (bad values, missing or unwritable files, a full disk):
+USER_ERRORS = (ValueError, TypeError, OSError, DependencyNotInstalled)
+"""What a command's mistakes raise (bad values, missing or unwritable files, a full disk, a
+missing extra):
 printed as one line ``mixgym COMMAND: error: ...`` with exit code 2; ``--debug`` shows the
 traceback instead."""
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mixgym.llm_backend.distributed import launched
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        return _distributed(args) if launched() else int(args.func(args))
     except USER_ERRORS as error:
         if args.debug:
             raise

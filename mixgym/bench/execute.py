@@ -76,7 +76,7 @@ def finished(out: Path, cell: Cell) -> bool:
     return (cell_dir(out, cell) / "summary.json").exists()
 
 
-def run_one(cell: Cell, out: Path, runner: CellRunner) -> CellOutcome:
+def run_one_cell(cell: Cell, out: Path, runner: CellRunner) -> CellOutcome:
     """Run `cell` in this process: in its partial folder, renamed to its final name once finished."""
     from mixgym.experiment import RunStopped
 
@@ -106,7 +106,7 @@ def _cell_process(cell: Cell, out: Path, runner: CellRunner) -> None:
         import torch
 
         torch.set_num_threads(1)  # cells run side by side: more threads per cell oversubscribe the cores
-        outcome = run_one(cell, out, runner)
+        outcome = run_one_cell(cell, out, runner)
     raise SystemExit({"done": 0, "failed": _FAILED, "stopped": _STOPPED}[outcome.status])
 
 
