@@ -126,17 +126,23 @@ class BenchConfig:
         for label, options in self.backends.items():
             digest = input_digest({**options, **self.proxy}) if self.mode == "proxy" else input_digest(options)
             for seed in self.seeds:
-                for agent, agent_options in self.agents.items():
-                    agent_options = dict(agent_options)
-                    pinned = tuple(agent_options.pop("rewards", ()))
-                    rewards = pinned or (self.rewards[:1] if agent == "uniform" else self.rewards)
-                    for reward in dict.fromkeys(rewards):
-                        cell = self._cell(agent, agent_options, reward, label, options, seed, digest)
-                        cells.setdefault(cell.key, cell)
-                if "uniform" not in self.agents:
-                    cell = self._cell("uniform", {}, self.rewards[0], label, options, seed, digest)
-                    cells.setdefault(cell.key, cell)
+                for agent, agent_options, reward in self.runs():
+                    cell = self._cell(agent, agent_options, reward, label, options, seed, digest)
+                    cells.setdefault(cell.key, cell)  # identical cells run once
         return list(cells.values())
+
+    def runs(self) -> list[tuple[str, dict[str, Any], str]]:
+        """(agent, its options, reward) of every run on each backend and seed, uniform included:
+        an agent runs with its pinned rewards or the grid's (uniform with the first only)."""
+        runs = []
+        for agent, agent_options in self.agents.items():
+            options = dict(agent_options)
+            pinned = tuple(options.pop("rewards", ()))
+            rewards = pinned or (self.rewards[:1] if agent == "uniform" else self.rewards)
+            runs += [(agent, options, reward) for reward in dict.fromkeys(rewards)]
+        if "uniform" not in self.agents:
+            runs.append(("uniform", {}, self.rewards[0]))
+        return runs
 
     def _cell(
         self, agent: str, agent_options: dict[str, Any], reward: str, label: str, options: dict[str, Any], seed: int, digest: str
@@ -272,22 +278,19 @@ def validate(config: BenchConfig) -> None:
     """
     from mixgym.agents.base import check_action_map, check_per_domain, make_config
 
-    options_of = {agent: {k: v for k, v in options.items() if k != "rewards"} for agent, options in config.agents.items()}
-    configs = {agent: make_config(agent, **options) for agent, options in options_of.items()}
-    rewards = {r for options in config.agents.values() for r in options.get("rewards", ())} | set(config.rewards)
+    runs = [(agent, make_config(agent, **options), reward) for agent, options, reward in config.runs()]
     for label, backend in config.backends.items():
         variants = {"backends." + label: backend}
         if config.mode == "proxy" and config.proxy:
             variants[f"backends.{label} with 'proxy'"] = {**backend, **config.proxy}
         for where, options in variants.items():
-            for reward in sorted(rewards):
-                for agent, agent_config in {**configs, "uniform": make_config("uniform")}.items():
-                    try:
-                        domains, action_map = _environment(agent, {**config.env, **options}, reward)
-                        check_action_map(agent, _Facts(domains, action_map), _action_maps(agent))
-                        check_per_domain(agent, agent_config, domains)
-                    except (TypeError, ValueError) as error:
-                        raise type(error)(f"{where}, reward {reward!r}: {error}") from None
+            for agent, agent_config, reward in runs:
+                try:
+                    domains, action_map = _environment(agent, {**config.env, **options}, reward)
+                    check_action_map(agent, _Facts(domains, action_map), _action_maps(agent))
+                    check_per_domain(agent, agent_config, domains)
+                except (TypeError, ValueError) as error:
+                    raise type(error)(f"{where}, reward {reward!r}: {error}") from None
 
 
 @dataclass(frozen=True)
