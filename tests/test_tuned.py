@@ -39,12 +39,12 @@ def test_gamma_and_learning_rate_overrides_and_bad_gamma() -> None:
     agent = make_agent("ppo-tuned", env, gamma=1.0, learning_rate=3e-4)
     assert agent.model.gamma == 1.0 and agent.model.learning_rate == 3e-4
     for bad in (0.0, 1.5, -0.2, float("nan")):
-        with pytest.raises(ValueError, match=rf"gamma must be in \(0, 1\], got {bad!r}"):
+        with pytest.raises(ValueError, match=rf"gamma must be in \(0.0, 1.0\], got {bad!r}"):
             make_agent("ppo-tuned", env, gamma=bad)
     for preset in ("acodm", "hds"):
-        with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\], got 1.01"):
+        with pytest.raises(ValueError, match=r"gamma must be in \(0.0, 1.0\], got 1.01"):
             make_agent(preset, env, gamma=1.01)
-    with pytest.raises(ValueError, match="learning_rate must be > 0, got -1"):
+    with pytest.raises(ValueError, match="learning_rate must be > 0.0, got -1"):
         make_agent("ppo-tuned", env, learning_rate=-1)
 
 

@@ -42,7 +42,8 @@ from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckA
 from torch import nn
 
 from mixgym.agents.base import EnvFacts
-from mixgym.agents.sb3_presets import SB3Agent, SB3Config, check_gamma, register_sb3, sb3_arguments
+from mixgym.agents.sb3_presets import SB3Agent, SB3Config, register_sb3, sb3_arguments
+from mixgym.validation import number
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 """Where the rl_zoo3 hyper-parameter files live (``<algo>.yml``)."""
@@ -134,16 +135,18 @@ class TunedConfig(SB3Config):
     learning_rate: float | None = field(default=None, metadata={"help": "Adam rate; None: the file's (searched)"})
 
     def __post_init__(self) -> None:
-        check_gamma(self.gamma)
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        super().__post_init__()
+        if self.gamma is not None:
+            number("gamma", self.gamma, maximum=1.0, above=0.0)
+        if self.learning_rate is not None:
+            number("learning_rate", self.learning_rate, above=0.0)
 
 
 def _build_tuned(name: str, algorithm: str, env: gym.Env, config: TunedConfig) -> SB3Agent:
     facts = EnvFacts.of(env)
     settings = read_hyperparams(hyperparams_file(algorithm), config.entry, facts.num_domains)
     settings.update({key: value for key in ("gamma", "learning_rate") if (value := getattr(config, key)) is not None})
-    check_gamma(settings.get("gamma"))
+    number(f"gamma of {config.entry!r} in {hyperparams_file(algorithm)}", settings.get("gamma", 0.99), maximum=1.0, above=0.0)
     cls = _ALGORITHMS[algorithm]
     model = cls("MlpPolicy", env, **sb3_arguments(name, cls, config, **settings))
     return SB3Agent(name, config, model, facts)
