@@ -202,9 +202,12 @@ def run(args: argparse.Namespace) -> int:
     todo = [c for c in cells if not (out / c.task / c.folder / "summary.json").exists()]
     log = out / f"{args.task}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.task}.json").write_text(
-        json.dumps({"train_decisions": args.train_decisions, "train_seeds": args.train_seeds, "task": task_options(args.task)})
-    )
+    meta_file = out / f"{args.task}.json"
+    earlier = json.loads(meta_file.read_text()) if meta_file.exists() else {"train_decisions": args.train_decisions, "train_seeds": []}
+    if earlier["train_decisions"] != args.train_decisions:
+        raise SystemExit(f"{out} holds cells learned for {earlier['train_decisions']} decisions, not {args.train_decisions}: use another --out")
+    seeds = sorted(set(earlier["train_seeds"]) | set(args.train_seeds))  # a run on fewer seeds keeps the others' cells in the report
+    meta_file.write_text(json.dumps({"train_decisions": args.train_decisions, "train_seeds": seeds, "task": task_options(args.task)}))
     print(f"{len(cells)} cells, {len(todo)} to run, {args.workers} workers; progress in {log}", flush=True)
     failed = 0
     started = time.perf_counter()

@@ -118,9 +118,20 @@ def test_bad_baselines_are_refused_naming_the_value(baseline, match: str) -> Non
         MixingEnv(reward="advantage", reward_kwargs={"baseline": baseline}, **SMALL)
 
 
-def test_terminal_must_be_a_bool() -> None:
-    with pytest.raises(ValueError, match="terminal must be True or False, got 'yes'"):
-        MixingEnv(reward="advantage", reward_kwargs={"terminal": "yes"}, **SMALL)
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"terminal": "yes"}, "terminal must be True or False, got 'yes'"),
+        ({"terminal": 1}, "terminal must be True or False, got 1"),
+        ({"scale": True}, "reward_kwargs scale must be a number, got True"),
+        ({"scale": 0.0}, r"reward_kwargs scale must be > 0.0, got 0.0"),
+        ({"baseline": ("0.2", 0.2, 0.2, 0.2, 0.2)}, r"baseline mixture's weights must be numbers, got \('0.2'"),
+        ({"baseline": 5}, "baseline must be 'uniform' or 'natural' or K mixture weights, got 5"),
+    ],
+)
+def test_bad_options_are_refused_by_type_and_range(options: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):  # a TypeError of the reward arrives as make_reward's ValueError
+        MixingEnv(reward="advantage", reward_kwargs=options, **SMALL)
 
 
 class NoTwinBackend(ToyBackend):

@@ -116,3 +116,9 @@ def test_registered_ids_pin_their_layout(version: str) -> None:
         env = gym.make(env_id, total_steps=30)
         assert env.unwrapped.layout.features == LAYOUTS[version], env_id
     assert set(LAYOUTS["v0"]) | set(LAYOUTS["v1"]) | set(TWIN_FEATURES) == set(FEATURES)
+
+
+@pytest.mark.parametrize("observation", [3, None, {"v1": 1}, ["v1", 2]])
+def test_observation_of_the_wrong_type_is_refused(observation) -> None:
+    with pytest.raises(TypeError, match="observation must be a layout name or a list of block/layout names, got"):
+        MixingEnv(observation=observation, total_steps=30)

@@ -80,6 +80,8 @@ def resolve_features(observation: str | Sequence[str], twin: bool = False) -> tu
     """The block names of `observation`: a layout name, or a list of block and layout names
     (a layout name stands for its blocks), each block at most once. With a baseline `twin`,
     "v1" ends with ``baseline_ratio``."""
+    if not isinstance(observation, (str, list, tuple)) or not all(isinstance(name, str) for name in observation):
+        raise TypeError(f"observation must be a layout name or a list of block/layout names, got {observation!r}")
     names = [observation] if isinstance(observation, str) else list(observation)
     blocks: list[str] = []
     for name in names:

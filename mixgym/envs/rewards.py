@@ -12,6 +12,7 @@ the environment is built, and the components they report (`Reward.components`), 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -439,14 +440,24 @@ class AdvantageReward(Reward):
     requires = frozenset({Signal.TWIN})
 
     def __post_init__(self) -> None:
-        if isinstance(self.baseline, str) and self.baseline not in BASELINES:
-            raise ValueError(
-                f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)} or give K mixture weights"
-            )
+        if isinstance(self.baseline, str):
+            if self.baseline not in BASELINES:
+                raise ValueError(
+                    f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)} or give K mixture weights"
+                )
+        elif isinstance(self.baseline, (list, tuple, np.ndarray)):
+            if not all(isinstance(w, numbers.Real) and not isinstance(w, (bool, np.bool_)) for w in self.baseline):
+                raise TypeError(f"the baseline mixture's weights must be numbers, got {self.baseline!r}")
+            weights = np.asarray(self.baseline, dtype=np.float64)
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError(f"the baseline mixture's weights must be finite and non-negative, got {self.baseline!r}")
+            if not weights.sum() > 0:
+                raise ValueError(f"the baseline mixture's weights are all zero: {self.baseline!r}")
+        else:
+            raise TypeError(f"baseline must be {' or '.join(map(repr, BASELINES))} or K mixture weights, got {self.baseline!r}")
         if not isinstance(self.terminal, (bool, np.bool_)):
-            raise ValueError(f"terminal must be True or False, got {self.terminal!r}")
-        if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not (0 < self.scale < math.inf):
-            raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
+            raise TypeError(f"terminal must be True or False, got {self.terminal!r}")
+        number("reward_kwargs scale", self.scale, above=0.0)
 
     def baseline_mixture(self, domains: list[str], domain_sizes: np.ndarray) -> np.ndarray:
         """The twin's mixture over `domains` (checked; weights divided by their sum)."""
@@ -461,11 +472,7 @@ class AdvantageReward(Reward):
         weights = np.asarray(self.baseline, dtype=np.float64)
         if weights.shape != (k,):
             raise ValueError(f"the baseline mixture needs K={k} weights (one per domain of {domains}), got {self.baseline!r}")
-        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError(f"the baseline mixture's weights must be finite and non-negative, got {self.baseline!r}")
-        if not weights.sum() > 0:
-            raise ValueError(f"the baseline mixture's weights are all zero: {self.baseline!r}")
-        return weights / weights.sum()
+        return weights / weights.sum()  # finite, non-negative, not all zero: checked at construction
 
     def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
         return {"advantage": (), "baseline_objective": (), "baseline_eval_loss": (num_domains,)}
