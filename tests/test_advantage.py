@@ -152,29 +152,26 @@ def test_natural_baseline_follows_domain_sizes() -> None:
     assert np.allclose(env.baseline_mixture, sizes / sizes.sum()) and not np.allclose(env.baseline_mixture, 1 / 8)
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_hf_twin_replays_the_run_and_costs_a_second_model() -> None:
-    """The HF backend's twin: same initial weights, same data and plan draws, its own model."""
-    torch = pytest.importorskip("torch")
+    """The HF backend's twin: same initial weights, same data and plan draws, its own model;
+    it records no per-domain gradients (the agent's run does: gradient_mode "training")."""
     pytest.importorskip("transformers")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        options = {"model": "pythia-tiny", "seq_len": 32, "micro_batch_size": 2, "grad_accumulation": 3}
-        env = MixingEnv(backend="hf", reward="advantage", action_map="simplex", total_steps=6, steps_per_action=2, **options)
-        assert env.twin.model is not env.backend.model and env.twin._streams[0] is not env.backend._streams[0]
-        assert env.twin._streams[0].chunks is env.backend._streams[0].chunks  # tokenised data shared, not copied
-        rewards, infos = episode(env, 3, np.ones((3, 5)))  # the agent plays the baseline (uniform)
-        assert rewards == [0.0] * 3
-        skewed = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
-        rewards, infos = episode(env, 3, np.tile(skewed, (3, 1)))
-        assert sum(rewards) == pytest.approx(float(infos[-1]["reward/advantage"]), abs=1e-12)
-        assert float(infos[-1]["reward/advantage"]) != 0.0
-        plain = MixingEnv(backend="hf", reward="eval_loss", action_map="simplex", total_steps=6, steps_per_action=2, **options)
-        _, plain_infos = episode(plain, 3, np.ones((3, 5)))
-        for agent_info, baseline_info in zip(infos[1:], plain_infos[1:]):
-            assert np.array_equal(agent_info["reward/baseline_eval_loss"], baseline_info["eval_loss"])
-    finally:
-        torch.set_num_threads(threads)
+    options = {"model": "pythia-tiny", "seq_len": 32, "micro_batch_size": 2, "grad_accumulation": 3}
+    env = MixingEnv(backend="hf", reward="advantage", action_map="simplex", total_steps=6, steps_per_action=2, **options)
+    assert env.twin.model is not env.backend.model and env.twin._streams[0] is not env.backend._streams[0]
+    assert env.twin._streams[0].chunks is env.backend._streams[0].chunks  # tokenised data shared, not copied
+    assert env.backend._gradients is not None and env.twin._gradients is None
+    rewards, infos = episode(env, 3, np.ones((3, 5)))  # the agent plays the baseline (uniform)
+    assert rewards == [0.0] * 3
+    skewed = np.array([0.6, 0.1, 0.1, 0.1, 0.1])
+    rewards, infos = episode(env, 3, np.tile(skewed, (3, 1)))
+    assert sum(rewards) == pytest.approx(float(infos[-1]["reward/advantage"]), abs=1e-12)
+    assert float(infos[-1]["reward/advantage"]) != 0.0
+    plain = MixingEnv(backend="hf", reward="eval_loss", action_map="simplex", total_steps=6, steps_per_action=2, **options)
+    _, plain_infos = episode(plain, 3, np.ones((3, 5)))
+    for agent_info, baseline_info in zip(infos[1:], plain_infos[1:]):
+        assert np.array_equal(agent_info["reward/baseline_eval_loss"], baseline_info["eval_loss"])
 
 
 def test_scale_multiplies_the_reward_not_the_components() -> None:
@@ -184,5 +181,5 @@ def test_scale_multiplies_the_reward_not_the_components() -> None:
     assert scaled == pytest.approx([100.0 * r for r in plain], rel=1e-12, abs=1e-15)
     assert sum(scaled) == pytest.approx(100.0 * float(infos[-1]["reward/advantage"]), rel=1e-9)
     for bad in (0.0, -1.0, float("inf"), "10"):
-        with pytest.raises(ValueError, match="scale must be a finite number > 0, got"):
+        with pytest.raises(ValueError, match="reward_kwargs scale must be (a number|> 0.0|a finite number), got"):
             MixingEnv(reward="advantage", reward_kwargs={"scale": bad}, **SMALL)

@@ -545,9 +545,13 @@ class HFBackend:
         weights and replays the same random numbers: each domain's chunk order comes from its
         own stream, the micro-batch plan draws the same uniform numbers whatever the mixture
         (mapped to domains through its CDF, `draw_plan`), and dropout draws from the run's own
-        torch generator. It doubles the memory and compute of training.
+        torch generator. It doubles the memory and compute of training; the twin records no
+        per-domain gradients (``gradient_mode="off"``: the hooks read gradients without changing
+        them, and nothing reads the twin's).
         """
         twin = copy.copy(self)
+        twin.config = replace(self.config, gradient_mode="off")
+        twin.signals = self.signals - {Signal.GRADIENTS}
         twin._streams = [_DomainStream(stream.chunks) for stream in self._streams]
         twin.reset(seed=0)  # rebinds model, optimizer, scheduler, RNGs and cursors: nothing mutable is shared
         return twin
