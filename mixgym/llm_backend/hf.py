@@ -65,9 +65,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, check_options, validate_mixture
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
-from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
+from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -112,8 +112,11 @@ class HFConfig:
         corpus: the corpus folder (`mixgym.llm_backend.corpus`); None is the packaged
             sample corpus (`mixgym.data.SAMPLE_CORPUS`).
         tokenizer: a local tokenizer folder; None trains a byte-level BPE of `vocab_size`
-            ids on the corpus' training split (cached beside the corpus).
-        vocab_size: ids of the trained tokenizer (ignored when `tokenizer` is given).
+            ids on the corpus' training split (cached beside the corpus, one per size).
+        vocab_size: ids of the trained tokenizer (ignored when `tokenizer` is given); None
+            is the model config's ``vocab_size`` when `model` is a config, a config file or
+            a folder (so a user's own config fits the tokenizer trained for it), and 4096
+            for a preset.
         tokenizer_cache: where to cache trained tokenizers instead of beside the corpus.
         validation_fraction: held-out share of a domain that gives no split.
         total_steps: optimizer-step budget of one run (the schedule's length).
@@ -145,7 +148,7 @@ class HFConfig:
     model: Any = "pythia-tiny"
     corpus: str | Path | None = None
     tokenizer: str | Path | None = None
-    vocab_size: int = DEFAULT_VOCAB_SIZE
+    vocab_size: int | None = None
     tokenizer_cache: str | Path | None = None
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     total_steps: int = 200
@@ -168,6 +171,8 @@ class HFConfig:
     def __post_init__(self) -> None:
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
             value = getattr(self, name)
+            if name == "vocab_size" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.seq_len < 2:
@@ -245,6 +250,22 @@ def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
         return transformers.AutoConfig.for_model(model_type, **fields), None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"cannot read a model config from {str(path)!r}: {type(error).__name__}: {error}") from None
+
+
+def _tokenizer_vocab_size(vocab_size: int | None, model_config: Any) -> int:
+    """Ids of the BPE to train: the user's `vocab_size`, else the model config's (None for a
+    preset: the default 4096)."""
+    if vocab_size is not None:
+        return int(vocab_size)
+    if model_config is None:
+        return DEFAULT_VOCAB_SIZE
+    size = getattr(model_config, "vocab_size", None)
+    if not isinstance(size, int) or size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"the model config's vocab_size {size!r} is too small for a trained byte-level BPE (at least "
+            f"{MIN_VOCAB_SIZE} ids): give a tokenizer folder (tokenizer=...) or a config with a larger vocab_size"
+        )
+    return size
 
 
 def _max_positions(config: Any) -> int | None:
@@ -326,9 +347,10 @@ class _GradientDifferencer:
     """Per-domain sums of micro-batch gradients of the chosen matrices, from the change of the
     accumulated ``.grad`` across each micro-batch's backward pass."""
 
-    def __init__(self, params: list[Any], num_domains: int, torch: Any) -> None:
+    def __init__(self, params: list[Any], num_domains: int) -> None:
+        import torch
+
         self.params = params
-        self._torch = torch
         sizes = [p.numel() for p in params]
         self.slices = [slice(a, a + n) for a, n in zip(np.cumsum([0] + sizes[:-1]), sizes)]
         dim = sum(sizes)
@@ -347,12 +369,14 @@ class _GradientDifferencer:
 
     def record(self, domain: int) -> None:
         """Add the gradient of the micro-batch just back-propagated to `domain`'s row."""
+        import torch
+
         row = self.sums[domain]
         for param, where in zip(self.params, self.slices):
             if param.grad is None:
                 continue
             grad, previous = param.grad.reshape(-1), self.previous[where]
-            row[where].add_(self._torch.sub(grad, previous, out=previous))  # the exact change, as AC-ODM
+            row[where].add_(torch.sub(grad, previous, out=previous))  # the exact change, as AC-ODM
             previous.copy_(grad)
         self.counts[domain] += 1
 
@@ -377,13 +401,10 @@ class HFBackend:
     def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
         config = config or HFConfig()
         if overrides:
-            unknown = sorted(set(overrides) - set(HFConfig.__dataclass_fields__))
-            if unknown:
-                raise ValueError(f"unknown HFBackend option(s) {unknown}; known: {sorted(HFConfig.__dataclass_fields__)}")
+            check_options(type(self).__name__, overrides, HFConfig.__dataclass_fields__)
             config = replace(config, **overrides)
         self.config = config
         torch, transformers = _import_torch_transformers()
-        self._torch = torch
         self._device = torch.device(config.device)
         model_config, self._pretrained = _model_spec(config.model, transformers)
 
@@ -392,7 +413,8 @@ class HFBackend:
         if config.tokenizer is not None:
             self.tokenizer: TextTokenizer = load_tokenizer(config.tokenizer)
         else:
-            self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, config.vocab_size, config.tokenizer_cache)
+            vocab_size = _tokenizer_vocab_size(config.vocab_size, model_config)
+            self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, vocab_size, config.tokenizer_cache)
         self._model_config = self._finish_model_config(model_config)
         limit = _max_positions(self._model_config)
         if limit is not None and config.seq_len > limit:
@@ -432,16 +454,20 @@ class HFBackend:
         if model_config is None:
             return preset_config(self.config.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         if tok.vocab_size > model_config.vocab_size:
+            given = f"tokenizer={self.config.tokenizer!r}" if self.config.tokenizer else f"vocab_size={self.config.vocab_size}"
             raise ValueError(
-                f"the tokenizer ({tok.source}) has {tok.vocab_size} ids but the model's vocabulary has "
-                f"{model_config.vocab_size}: use a matching tokenizer or model (vocab_size=...)"
+                f"the tokenizer ({tok.source}, from {given}) has {tok.vocab_size} ids but the model's vocabulary has "
+                f"{model_config.vocab_size}: give a smaller vocab_size, a matching tokenizer, or leave both out to "
+                "train one of the model's size"
             )
         model_config.bos_token_id, model_config.eos_token_id, model_config.pad_token_id = tok.bos_id, tok.eos_id, tok.pad_id
         return model_config
 
     def _make_data(self) -> None:
         """Tokenise the corpus into per-domain chunk streams, evaluation and probe batches."""
-        torch, cfg = self._torch, self.config
+        import torch
+
+        cfg = self.config
         self._streams, self._eval_batches, self._probe_batches, sizes = [], [], [], []
         for domain in self.corpus.domains:
             chunks = {}
@@ -477,7 +503,9 @@ class HFBackend:
     def reset(self, seed: int) -> None:
         """Fresh model (random init from `seed`, or the pretrained weights), optimizer,
         schedule, data order and RNGs."""
-        torch, cfg = self._torch, self.config
+        import torch
+
+        cfg = self.config
         from transformers import AutoModelForCausalLM
 
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
@@ -509,7 +537,7 @@ class HFBackend:
         self._mixture_rng = np.random.default_rng(mixture_seed)
         for stream, domain_seed in zip(self._streams, domain_seeds):
             stream.reset(domain_seed)
-        self._differencer = _GradientDifferencer(matrices, len(self.domains), torch) if cfg.gradient_mode == "difference" else None
+        self._differencer = _GradientDifferencer(matrices, len(self.domains)) if cfg.gradient_mode == "difference" else None
         self._previous_weights = [p.detach().clone() for p in matrices]
         self._step = 0
 
@@ -528,11 +556,13 @@ class HFBackend:
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """`n_steps` AdamW steps; each micro-batch's domain drawn from `mixture` (see
         `HFConfig.every_domain`)."""
+        import torch
+
         start = time.perf_counter()
         mixture = validate_mixture(mixture, len(self.domains))
         if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-        torch, cfg, k = self._torch, self.config, len(self.domains)
+        cfg, k = self.config, len(self.domains)
         plan = self._plan(mixture, int(n_steps))
         self.micro_batch_domains = plan
         self._previous_weights = [p.detach().clone() for _, p in self._matrices]
@@ -576,7 +606,9 @@ class HFBackend:
     def _own_rng(self) -> Iterator[None]:
         """Run with the backend's own torch RNG streams (dropout, if the model has any), so
         that other torch users in the process (an SB3 agent) neither disturb nor see them."""
-        torch, cuda = self._torch, self._device.type == "cuda"
+        import torch
+
+        cuda = self._device.type == "cuda"
         with torch.random.fork_rng(devices=[self._device.index or 0] if cuda else []):
             torch.set_rng_state(self._rng_states["cpu"])
             if cuda:
@@ -592,7 +624,8 @@ class HFBackend:
 
     def evaluate(self) -> dict[str, float]:
         """Mean next-token loss per domain on its fixed validation chunks."""
-        torch = self._torch
+        import torch
+
         self.model.eval()
         losses = {}
         with torch.no_grad():
@@ -608,11 +641,12 @@ class HFBackend:
         call (zeros before the first call, or for a domain that got no micro-batch).
         ``"probe"``: the gradient at the current weights on each domain's fixed probe batch.
         """
+        import torch
+
         if self.config.gradient_mode == "off":
             raise RuntimeError("gradient_mode='off': this backend reports no gradients")
         if self._differencer is not None:
             return self._differencer.means(self.config.grad_accumulation)
-        torch = self._torch
         matrices = [p for _, p in self._matrices]
         self.model.eval()
         rows = []
@@ -623,8 +657,10 @@ class HFBackend:
         return np.stack(rows)
 
     def weight_stats(self) -> WeightStats:
+        import torch
+
         norms, updates = [], []
-        with self._torch.no_grad():
+        with torch.no_grad():
             for (_, p), before in zip(self._matrices, self._previous_weights):
                 norms.append(float(p.double().norm()))
                 updates.append(float((p - before).double().norm()))
@@ -651,6 +687,22 @@ class HFBackend:
             "gradients": None if differencer is None else (differencer.sums.clone(), differencer.counts.copy()),
             "micro_batch_domains": self.micro_batch_domains.copy(),
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `pickle` and `copy.deepcopy` carry: the configuration and `state_dict`.
+
+        Not the corpus nor its tokens: a real corpus is hundreds of MB of token ids, and the
+        folder it came from is where the copy runs too (on this machine, or a worker that
+        trains on it), so the copy reads it again (`load_corpus` keeps loaded corpora in
+        memory, the tokenizer comes from its cache) and `load_state_dict`'s fingerprint check
+        refuses a corpus or tokenizer that changed in between. Nor the torch and tokenizers
+        objects, which are rebuilt (a module object cannot be pickled).
+        """
+        return {"config": self.config, "state": self.state_dict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+        self.load_state_dict(state["state"])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("fingerprint") != self._fingerprint():

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, check_options, validate_mixture
 
 DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
 """Domain archetypes, in the order `default_domains` hands them out."""
@@ -225,6 +225,15 @@ class _Task:
     probe_y: np.ndarray  # (K, P)
     token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
+    checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(digest_size=16)
+        for value in (self.train_x, self.train_y, self.offsets, self.sizes, self.eval_x, self.eval_y,
+                      self.probe_x, self.probe_y, self.token_base):
+            digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
+            value.flags.writeable = False  # shared by every backend (and copy) of the task
+        self.checksum = digest.hexdigest()
 
 
 def _make_task(cfg: ToyConfig) -> _Task:
@@ -322,11 +331,7 @@ class ToyBackend:
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
         if overrides:
-            unknown = sorted(set(overrides) - set(ToyConfig.__dataclass_fields__))
-            if unknown:
-                raise ValueError(
-                    f"unknown ToyBackend option(s) {unknown}; known: {sorted(ToyConfig.__dataclass_fields__)}"
-                )
+            check_options(type(self).__name__, overrides, ToyConfig.__dataclass_fields__)
             if "num_domains" in overrides and "domains" not in overrides:
                 overrides["domains"] = None
             config = replace(config, **overrides)
@@ -355,9 +360,17 @@ class ToyBackend:
 
     def reset(self, seed: int) -> None:
         """Fresh student (1/sqrt(fan-in) init), zero momentum, sampling RNG from `seed`."""
-        cfg = self.config
         init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-        d, h = self._task.input_dim, cfg.hidden_dim
+        self._allocate()
+        for w in self._params:
+            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
+        self._previous_theta = self._theta.copy()
+        self._step = 0
+
+    def _allocate(self) -> None:
+        """Zero flat parameter, gradient and momentum vectors, and the per-matrix views of the
+        first two (one vector op then updates every matrix)."""
+        d, h = self._task.input_dim, self.config.hidden_dim
         shapes = [(d, h), (h, h), (h, 1)]
         self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
         self._grad = np.zeros_like(self._theta)
@@ -366,10 +379,6 @@ class ToyBackend:
         self._grads = self._views(self._grad, shapes)
         bounds = np.cumsum([0] + [w.size for w in self._params])
         self._layer_slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        for w in self._params:
-            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
-        self._previous_theta = self._theta.copy()
-        self._step = 0
 
     @staticmethod
     def _views(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
@@ -475,9 +484,22 @@ class ToyBackend:
             update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in self._layer_slices]),
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What `pickle` and `copy.deepcopy` carry: the configuration (the task's seed
+        included) and `state_dict`, a few KB. Not the task's data (9 MB at K=5): the copy
+        rebuilds it from the seed, and its checksum must match the original's. A plain copy
+        of the attributes would also break the views of the flat parameter vector, leaving a
+        copy whose SGD steps update a vector the model no longer reads."""
+        return {"config": self.config, "state": self.state_dict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+        self.load_state_dict(state["state"])
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.config.fingerprint(),
+            "data_checksum": self._task.checksum,
             "step": self._step,
             "theta": self._theta.copy(),
             "velocity": self._velocity.copy(),
@@ -490,6 +512,12 @@ class ToyBackend:
             raise ValueError(
                 f"state is from a toy task with fingerprint {state.get('fingerprint')!r}, "
                 f"this backend's is {self.config.fingerprint()!r}"
+            )
+        if state.get("data_checksum", self._task.checksum) != self._task.checksum:
+            raise ValueError(
+                f"the toy task's data rebuilt from task_seed={self.config.task_seed} differs from the one the state "
+                f"was saved with (checksum {self._task.checksum} != {state['data_checksum']}): a different numpy or "
+                "platform draws it differently"
             )
         self._step = int(state["step"])
         self._theta[...] = state["theta"]
