@@ -223,14 +223,14 @@ class _Task:
     eval_y: np.ndarray  # (K, E)
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
-    token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    train_tokens: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int16))  # (N, d) token ids
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
     checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
 
     def __post_init__(self) -> None:
         digest = hashlib.blake2b(digest_size=16)
         for value in (self.train_x, self.train_y, self.offsets, self.sizes, self.eval_x, self.eval_y,
-                      self.probe_x, self.probe_y, self.token_base):
+                      self.probe_x, self.probe_y, self.train_tokens):
             digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
             value.flags.writeable = False  # shared by every backend (and copy) of the task
         self.checksum = digest.hexdigest()
@@ -287,8 +287,11 @@ def _make_task(cfg: ToyConfig) -> _Task:
     probes = [draw(k, cfg.probe_size) for k in range(len(domains))]
     sizes = np.array([s.size for s in domains], dtype=np.int64)
     f32 = np.float32
+    train_x = np.concatenate([x for x, _ in train]).astype(f32)
+    bins = np.clip(((train_x[:, :d] + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+    token_base = np.arange(d, dtype=np.int64) * _TOKEN_BINS
     return _Task(
-        train_x=np.concatenate([x for x, _ in train]).astype(f32),
+        train_x=train_x,
         train_y=np.concatenate([y for _, y in train]).astype(f32),
         offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
         sizes=sizes,
@@ -296,7 +299,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
         eval_y=np.stack([y for _, y in evals]).astype(f32),
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
-        token_base=np.arange(d, dtype=np.int64) * _TOKEN_BINS,
+        train_tokens=(bins + token_base).astype(np.min_scalar_type(d * _TOKEN_BINS)),
         input_dim=d + k_total + 1,
     )
 
@@ -415,44 +418,58 @@ class ToyBackend:
         index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
         xs, ys = task.train_x[index], task.train_y[index][..., None]
         errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
-        w1, w2, w3 = self._params
-        g1, g2, g3 = self._grads
-        scale = np.float32(2.0 / cfg.batch_size)
-        for t in range(n_steps):
-            x = xs[t]
-            h1 = np.tanh(x @ w1)
-            h2 = np.tanh(h1 @ w2)
-            err = np.subtract(h2 @ w3, ys[t], out=errors[t])
-            d_out = err * scale
-            d2 = (d_out @ w3.T) * (1 - h2 * h2)
-            d1 = (d2 @ w2.T) * (1 - h1 * h1)
-            np.matmul(x.T, d1, out=g1)
-            np.matmul(h1.T, d2, out=g2)
-            np.matmul(h2.T, d_out, out=g3)
-            self._velocity *= cfg.momentum
-            self._velocity += self._grad
-            self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
-            self._step += 1
-        sq_err = errors[..., 0] ** 2
+        learning_rates = [np.float32(self.learning_rate(self._step + t)) for t in range(n_steps)]
+        self._sgd(xs, ys, errors, learning_rates)
+        self._step += n_steps
         samples = np.bincount(domain.ravel(), minlength=k)
-        loss_sum = np.bincount(domain.ravel(), weights=sq_err.ravel(), minlength=k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
-        bins = np.clip(((xs[..., : cfg.input_dim] + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+        loss_sum = np.bincount(domain.ravel(), weights=(errors[..., 0] ** 2).ravel(), minlength=k)
+        train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
         return TrainStats(
             samples=samples,
             train_loss=train_loss,
             tokens=int(samples.sum()) * cfg.input_dim,
             wall_time=time.perf_counter() - start,
             learning_rate=self.learning_rate(self._step - 1),
-            token_ids=(bins + task.token_base).reshape(n_steps, -1),
+            token_ids=task.train_tokens[index].astype(np.int64).reshape(n_steps, -1),
         )
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sgd(self, xs: np.ndarray, ys: np.ndarray, errors: np.ndarray, learning_rates: list[np.float32]) -> None:
+        """One SGD-with-momentum step per batch ``xs[t]`` (forward, backward, update), the
+        errors written to `errors`. Every array is allocated once per call and written with
+        ``out=``: at these sizes (32 x 32 matrices) numpy's per-call overhead, not arithmetic,
+        is most of the cost."""
         w1, w2, w3 = self._params
-        h1 = np.tanh(x @ w1)
+        g1, g2, g3 = self._grads
+        w2_t, w3_t = w2.T, w3.T
+        h1, h2, d1, d2, slope = (np.empty((xs.shape[1], w2.shape[0]), dtype=np.float32) for _ in range(5))
+        d_out = np.empty((xs.shape[1], 1), dtype=np.float32)
+        update = np.empty_like(self._theta)
+        scale, momentum, one = np.float32(2.0 / self.config.batch_size), np.float32(self.config.momentum), np.float32(1)
+        for x, y, err, learning_rate in zip(xs, ys, errors, learning_rates):
+            np.tanh(np.matmul(x, w1, out=h1), out=h1)
+            np.tanh(np.matmul(h1, w2, out=h2), out=h2)
+            np.subtract(np.matmul(h2, w3, out=err), y, out=err)
+            np.multiply(err, scale, out=d_out)
+            np.matmul(d_out, w3_t, out=d2)  # the outer product d_out w3^T
+            np.multiply(d2, np.subtract(one, np.multiply(h2, h2, out=slope), out=slope), out=d2)  # tanh' = 1 - h^2
+            np.matmul(d2, w2_t, out=d1)
+            np.multiply(d1, np.subtract(one, np.multiply(h1, h1, out=slope), out=slope), out=d1)
+            np.matmul(x.T, d1, out=g1)
+            np.matmul(h1.T, d2, out=g2)
+            np.matmul(h2.T, d_out, out=g3)
+            self._velocity *= momentum
+            self._velocity += self._grad
+            self._theta -= np.multiply(self._velocity, learning_rate, out=update)
+
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden activations and predictions for inputs of shape (..., input_dim); the leading
+        axes (domains, examples) are flattened, so each layer is one matrix product over
+        every domain's examples rather than one per domain."""
+        w1, w2, w3 = self._params
+        lead = x.shape[:-1]
+        h1 = np.tanh(x.reshape(-1, x.shape[-1]) @ w1)
         h2 = np.tanh(h1 @ w2)
-        return h1, h2, (h2 @ w3)[..., 0]
+        return h1.reshape(*lead, -1), h2.reshape(*lead, -1), (h2 @ w3).reshape(lead)
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
@@ -465,13 +482,15 @@ class ToyBackend:
         return float(self._objective_weights @ np.array(list(self.evaluate().values())))
 
     def domain_gradients(self) -> np.ndarray:
-        """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D)."""
+        """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D):
+        one forward and backward pass over every domain's probe set together, then one
+        product per layer and domain."""
         task = self._task
         h1, h2, pred = self._forward(task.probe_x)
         d_out = (pred - task.probe_y)[..., None] * np.float32(2.0 / self.config.probe_size)  # (K, P, 1)
         _, w2, w3 = self._params
         d2 = (d_out @ w3.T) * (1 - h2 * h2)
-        d1 = (d2 @ w2.T) * (1 - h1 * h1)
+        d1 = ((d2.reshape(-1, d2.shape[-1]) @ w2.T) * (1 - (h1 * h1).reshape(-1, h1.shape[-1]))).reshape(h1.shape)
         k = len(self.domains)
         per_layer = [np.swapaxes(a, 1, 2) @ b for a, b in ((task.probe_x, d1), (h1, d2), (h2, d_out))]
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
