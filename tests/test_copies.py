@@ -118,6 +118,7 @@ def test_a_state_from_different_task_data_is_refused() -> None:
 @pytest.mark.parametrize("reward", sorted(REWARDS))
 def test_hf_copies_continue_bit_identically(reward: str) -> None:
     torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")  # the hf extra (absent from `make test-gym029`'s venv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

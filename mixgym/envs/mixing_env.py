@@ -226,6 +226,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         weights = self.backend.info.objective_weights
         self.objective_weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
         self._snapshot: Snapshot | None = None
+        self._shown = False  # "human" mode: this decision's table is printed
 
     @property
     def domains(self) -> list[str]:
@@ -257,6 +258,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         info = self._info(np.full(k, 1.0 / k), self._snapshot, fresh=True, learning_rate=0.0)
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(0.0) for key in ("train", "eval", "signals", "reward")})
+        self._shown = False
         if self.render_mode == "human":
             self.render()
         return obs, info
@@ -307,6 +309,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(value) for key, value in last.items()})
+        self._shown = False
         if self.render_mode == "human":
             self.render()
         return obs, result.value, terminated, False, info
@@ -341,7 +344,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def render(self) -> str | np.ndarray | None:
         """The last decision: ``"ansi"`` gives a text table of mixture and held-out losses;
-        ``"human"`` prints that table (and returns None; reset and step call it themselves);
+        ``"human"`` prints that table once per decision (reset and step call it themselves, so a
+        client's own ``render()`` call after them prints nothing more) and returns None;
         ``"rgb_array"`` a (120, 24K, 3) image with one bar per domain, its height the
         domain's weight (blue) beside its held-out loss relative to reset (orange, capped at 1).
         """
@@ -354,7 +358,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             rows = [f"step {snap.step}/{self.backend.total_steps}"]
             rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
             if self.render_mode == "human":
-                print("\n".join(rows), flush=True)
+                if not self._shown:
+                    print("\n".join(rows), flush=True)
+                    self._shown = True
                 return None
             return "\n".join(rows)
         height, width = 120, 24
