@@ -8,7 +8,12 @@ The floor: a decision trains 10 SGD steps, which no environment can skip. The sc
 ``ToyBackend.train`` alone (drawing the batches and the 10 SGD steps, on the same mixtures
 the env was given) and reports ``env step time / train time``: 1.0 would mean evaluation,
 gradients, features, reward and info cost nothing. Env and floor are timed in alternating
-slices of the same run, so load from other processes hits both alike.
+slices of the same run, so load from other processes hits both alike; rates are given per
+wall-clock second and per CPU second of this process (what a quiet machine would see: on a
+shared machine the wall-clock rate is the CPU rate times this process' share of a core).
+
+BLAS runs on one thread (set here, before numpy loads): the toy's matrices are small, and on
+a busy 2-core machine OpenBLAS' second thread made K=22 steps ten times slower.
 
     python benchmarks/toy_throughput.py [--seconds 4] [--rounds 8] [--sac-steps 2000]
 
@@ -17,24 +22,28 @@ Prints a Markdown table; BENCHMARKS.md records the results.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import time
 
-import gymnasium as gym
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from mixgym.envs import MixingEnv
-from mixgym.llm_backend import ToyBackend
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mixgym.envs import MixingEnv  # noqa: E402
+from mixgym.llm_backend import ToyBackend  # noqa: E402
 
 GOALS = {5: 5000, 22: 2000}
 REWARDS = ("alignment", "holistic", "eval_loss")
 
 
-def measure(num_domains: int, reward: str, seconds: float, rounds: int) -> tuple[float, float]:
-    """(env steps per second, floor: seconds of `ToyBackend.train` per decision), timed in
-    `rounds` alternating slices of ``seconds / rounds / 2`` each."""
+def measure(num_domains: int, reward: str, seconds: float, rounds: int) -> dict[str, float]:
+    """Env steps per wall and per CPU second, and the floor (`ToyBackend.train` per decision,
+    wall and CPU seconds), timed in `rounds` alternating slices of ``seconds / rounds / 2``."""
     env = MixingEnv(num_domains=num_domains, reward=reward, steps_per_action=10)
     env.reset(seed=0)
     floor = ToyBackend(num_domains=num_domains)
@@ -42,24 +51,34 @@ def measure(num_domains: int, reward: str, seconds: float, rounds: int) -> tuple
     actions = np.random.default_rng(0).uniform(-1, 1, (1000, num_domains)).astype(np.float32)
     mixtures = [env.action_mapper(a) for a in actions]
     slice_seconds = seconds / rounds / 2
-    env_time = floor_time = 0.0
-    env_steps = floor_calls = 0
+    wall = {"env": 0.0, "floor": 0.0}
+    cpu = {"env": 0.0, "floor": 0.0}
+    count = {"env": 0, "floor": 0}
+
+    def env_step() -> None:
+        _, _, terminated, _, _ = env.step(actions[count["env"] % len(actions)])
+        if terminated:
+            env.reset()
+
+    def floor_step() -> None:
+        if floor.step >= floor.total_steps:
+            floor.reset(seed=count["floor"])
+        floor.train(mixtures[count["floor"] % len(mixtures)], 10)
+
     for _ in range(rounds):
-        start = time.perf_counter()
-        while time.perf_counter() - start < slice_seconds:
-            _, _, terminated, _, _ = env.step(actions[env_steps % len(actions)])
-            env_steps += 1
-            if terminated:
-                env.reset()
-        env_time += time.perf_counter() - start
-        start = time.perf_counter()
-        while time.perf_counter() - start < slice_seconds:
-            if floor.step >= floor.total_steps:
-                floor.reset(seed=floor_calls)
-            floor.train(mixtures[floor_calls % len(mixtures)], 10)
-            floor_calls += 1
-        floor_time += time.perf_counter() - start
-    return env_steps / env_time, floor_time / floor_calls
+        for name, call in (("env", env_step), ("floor", floor_step)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            while time.perf_counter() - start < slice_seconds:
+                call()
+                count[name] += 1
+            wall[name] += time.perf_counter() - start
+            cpu[name] += time.process_time() - start_cpu
+    return {
+        "rate": count["env"] / wall["env"],
+        "cpu_rate": count["env"] / cpu["env"],
+        "floor": wall["floor"] / count["floor"],
+        "cpu_floor": cpu["floor"] / count["floor"],
+    }
 
 
 class _TimedStep(gym.Wrapper):
@@ -102,15 +121,15 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("| K | reward | env steps/s | goal | vs goal | env step (us) | train alone (us) | env / train |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| K | reward | env steps/s (wall) | per CPU s | goal | CPU rate vs goal | env step, CPU us | train alone, CPU us | env / train |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k, goal in GOALS.items():
         for reward in REWARDS:
-            rate, floor = measure(k, reward, args.seconds, args.rounds)
-            step = 1e6 / rate
+            m = measure(k, reward, args.seconds, args.rounds)
+            step_cpu = 1e6 / m["cpu_rate"]
             print(
-                f"| {k} | {reward} | {rate:,.0f} | {goal:,} | {rate / goal:.2f}x | {step:,.0f} | {floor * 1e6:,.0f} "
-                f"| {step / (floor * 1e6):.2f} |",
+                f"| {k} | {reward} | {m['rate']:,.0f} | {m['cpu_rate']:,.0f} | {goal:,} | {m['cpu_rate'] / goal:.2f}x "
+                f"| {step_cpu:,.0f} | {m['cpu_floor'] * 1e6:,.0f} | {step_cpu / (m['cpu_floor'] * 1e6):.2f} |",
                 flush=True,
             )
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -110,33 +110,42 @@ def mtld_rows(rows: np.ndarray, threshold: float = 0.72) -> np.ndarray:
     n, length = rows.shape
     if length == 0:
         return np.zeros(n)
-    both = np.concatenate([rows, rows[:, ::-1]])
-    one_way = _mtld_one_way(_previous_occurrence(both), threshold)
+    previous, following = _neighbour_occurrences(rows)
+    # read backwards, a token's previous occurrence is its next one read forwards
+    backward = np.where(following[:, ::-1] < length, length - 1 - following[:, ::-1], -1)
+    one_way = _mtld_one_way(np.concatenate([previous, backward]), threshold)
     return 0.5 * (one_way[:n] + one_way[n:])
 
 
-def _previous_occurrence(rows: np.ndarray) -> np.ndarray:
-    """(m, L): the index of each token's previous occurrence in its row, or -1."""
+def _neighbour_occurrences(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m, L) each: the index of each token's previous occurrence in its row (-1 if none) and
+    of its next one (L if none), from one stable sort per row."""
     m, length = rows.shape
     if rows.min() >= 0 and rows.max() < 2**16:
         rows = rows.astype(np.uint16)  # numpy radix-sorts 16-bit keys
     order = np.argsort(rows, axis=1, kind="stable")  # stable: equal tokens in position order
     ordered = np.take_along_axis(rows, order, axis=1)
     repeat = ordered[:, 1:] == ordered[:, :-1]
-    previous = np.full((m, length), -1, dtype=np.int64)
-    previous[np.nonzero(repeat)[0], order[:, 1:][repeat]] = order[:, :-1][repeat]
-    return previous
+    which = np.nonzero(repeat)[0]
+    earlier, later = order[:, :-1][repeat], order[:, 1:][repeat]
+    previous = np.full((m, length), -1, dtype=np.int32)
+    previous[which, later] = earlier
+    following = np.full((m, length), length, dtype=np.int32)
+    following[which, earlier] = later
+    return previous, following
 
 
-def _mtld_one_way(previous: np.ndarray, threshold: float, width: int = 64) -> np.ndarray:
-    """Forward MTLD of each row, from `_previous_occurrence`: a token is a new type of the
+def _mtld_one_way(previous: np.ndarray, threshold: float, width: int = 128) -> np.ndarray:
+    """Forward MTLD of each row, from `_neighbour_occurrences`: a token is a new type of the
     segment starting at s exactly when its previous occurrence lies before s."""
     m, length = previous.shape
     # each row padded with "new type" positions: past the end the TTR only rises, so no
     # factor completes there, and a window may run over the end unchecked
-    padded = np.full((m, 2 * length), -1, dtype=np.int64)
+    padded = np.full((m, 2 * length), -1, dtype=np.int32)
     padded[:, :length] = previous
     flat = padded.ravel()
+    row_start = np.arange(m) * (2 * length)
+    offsets = np.arange(max(length, m))
     limits = threshold * np.arange(1, length + 1)
     factors = np.zeros(m)
     start = np.zeros(m, dtype=np.int64)
@@ -144,18 +153,21 @@ def _mtld_one_way(previous: np.ndarray, threshold: float, width: int = 64) -> np
     while chains.size:
         width = min(width, length)
         begin = start[chains]
-        window = flat[(chains * (2 * length) + begin)[:, None] + np.arange(width)]
-        distinct = np.cumsum(window < begin[:, None], axis=1)
+        window = flat[(row_start[chains] + begin)[:, None] + offsets[:width]]
+        distinct = np.cumsum(window < begin[:, None], axis=1, dtype=np.int32)
         hit = distinct <= limits[:width]
         first = hit.argmax(axis=1)
-        found = hit[np.arange(chains.size), first]
-        factors[chains[found]] += 1.0
-        start[chains[found]] = begin[found] + first[found] + 1
+        found = hit[offsets[: chains.size], first]
+        factors[chains] += found  # one factor per segment that ended
+        end = begin + first + 1
+        start[chains] = np.where(found, end, begin)
+        if found.all():
+            chains = chains[end < length]
+            continue
         tail = ~found & (begin + width >= length)  # the rest of the row: a partial factor
-        if tail.any():
-            count = length - begin[tail]
-            factors[chains[tail]] += (1 - distinct[tail, count - 1] / count) / (1 - threshold)
-        if (~found & ~tail).any():
+        count = length - begin[tail]
+        factors[chains[tail]] += (1 - distinct[tail, count - 1] / count) / (1 - threshold)
+        if not (found | tail).all():
             width *= 2  # a segment longer than the window: look further next time
         chains = chains[~tail & (start[chains] < length)]
     return np.where(factors > 0, length / np.where(factors > 0, factors, 1.0), float(length))
