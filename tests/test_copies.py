@@ -86,7 +86,7 @@ def test_a_toy_pickle_carries_the_seed_not_the_data() -> None:
     env.step(np.zeros(22, dtype=np.float32))
     blob = pickle.dumps(env)
     assert len(blob) < 1_000_000  # the task's data alone is 34 MB at K=22
-    assert env.backend._task.train_x.nbytes > 20 * len(blob)
+    assert env.backend._task.train.nbytes > 20 * len(blob)
 
 
 def test_a_toy_pickle_continues_in_a_fresh_process(tmp_path) -> None:
