@@ -78,6 +78,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     seeded from the environment's ``np_random``, so the same seed and actions give
     bit-identical observations and rewards on CPU.
 
+    ``copy.deepcopy(env)`` and a pickle round trip, at any point of an episode, give an env
+    that continues bit-identically to the original and apart from it (branch-and-compare,
+    look-ahead, sending a live run to a worker). A toy backend's pickle carries its
+    configuration and training state, a few hundred KB, and rebuilds the task's data from its
+    seed (checked by checksum); an HF backend's carries configuration, model, optimizer and
+    RNG states and reads its corpus folder again.
+
     ## Episode End
 
     Terminated when the backend's optimizer-step budget ``total_steps`` is spent (the last
@@ -144,7 +151,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
       the same keys at reset as at step, ``realised_mixture`` added; ``out_of_bounds``
       (clip by default: out-of-bounds actions used to raise) and ``render_mode="human"``
-      added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`).
+      added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`);
+      copies (deepcopy, pickle) continue bit-identically.
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
