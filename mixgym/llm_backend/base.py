@@ -190,7 +190,7 @@ def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:
     m = np.asarray(mixture, dtype=np.float64)
     if m.shape != (num_domains,):
         raise ValueError(f"mixture must have shape ({num_domains},), got {m.shape}: {m!r}")
-    if not np.all(np.isfinite(m)) or np.any(m < 0) or abs(m.sum() - 1.0) > 1e-6:
+    if not np.isfinite(m).all() or m.min() < 0 or abs(m.sum() - 1.0) > 1e-6:  # methods: this runs every decision
         raise ValueError(f"mixture must be finite, non-negative and sum to 1, got {m!r}")
     return m
 

@@ -44,7 +44,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -239,21 +239,19 @@ class ToyConfig:
 class _Task:
     """Fixed data of a task: training sets, held-out sets, probe sets (all from task_seed)."""
 
-    train: np.ndarray  # (N, input_dim + 1): each example's input, then its target; all domains
+    train: np.ndarray  # (N, input_dim + 1 + d): per example its input, target and token ids; all domains
     offsets: np.ndarray  # (K,) start of each domain in train
     sizes: np.ndarray  # (K,)
     eval_x: np.ndarray  # (K, E, d)
     eval_y: np.ndarray  # (K, E)
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
-    token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
     checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
 
     def __post_init__(self) -> None:
         digest = hashlib.blake2b(digest_size=16)
-        for value in (self.train, self.offsets, self.sizes, self.eval_x, self.eval_y, self.probe_x, self.probe_y,
-                      self.token_base):
+        for value in (self.train, self.offsets, self.sizes, self.eval_x, self.eval_y, self.probe_x, self.probe_y):
             digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
             value.flags.writeable = False  # shared by every backend (and copy) of the task
         self.checksum = digest.hexdigest()
@@ -312,16 +310,24 @@ def _make_task(cfg: ToyConfig) -> _Task:
     f32 = np.float32
     return _Task(
         # one row per example, target last: a batch is one gather (random rows miss the cache)
-        train=np.concatenate([np.hstack([x, y[:, None]]) for x, y in train]).astype(f32),
+        # one row per example (input, target, token ids: float32 holds these small integers
+        # exactly), so a batch is one gather: random rows miss the cache
+        train=np.concatenate([np.hstack([x, y[:, None], _token_ids(x[:, :d].astype(f32))]) for x, y in train]).astype(f32),
         offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
         sizes=sizes,
         eval_x=np.stack([x for x, _ in evals]).astype(f32),
         eval_y=np.stack([y for _, y in evals]).astype(f32),
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
-        token_base=np.arange(d, dtype=np.int64) * _TOKEN_BINS,
         input_dim=d + k_total + 1,
     )
+
+
+def _token_ids(features: np.ndarray) -> np.ndarray:
+    """(n, d) token ids of examples: each coordinate of the input quantised into 8 bins over
+    [-3, 3], coordinate i's bins numbered 8i .. 8i+7."""
+    bins = np.clip(((features + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+    return bins + np.arange(features.shape[1], dtype=np.int64) * _TOKEN_BINS
 
 
 _TASK_CACHE: dict[str, _Task] = {}
@@ -445,7 +451,8 @@ class ToyBackend:
             position = draws[..., 1]
         index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
         batches = task.train[index]
-        xs, ys = batches[..., :-1], batches[..., -1:]
+        inputs = task.input_dim
+        xs, ys, tokens = batches[..., :inputs], batches[..., inputs : inputs + 1], batches[..., inputs + 1 :]
         errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
         history = np.empty((n_steps + 1, self._theta.size), dtype=np.float32)  # for per-step weight norms
         history[0] = self._theta
@@ -455,14 +462,13 @@ class ToyBackend:
         samples = np.bincount(domain.ravel(), minlength=k)
         loss_sum = np.bincount(domain.ravel(), weights=(errors[..., 0] ** 2).ravel(), minlength=k)
         train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
-        bins = np.clip(((xs[..., : cfg.input_dim] + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
         return TrainStats(
             samples=samples,
             train_loss=train_loss,
             tokens=int(samples.sum()) * cfg.input_dim,
             wall_time=time.perf_counter() - start,
             learning_rate=self.learning_rate(self._step - 1),
-            token_ids=(bins + task.token_base).reshape(n_steps, -1),
+            token_ids=tokens.astype(np.int64).reshape(n_steps, -1),
             step_weight_norms=self._layer_norms(history),
         )
 
