@@ -22,9 +22,13 @@ test: .venv/ready
 test-slow: .venv/ready
 	$(PY) -m pytest -q -m slow
 
+# One torch/BLAS thread per process in the two targets below: their nets are tiny, and on a
+# busy 2-core machine a second thread stalls torch's pool (SB3's SAC test: minutes, not seconds)
+ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
 # RL Zoo3, TorchRL, Tianshou and skrl driving mixgym as the README shows (a few minutes)
 test-clients: .venv/ready
-	$(PY) -m pytest -q -m clients -p no:cacheprovider
+	$(ONE_THREAD) $(PY) -m pytest -q -m clients -p no:cacheprovider
 
 # The env, reward, toy, copy and SB3 tests again on the oldest Gymnasium we support (CleanRL
 # pins 0.29.1, which needs numpy < 2), in a second small venv without the hf extra
@@ -36,7 +40,7 @@ GYM029 := .venv-gym029/bin/python
 	touch $@
 
 test-gym029: .venv-gym029/ready
-	$(GYM029) -m pytest -q -p no:cacheprovider tests/test_env.py tests/test_rewards.py tests/test_toy.py tests/test_sb3.py tests/test_copies.py
+	$(ONE_THREAD) $(GYM029) -m pytest -q -p no:cacheprovider tests/test_env.py tests/test_rewards.py tests/test_toy.py tests/test_sb3.py tests/test_copies.py
 
 bench: .venv/ready
 	$(PY) benchmarks/toy_throughput.py
