@@ -4,6 +4,9 @@ PY := .venv/bin/python
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# One torch/BLAS thread per test process: the nets are tiny, and on a busy 2-core machine a
+# second thread stalls torch's pool (SB3's SAC test took 285 s with two threads, 34 s with one)
+ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 .PHONY: demo test test-slow test-clients test-gym029 bench clean
 
@@ -17,14 +20,10 @@ demo: .venv/ready
 	$(PY) -m mixgym.cli demo
 
 test: .venv/ready
-	$(PY) -m pytest -q
+	$(ONE_THREAD) $(PY) -m pytest -q
 
 test-slow: .venv/ready
 	$(PY) -m pytest -q -m slow
-
-# One torch/BLAS thread per process in the two targets below: their nets are tiny, and on a
-# busy 2-core machine a second thread stalls torch's pool (SB3's SAC test: minutes, not seconds)
-ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # RL Zoo3, TorchRL, Tianshou and skrl driving mixgym as the README shows (a few minutes)
 test-clients: .venv/ready
