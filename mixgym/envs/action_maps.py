@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
+from mixgym.validation import number
+
 ACTION_MAPS = ("softmax", "normalize", "simplex")
 OUT_OF_BOUNDS = ("clip", "raise")
 _BOUND_TOLERANCE = 1e-5
@@ -58,12 +60,10 @@ class ActionMap:
     out_of_bounds: str = "clip"
 
     def __post_init__(self) -> None:
-        if self.name not in ACTION_MAPS:
+        if not isinstance(self.name, str) or self.name not in ACTION_MAPS:
             raise ValueError(f"unknown action_map {self.name!r}; choose one of {', '.join(ACTION_MAPS)}")
-        if not self.temperature > 0 or not np.isfinite(self.temperature):
-            raise ValueError(f"temperature must be a positive finite number, got {self.temperature!r}")
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {self.eps!r}")
+        number("temperature", self.temperature, above=0.0)
+        number("eps", self.eps, 0.0, 1.0)
         if self.out_of_bounds not in OUT_OF_BOUNDS:
             raise ValueError(f"unknown out_of_bounds {self.out_of_bounds!r}; choose one of {', '.join(OUT_OF_BOUNDS)}")
 
