@@ -6,8 +6,9 @@ Random actions, ``steps_per_action=10``, resets included, one process, the v1 ob
 For each K, the rewards are measured in alternation (``--repeats`` rounds) so that load from
 other work hits them alike; the table gives the median env steps/s of the rounds, the ratio
 to ``eval_loss`` (the same env without a twin) measured in the same rounds, and the twin's
-share of the env's step time from ``env.timings`` (its training and evaluation). Goal:
->= 1,000 env steps/s at K=5 with the twin. Then the HF backend (pythia-tiny on the sample
+share of the env's step time from ``env.timings`` (its training and evaluation), and the
+rate per CPU second of this process (what a quiet machine would see). Goal: >= 1,000 env
+steps/s at K=5 with the twin. Then the HF backend (pythia-tiny on the sample
 corpus, 4 optimizer steps of 2 x 4 sequences of 64 tokens per decision, one torch thread):
 seconds per decision with ``eval_loss`` and with ``advantage``, and the twin's share. Prints
 Markdown tables; BENCHMARKS.md records them.
@@ -15,15 +16,19 @@ Markdown tables; BENCHMARKS.md records them.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import time
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as toy_throughput: one BLAS thread, set before numpy loads
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from mixgym.envs import MixingEnv
-from toy_throughput import steps_per_second  # the same random-action loop as the throughput table
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from mixgym.envs import MixingEnv  # noqa: E402
+from toy_throughput import measure  # noqa: E402  (the same random-action loop as the throughput table)
 
 REWARDS = ("eval_loss", "advantage", "advantage_terminal")
 
@@ -46,20 +51,23 @@ def main() -> None:
     parser.add_argument("--hf-decisions", type=int, default=6, help="HF decisions per reward (0: skip HF)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, python {platform.python_version()}, load average {os.getloadavg()}\n")
-    print("| K | reward | env steps/s (median) | vs eval_loss | twin's share of step time | vs goal 1000 |")
-    print("|---|---|---|---|---|---|")
+    print("| K | reward | env steps/s (median) | per CPU second | vs eval_loss | twin's share of step time | CPU rate vs goal 1000 |")
+    print("|---|---|---|---|---|---|---|")
     for k in (5, 22):
         rates: dict[str, list[float]] = {r: [] for r in REWARDS}
+        cpu_rates: dict[str, list[float]] = {r: [] for r in REWARDS}
         shares: dict[str, list[float]] = {r: [] for r in REWARDS}
         for _ in range(args.repeats):
             for reward in REWARDS:
-                rates[reward].append(steps_per_second(k, reward, args.seconds))
+                measured = measure(k, reward, 2 * args.seconds, 1)  # half of it times the env, half its floor
+                rates[reward].append(measured["rate"])
+                cpu_rates[reward].append(measured["cpu_rate"])
                 shares[reward].append(twin_share(k, reward))
         base = float(np.median(rates["eval_loss"]))
         for reward in REWARDS:
-            rate = float(np.median(rates[reward]))
+            rate, cpu_rate = float(np.median(rates[reward])), float(np.median(cpu_rates[reward]))
             share = float(np.median(shares[reward]))
-            print(f"| {k} | {reward} | {rate:,.0f} | {rate / base:.2f} | {share:.0%} | {rate / 1000:.2f}x |")
+            print(f"| {k} | {reward} | {rate:,.0f} | {cpu_rate:,.0f} | {rate / base:.2f} | {share:.0%} | {cpu_rate / 1000:.2f}x |")
     if args.hf_decisions:
         import torch
 
