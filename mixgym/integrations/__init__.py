@@ -1,0 +1,5 @@
+"""Bring your own training loop: mixgym's agents steer the data mixture of a loop that is not ours."""
+
+from mixgym.integrations.dataset import Accounting, MixtureDataset, collate
+
+__all__ = ["Accounting", "MixtureDataset", "collate"]
