@@ -468,8 +468,7 @@ class MixtureDataset(IterableDataset):
         worker, workers, rank, ranks = self._readers()
         in_worker = get_worker_info() is not None
         if in_worker:  # this is the worker's own copy of the dataset
-            self._schedule.mark_workers()
-            self._schedule.blocking = True
+            self._schedule.read_in_worker()
         batch = self.batch_size
         if batch is None:
             if workers > 1 or ranks > 1:

@@ -23,6 +23,7 @@ talking to each other, and a resumed run continues it exactly:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -105,7 +106,8 @@ class Schedule:
 
     Entry k holds from ``starts[k]`` until the next entry's start. ``horizon`` is the first
     position whose mixture is not decided yet (-1: all are). ``closed`` releases waiting
-    readers. ``resume`` is the position the next iteration starts from. A reader that gets to
+    readers (so does the death of the process that decides; ``wait_timeout`` seconds, if
+    set, turn a wait into an error). ``resume`` is the position the next iteration starts from. A reader that gets to
     the horizon waits if it is ``blocking`` (a DataLoader worker: the training process will
     decide), and otherwise raises (the training process itself would wait for itself).
     """
@@ -113,7 +115,7 @@ class Schedule:
     num_domains: int
     capacity: int
     shared: bool = False
-    wait_timeout: float = 600.0
+    wait_timeout: float | None = None
     _tensors: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,6 +144,7 @@ class Schedule:
         self.starts, self.mixtures, self._meta = as_numpy(starts), as_numpy(mixtures), as_numpy(meta)
         self._last = 0
         self.blocking = False
+        self._parent = -1
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -175,8 +178,12 @@ class Schedule:
         """Whether DataLoader workers have read from this schedule."""
         return bool(self._meta[4])
 
-    def mark_workers(self) -> None:
+    def read_in_worker(self) -> None:
+        """Called by a DataLoader worker on its copy: it waits for decisions (while the
+        process that makes them lives) and says that workers read."""
         self._meta[4] = 1
+        self.blocking = True
+        self._parent = os.getppid()
 
     def waits(self, position: int) -> bool:
         """Whether the mixture of `position` is still undecided."""
@@ -244,7 +251,9 @@ class Schedule:
                 )
             if self.closed:
                 raise ScheduleClosed(f"the schedule was closed before the mixture of position {position} was decided")
-            if waited > self.wait_timeout:
+            if os.getppid() != self._parent:
+                raise ScheduleClosed("the training process is gone")
+            if self.wait_timeout is not None and waited > self.wait_timeout:
                 raise TimeoutError(
                     f"waited {waited:.0f} s for the mixture of example position {position} (decided up to {horizon}): "
                     "the training loop stopped deciding; call MixtureDriver.close() when a loop ends early"
