@@ -185,12 +185,12 @@ def _rank_main(rank: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two fresh processes importing torch: ~20 s (a fork after other tests' threads can deadlock)
 def test_two_gloo_ranks_each_read_their_own_batches(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the children inherit the imported modules (spawn would import torch again, ~10 s each)
-    torch.multiprocessing.start_processes(_rank_main, args=(port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    torch.multiprocessing.spawn(_rank_main, args=(port, str(tmp_path)), nprocs=2, join=True)
     rank0 = [int(x) for x in (tmp_path / "rank0.txt").read_text().split()]
     rank1 = [int(x) for x in (tmp_path / "rank1.txt").read_text().split()]
     assert rank0 == [0, 1, 2, 6, 7, 8, 12, 13, 14, 18, 19, 20]
@@ -265,3 +265,19 @@ def test_a_workers_dataset_needs_steps_for_mixture_changes() -> None:
     with pytest.raises(ValueError, match="say from which step the mixture holds"):
         data.set_mixture([1, 1, 1])
     data.close()
+
+
+def test_blocks_of_examples_share_one_domain() -> None:
+    data = small(mixture=[0.4, 0.4, 0.2], block_size=4, max_epochs=2)
+    with pytest.warns(UserWarning):
+        examples = served(data)
+    for start in range(0, len(examples), 4):
+        block = examples[start : start + 4]
+        retired_inside = len({d for d, *_ in block}) > 1
+        if retired_inside:  # a domain ran out mid-block: the rest of the block drew again
+            first = block[0][0]
+            assert data.accounting().retired and any(d != first for d, *_ in block)
+        else:
+            assert len({d for d, *_ in block}) == 1
+    check_epochs(examples, [7, 5, 3])
+    assert Counter(d for d, *_ in examples) == {0: 14, 1: 10, 2: 6}

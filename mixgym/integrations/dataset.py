@@ -165,6 +165,9 @@ class MixtureDataset(IterableDataset):
             itself, so `MixtureCallback` turns this off.
         tags: add ``domain``, ``index`` (the row within its domain), ``epoch`` and
             ``position`` to every example.
+        block_size: consecutive examples that share one domain draw. With the per-device
+            batch size, every micro-batch holds one domain, as ODM and `HFBackend` train and as
+            per-domain gradients need (`MixtureCallback(gradients=True)`).
 
     Examples are dicts of ``input_ids``, ``attention_mask`` and ``labels`` (int64 tensors of
     one row) and the tags. Rows of one length batch with torch's default collate; ragged
@@ -190,12 +193,15 @@ class MixtureDataset(IterableDataset):
         max_epochs: int | Mapping[str, int] | None = None,
         shard_by_rank: bool | None = None,
         tags: bool = True,
+        block_size: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(domains, Mapping) or not domains:
             raise ValueError(f"domains must be a non-empty mapping from domain name to its data, got {type(domains).__name__}")
-        if seq_len is not None and (not isinstance(seq_len, (int, np.integer)) or seq_len < 1):
-            raise ValueError(f"seq_len must be an integer >= 1, got {seq_len!r}")
+        for name, value in (("seq_len", seq_len), ("block_size", block_size)):
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.block_size = int(block_size)
         self.names = [str(n) for n in domains]
         self.sources: list[DomainSource] = [
             make_source(name, data, tokenizer, seq_len, text_column) for name, data in zip(self.names, domains.values())
@@ -203,6 +209,8 @@ class MixtureDataset(IterableDataset):
         self.max_epochs = _per_domain(max_epochs, self.names, "max_epochs")
         self.seed = int(seed)
         self.seq_len = seq_len
+        self.tokenizer = tokenizer
+        self.text_column = text_column
         self.tags = bool(tags)
         self.shard_by_rank = shard_by_rank
         self.pad_id = int(getattr(tokenizer, "pad_id", getattr(tokenizer, "pad_token_id", None)) or 0) if tokenizer is not None else 0
@@ -254,7 +262,7 @@ class MixtureDataset(IterableDataset):
 
     def fingerprint(self) -> str:
         """A hash of what fixes the stream: domains, their sizes and tokens, seed, max_epochs."""
-        payload = json.dumps([self.names, self.sizes.tolist(), self.domain_tokens.tolist(), self.seed, self.max_epochs])
+        payload = json.dumps([self.names, self.sizes.tolist(), self.domain_tokens.tolist(), self.seed, self.max_epochs, self.block_size])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def _new_stream(self) -> MixtureStream:
@@ -265,6 +273,7 @@ class MixtureDataset(IterableDataset):
             self.max_epochs,
             [s.token_counts for s in self.sources],
             [s.in_order for s in self.sources],
+            self.block_size,
         )
         stream.state = self._base.copy()
         return stream

@@ -244,8 +244,8 @@ class MixtureDriver:
         learn: let an SB3 agent learn online in its own thread (None: when given by name).
         seed: seed of the agent (its options' ``seed``), of its random states and of the env.
         env_options: `MixingEnv` options (``reward``, ``reward_kwargs``, ``action_map``,
-            ``eval_every``, layout options); unless given, the agent's action map and its
-            paper's reward (``eval_loss`` for agents without one).
+            ``eval_every``, layout options); unless given, the agent's action map and, for an
+            agent that learns, its paper's reward (``eval_loss`` otherwise).
         agent_options: options of `make_agent`.
         examples_per_step: examples one optimizer step consumes, all readers together (for
             the dataset; default: its loader's batch size x readers).
@@ -297,7 +297,9 @@ class MixtureDriver:
         if saved is not None:
             options.setdefault("action_map", saved["env"]["action_map"])
         options.setdefault("action_map", agent_spec(name).action_maps[0])
-        options.setdefault("reward", PAPER_REWARDS.get(name, "eval_loss"))
+        # an agent that only acts never reads the reward: the plain one needs no gradients
+        learns = learn if learn is not None else saved is None
+        options.setdefault("reward", PAPER_REWARDS.get(name, "eval_loss") if learns else "eval_loss")
         reward = options["reward"]
         needed = getattr(make_reward(reward, **options.get("reward_kwargs", {})) if isinstance(reward, str) else reward, "requires", frozenset())
         self._wants_tokens = Signal.TOKENS in needed

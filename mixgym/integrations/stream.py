@@ -62,6 +62,7 @@ class StreamState:
         retired_at: per domain, the position at which it retired (-1 while it has not).
         examples: per domain, examples served.
         tokens: per domain, tokens served.
+        block_domain: the domain drawn for the current block of positions (-1: none yet).
     """
 
     position: int
@@ -71,6 +72,7 @@ class StreamState:
     retired_at: np.ndarray
     examples: np.ndarray
     tokens: np.ndarray
+    block_domain: int = -1
 
     @classmethod
     def start(cls, num_domains: int) -> StreamState:
@@ -80,12 +82,13 @@ class StreamState:
     def copy(self) -> StreamState:
         return StreamState(
             self.position, self.cursors.copy(), self.epochs.copy(), self.retired.copy(),
-            self.retired_at.copy(), self.examples.copy(), self.tokens.copy(),
+            self.retired_at.copy(), self.examples.copy(), self.tokens.copy(), self.block_domain,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "position": int(self.position),
+            "block_domain": int(self.block_domain),
             **{name: getattr(self, name).tolist() for name in ("cursors", "epochs", "retired", "retired_at", "examples", "tokens")},
         }
 
@@ -97,7 +100,7 @@ class StreamState:
         arrays["retired"] = np.asarray(data["retired"], dtype=bool)
         if any(a.shape != (num_domains,) for a in arrays.values()):
             raise ValueError(f"a saved stream state must hold {num_domains} entries per field (one per domain)")
-        return cls(int(data["position"]), **arrays)
+        return cls(int(data["position"]), block_domain=int(data["block_domain"]), **arrays)
 
 
 @dataclass
@@ -286,6 +289,8 @@ class MixtureStream:
         token_counts: per domain, the tokens of each row (an int when all rows have the same).
         in_order: per domain, read its rows in their own order every epoch instead of a fresh
             permutation (a stream read front to back cannot be permuted).
+        block: consecutive positions (from multiples of it) that share one domain draw; a
+            domain that retires within a block hands the rest of the block to a new draw.
     """
 
     def __init__(
@@ -296,6 +301,7 @@ class MixtureStream:
         max_epochs: Sequence[int | None],
         token_counts: Sequence[int | np.ndarray],
         in_order: Sequence[bool] | None = None,
+        block: int = 1,
     ) -> None:
         self.names = list(names)
         self.sizes = np.asarray(sizes, dtype=np.int64)
@@ -303,6 +309,7 @@ class MixtureStream:
         self.max_epochs = list(max_epochs)
         self.token_counts = list(token_counts)
         self.in_order = list(in_order) if in_order is not None else [False] * len(self.names)
+        self.block = int(block)
         self.state = StreamState.start(len(self.names))
         self._permutations: dict[int, tuple[int, np.ndarray]] = {}
         self._uniforms: tuple[int, np.ndarray] = (-1, np.zeros(0))
@@ -355,7 +362,12 @@ class MixtureStream:
         if self.ended:
             raise StreamEnded(f"every domain reached its max_epochs; the stream ended at example position {state.position}")
         entry, mixture = schedule.lookup(state.position)
-        domain = self._domain(entry, mixture, self._uniform(state.position))
+        held = state.block_domain
+        if self.block > 1 and state.position % self.block and held >= 0 and not state.retired[held]:
+            domain = held
+        else:
+            domain = self._domain(entry, mixture, self._uniform(state.position))
+            state.block_domain = domain
         epoch, cursor = int(state.epochs[domain]), int(state.cursors[domain])
         row = self._row(domain, epoch, cursor)
         counts = self.token_counts[domain]
