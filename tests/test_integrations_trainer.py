@@ -89,9 +89,10 @@ def run(
     resume: bool = False,
     workers: int = 0,
     ignore_data_skip: bool = True,
+    block_size: int = 1,
     **callback_options: Any,
 ) -> tuple[Any, MixtureCallback, Recorder, MixtureDataset]:
-    train = MixtureDataset(domains_of(corpus, "train"), tokenizer=tokenizer, seq_len=SEQ_LEN, seed=0)
+    train = MixtureDataset(domains_of(corpus, "train"), tokenizer=tokenizer, seq_len=SEQ_LEN, seed=0, block_size=block_size)
     mixing = MixtureCallback(train, agent, domains_of(corpus, "validation"), steps_per_decision=4, eval_rows=4, **callback_options)
     recorder = Recorder(stop_at)
     args = transformers.TrainingArguments(
@@ -156,6 +157,39 @@ def test_a_saved_sb3_policy_steers_a_trainer_in_proxy_mode(corpus: Any, tokenize
     chosen = np.array([h["mixture"] for h in mixing.history[1:]])
     assert len(chosen) == 4 and len({tuple(np.round(m, 6)) for m in chosen}) > 1  # it reacts to what it observes
     assert train.accounting().examples.sum() == 16 * BATCH
+
+
+def test_hds_learns_online_inside_a_trainer_with_per_domain_gradients(corpus: Any, tokenizer: Any, tmp_path: Path) -> None:
+    options = {"net_width": 16, "batch_size": 4, "warmup_fraction": 0.25}
+    _, mixing, _, _ = run(
+        corpus, tokenizer, tmp_path, agent="hds", max_steps=16, block_size=BATCH, gradients=True, agent_options=options
+    )
+    driver = mixing.driver
+    assert driver is not None and driver.learn and driver.env.reward_fn.name == "holistic"
+    history = mixing.history
+    assert len(history) == 5 and all(h["samples"].sum() == 4 * BATCH for h in history[1:])
+    assert all(np.count_nonzero(h["samples"] % BATCH) == 0 for h in history[1:])  # one domain per micro-batch
+    scores = np.array([h["reward/alignment_scores"] for h in history[1:]])
+    assert np.all(np.isfinite(scores)) and np.any(scores != 0)  # gradients reached the alignment reward
+    assert all(np.isfinite(h["reward"]) for h in history[1:])
+    assert driver.agent.num_timesteps == 4  # SAC's own learn() took the four decisions
+
+
+def test_domain_gradient_hooks_sum_each_micro_batch_gradient_into_its_domain() -> None:
+    from mixgym.integrations.hf_trainer import DomainGradientHooks
+
+    layer = torch.nn.Linear(3, 2)
+    hooks = DomainGradientHooks([layer.weight], num_domains=2, scale=2.0)
+    batches = [torch.randn(4, 3) for _ in range(3)]
+    expected = torch.zeros(2, 6)
+    for domain, batch in zip([0, 1, 0], batches):  # hooks ignore backward passes outside start()
+        expected[domain] += torch.autograd.grad(layer(batch).pow(2).mean(), layer.weight)[0].reshape(-1) / 2
+    for domain, batch in zip([0, 1, 0], batches):
+        hooks.start(domain)
+        (layer(batch).pow(2).mean() / 2).backward()  # loss / accumulation steps, as the Trainer scales it
+    counts = np.array([[2], [1]])
+    assert np.allclose(hooks.means(), expected.double().numpy() * 2.0 / counts, atol=1e-6)
+    hooks.remove()
 
 
 def test_bad_input_is_refused_before_training(corpus: Any, tokenizer: Any, tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ A plain PyTorch loop (any model that gives per-example losses)::
             break
     driver.close()
 
-(`tests/test_integrations_driver.py` runs this loop with a small model.)
+(The README's "Use your own trainer" has a complete loop with a small model; `tests/test_readme.py`
+runs it.)
 """
 
 from __future__ import annotations
