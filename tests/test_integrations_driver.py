@@ -86,7 +86,7 @@ def test_the_driver_gives_mixing_env_observations_and_rewards_from_the_same_inpu
     for decision, stats in enumerate(calls["train"]):
         driver.observe(
             (decision + 1) * every, stats.train_loss, samples=stats.samples, tokens=stats.tokens,
-            token_ids=stats.token_ids, learning_rate=stats.learning_rate,
+            token_ids=stats.token_ids, learning_rate=stats.learning_rate, step_weight_norms=stats.step_weight_norms[1:],
         )
         obs, r, info = driver.last
         ref_obs, ref_r, ref_info = reference[decision]

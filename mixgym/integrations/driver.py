@@ -66,11 +66,10 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from mixgym.agents import InfoObserver, load_agent, make_agent
+from mixgym.agents import InfoObserver, SB3Agent, load_agent, make_agent
 from mixgym.agents.base import agent_spec, read_metadata
-from mixgym.agents.sb3_presets import PAPER_REWARDS, SB3Agent
+from mixgym.agents.compare import env_for
 from mixgym.checkpoint import capture_rng_state, restore_rng_state
-from mixgym.envs.mixing_env import MixingEnv
 from mixgym.envs.rewards import make_reward
 from mixgym.integrations.dataset import MixtureDataset
 from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats
@@ -297,10 +296,10 @@ class MixtureDriver:
         name, saved = self._agent_name(agent)
         if saved is not None:
             options.setdefault("action_map", saved["env"]["action_map"])
-        options.setdefault("action_map", agent_spec(name).action_maps[0])
-        # an agent that only acts never reads the reward: the plain one needs no gradients
+        # the agent's paper set-up (`env_for`) gives an agent that learns its reward; one that
+        # only acts never reads the reward, and the plain one needs no gradients
         learns = learn if learn is not None else saved is None
-        options.setdefault("reward", PAPER_REWARDS.get(name, "eval_loss") if learns else "eval_loss")
+        options.setdefault("reward", agent_spec(name).env_options.get("reward", "eval_loss") if learns else "eval_loss")
         reward = options["reward"]
         needed = getattr(make_reward(reward, **options.get("reward_kwargs", {})) if isinstance(reward, str) else reward, "requires", frozenset())
         self._wants_tokens = Signal.TOKENS in needed
@@ -314,7 +313,9 @@ class MixtureDriver:
             objective_weights=None if objective_weights is None else np.asarray(objective_weights, dtype=np.float64),
         )
         self.backend = ExternalBackend(self, names, self.total_steps, info, frozenset(signals))
-        self.env = MixingEnv(backend=self.backend, steps_per_action=self.steps_per_decision, **options)
+        self._step_norms: list[np.ndarray] = []
+        self.env = env_for(name, {"backend": self.backend, "steps_per_action": self.steps_per_decision, **options})
+        self._step_norms = []  # the env read the norms to count the matrices; the run's first row comes at reset
         with self._rng.active():  # SB3 seeds the global generators when it builds a model
             if saved is not None:
                 self.agent = load_agent(agent, self.env)
@@ -403,6 +404,7 @@ class MixtureDriver:
         samples: Any = None,
         token_ids: Any = None,
         learning_rate: float | None = None,
+        step_weight_norms: Any = None,
     ) -> np.ndarray:
         """Report optimizer step `step` (1-based, increasing); returns the mixture to train on next.
 
@@ -415,7 +417,11 @@ class MixtureDriver:
                 with per-domain losses, the step's token count (default: the dataset's count).
             token_ids: the step's token ids (rows, length), needed by the holistic reward.
             learning_rate: the step's learning rate (goes to ``info``).
-        Call it at least at every decision step (`decision_steps`); the decision runs there.
+            step_weight_norms: the chosen matrices' norms after each optimizer step reported
+                here (rows, L), for HDS's per-step stability term, when the loop tracks them
+                itself; by default they are read from `weights` at every call.
+        Call it at least at every decision step (`decision_steps`); the decision runs there,
+        and per-step quantities are per call.
         """
         if not self._started:
             raise RuntimeError("call start() before observe()")
@@ -439,6 +445,10 @@ class MixtureDriver:
                         "(another batch size or loader than the one bound, reordered or dropped batches?)"
                     )
         self._add(losses, domains, tokens, served if samples is None else samples, token_ids, learning_rate)
+        if step_weight_norms is not None:
+            self._step_norms.extend(np.atleast_2d(_numpy(step_weight_norms)))
+        elif self.weights is not None:
+            self._step_norms.append(self.weights.stats().norms)
         self._step = int(step)
         if step == due:
             self._decide()
@@ -564,6 +574,8 @@ class MixtureDriver:
         self._counted_tokens = False
         self._token_ids: list[np.ndarray] = []
         self._learning_rate = 0.0
+        # the norms at a decision's start are those after the previous decision's last step
+        self._step_norms: list[np.ndarray] = self._step_norms[-1:] if getattr(self, "_step_norms", None) else []
         self._started_at = time.perf_counter()
         self._accounted_at = None if self.dataset is None else self.dataset.accounting().tokens
 
@@ -630,6 +642,7 @@ class MixtureDriver:
             wall_time=time.perf_counter() - self._started_at,
             learning_rate=self._learning_rate,
             token_ids=token_ids,
+            step_weight_norms=np.stack(self._step_norms) if len(self._step_norms) > 1 else None,
         )
 
     def _evaluate(self) -> dict[str, float]:
@@ -646,7 +659,10 @@ class MixtureDriver:
 
     def _weights(self) -> WeightStats:
         assert self.weights is not None
-        return self.weights.stats()
+        stats = self.weights.stats()
+        if not self._step_norms:  # the run's start: the first row of the per-step norms
+            self._step_norms = [stats.norms]
+        return stats
 
     def _gradients(self) -> np.ndarray:
         assert self._gradients_fn is not None
@@ -686,6 +702,7 @@ class MixtureDriver:
                 "loss_sum": self._loss_sum.copy(), "loss_weight": self._loss_weight.copy(), "samples": self._samples.copy(),
                 "tokens": self._tokens, "token_ids": [t.copy() for t in self._token_ids], "learning_rate": self._learning_rate,
                 "counted_tokens": self._counted_tokens, "accounted_at": self._accounted_at,
+                "step_norms": [n.copy() for n in self._step_norms],
             },
             "weights": None if self.weights is None else self.weights.state_dict(),
             "history": list(self.history),
@@ -717,6 +734,7 @@ class MixtureDriver:
         self._tokens, self._token_ids, self._learning_rate = sums["tokens"], [t.copy() for t in sums["token_ids"]], sums["learning_rate"]
         self._accounted_at = None if self.dataset is None else state["sums"]["accounted_at"]
         self._counted_tokens = sums["counted_tokens"]
+        self._step_norms = [n.copy() for n in sums["step_norms"]]
         self.history = list(state["history"])
         with self._rng.active():
             self.env.load_state_dict(state["env"])
