@@ -420,7 +420,7 @@ HF_TRAINER = [
         from pathlib import Path
 
         QUICK = os.environ.get("MIXGYM_NOTEBOOK_QUICK", "0") == "1"
-        MAX_STEPS = 24 if QUICK else 300         # optimizer steps of the run
+        MAX_STEPS = 16 if QUICK else 300         # optimizer steps of the run
         EVERY = 4 if QUICK else 10               # optimizer steps per decision
         SEQ_LEN, BATCH = (32, 4) if QUICK else (64, 8)
 
@@ -489,7 +489,7 @@ HF_TRAINER = [
             return trainer
 
         runs = Path(tempfile.mkdtemp())
-        mixing = MixtureCallback(train, "exp3", held_out, steps_per_decision=EVERY, eval_rows=8)
+        mixing = MixtureCallback(train, "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
         trainer = make_trainer(train, mixing, runs / "exp3")
         trainer.train()
         print(f"{len(mixing.history) - 1} decisions; final training loss {trainer.state.log_history[-2]['loss']:.3f}")
@@ -540,11 +540,11 @@ HF_TRAINER = [
             def on_step_end(self, args, state, control, **kwargs):
                 control.should_training_stop = state.global_step == MAX_STEPS // 2
 
-        first = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=8)
+        first = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
         cut = make_trainer(first.dataset, first, runs / "cut")
         cut.add_callback(StopHalfWay())
         cut.train()
-        again = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=8)
+        again = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
         resumed = make_trainer(again.dataset, again, runs / "cut")
         resumed.train(resume_from_checkpoint=True)
 
@@ -570,10 +570,10 @@ HF_TRAINER = [
 
         proxy = MixingEnv(num_domains=len(train.domains), total_steps=100, steps_per_action=EVERY, reward="eval_loss")
         policy = make_agent("td3", proxy, seed=0, sb3_kwargs={"learning_starts": 5})
-        policy.learn(total_timesteps=20 if QUICK else 200)
+        policy.learn(total_timesteps=10 if QUICK else 200)
         policy.save(runs / "td3.zip")
 
-        acting = MixtureCallback(make_dataset(), runs / "td3.zip", held_out, steps_per_decision=EVERY, eval_rows=8)
+        acting = MixtureCallback(make_dataset(), runs / "td3.zip", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
         make_trainer(acting.dataset, acting, runs / "td3").train()
         pd.DataFrame([h["mixture"] for h in acting.history[1:]], columns=train.domains,
                      index=[int(h["step"]) for h in acting.history[1:]]).round(3).rename_axis("step")

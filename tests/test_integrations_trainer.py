@@ -131,13 +131,13 @@ def test_exp3_steers_a_trainer_and_the_served_counts_follow_the_mixture(corpus: 
 def test_resume_from_a_trainer_checkpoint_continues_the_exact_example_sequence(
     corpus: Any, tokenizer: Any, tmp_path: Path, workers: int, ignore_data_skip: bool
 ) -> None:
-    whole, mixing, recorder, _ = run(corpus, tokenizer, tmp_path / "whole", max_steps=20, workers=workers)
-    first, _, head, _ = run(corpus, tokenizer, tmp_path / "cut", max_steps=20, stop_at=10, workers=workers)
+    whole, mixing, recorder, _ = run(corpus, tokenizer, tmp_path / "whole", max_steps=14, workers=workers)
+    first, _, head, _ = run(corpus, tokenizer, tmp_path / "cut", max_steps=14, stop_at=10, workers=workers)
     assert (tmp_path / "cut" / "checkpoint-10" / "mixgym_mixture.ckpt").exists()
     second, resumed, tail, train = run(
-        corpus, tokenizer, tmp_path / "cut", max_steps=20, resume=True, workers=workers, ignore_data_skip=ignore_data_skip
+        corpus, tokenizer, tmp_path / "cut", max_steps=14, resume=True, workers=workers, ignore_data_skip=ignore_data_skip
     )
-    assert head.positions + tail.positions == recorder.positions == list(range(20 * BATCH))
+    assert head.positions + tail.positions == recorder.positions == list(range(14 * BATCH))
     for a, b in zip(mixing.history, resumed.history, strict=True):
         assert np.array_equal(a["mixture"], b["mixture"]) and np.array_equal(a["samples"], b["samples"])
         assert np.array_equal(a["train_loss"], b["train_loss"], equal_nan=True) and a["reward"] == pytest.approx(b["reward"], nan_ok=True)
@@ -149,7 +149,7 @@ def test_resume_from_a_trainer_checkpoint_continues_the_exact_example_sequence(
 def test_a_saved_sb3_policy_steers_a_trainer_in_proxy_mode(corpus: Any, tokenizer: Any, tmp_path: Path) -> None:
     proxy = MixingEnv(num_domains=len(DOMAINS), total_steps=60, steps_per_action=4, reward="eval_loss")
     agent = make_agent("td3", proxy, seed=0, sb3_kwargs={"learning_starts": 5})
-    agent.learn(total_timesteps=30)
+    agent.learn(total_timesteps=12)
     path = tmp_path / "td3.zip"
     agent.save(path)
     _, mixing, _, train = run(corpus, tokenizer, tmp_path / "run", agent=path, max_steps=16)

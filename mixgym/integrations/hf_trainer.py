@@ -17,7 +17,9 @@ Every ``steps_per_decision`` optimizer steps the callback hands a `MixtureDriver
   with its domain -- the dataset's stream says which domain each position holds, and the
   Trainer consumes positions in order (``TrainingArguments(dataloader_in_order=True)``, the
   default); when the batches carry the dataset's tags (``remove_unused_columns=False``) the
-  hook also checks them;
+  hook also checks them. A domain's loss over a step is token-weighted, over a decision
+  example-weighted; with several processes the per-domain sums are all-reduced (so are the
+  gradient sums), and every process's agent sees the same numbers;
 - held-out loss per domain on the first ``eval_rows`` rows of each domain's eval set
   (`HeldOut`, packed like the training data);
 - norms of the chosen weight matrices (``weights=True``: the MLP output matrices of three
@@ -147,8 +149,14 @@ class DomainGradientHooks:
         self.counts[domain] += 1
 
     def means(self) -> np.ndarray:
-        counts = np.maximum(self.counts, 1)[:, None]
-        return self.sums.double().cpu().numpy() * (self.scale / counts)
+        sums, counts = self.sums, self.counts
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            sums = sums.clone()
+            torch.distributed.all_reduce(sums)  # each process summed its own micro-batches
+            totals = torch.from_numpy(counts).to(sums.device)
+            torch.distributed.all_reduce(totals)
+            counts = totals.cpu().numpy()
+        return sums.double().cpu().numpy() * (self.scale / np.maximum(counts, 1)[:, None])
 
     def clear(self) -> None:
         self.sums.zero_()
@@ -330,23 +338,33 @@ class MixtureCallback(TrainerCallback):
             labels = ids if mask is None else ids.masked_fill(mask == 0, -100)
         sums, counts = row_losses(logits.detach(), labels)
         keep = ids.detach().cpu() if self.driver is not None and self.driver._wants_tokens else None
-        self._rows.append((sums.cpu(), counts.cpu(), self._pending, keep))
+        self._rows.append((sums, counts, self._pending, keep))
 
     # ------------------------------------------------------------------ events
     def on_step_end(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
         assert self.driver is not None
         if not self._rows:
             return
-        sums = torch.cat([r[0] for r in self._rows]).double()
-        counts = torch.cat([r[1] for r in self._rows]).double()
-        domains = np.concatenate([r[2] for r in self._rows])
+        k = len(self.dataset.domains)
+        domains = torch.from_numpy(np.concatenate([r[2] for r in self._rows]))
+        device = self._rows[0][0].device
+        # per domain: loss sum, tokens, examples of this process's rows, added over processes
+        totals = torch.zeros(3, k, dtype=torch.float64, device=device)
+        totals[0].index_add_(0, domains.to(device), torch.cat([r[0] for r in self._rows]).double())
+        totals[1].index_add_(0, domains.to(device), torch.cat([r[1] for r in self._rows]).double())
+        totals[2].index_add_(0, domains.to(device), torch.ones(len(domains), dtype=torch.float64, device=device))
+        if self._ranks > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(totals)
+        totals = totals.cpu().numpy()
         token_ids = torch.cat([r[3] for r in self._rows]).numpy() if self._rows[0][3] is not None else None
         self._rows = []
         before = len(self.driver.history)
         learning_rate = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            losses = np.where(totals[1] > 0, totals[0] / totals[1], np.nan)
         self.driver.observe(
-            int(state.global_step), (sums / counts.clamp(min=1)).numpy(), domains=domains,
-            tokens=counts.numpy(), token_ids=token_ids, learning_rate=learning_rate,
+            int(state.global_step), losses, samples=totals[2].astype(np.int64), tokens=int(totals[1].sum()),
+            token_ids=token_ids, learning_rate=learning_rate,
         )
         if len(self.driver.history) > before:
             control.should_log = True  # every decision goes to the Trainer's log
