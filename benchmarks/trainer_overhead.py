@@ -2,7 +2,8 @@
 
 - (a) a stock Trainer on a map-style dataset of the same packed rows (the baseline),
 - (b) the Trainer on a `MixtureDataset` with a fixed mixture, no callback (the dataset's cost),
-- (c) (b) plus `MixtureCallback` driven by exp3 (hooks, held-out evaluation, decisions),
+- (c) (b) plus `MixtureCallback` driven by exp3 (hooks, held-out evaluation, decisions), and
+  (c') the same with 2 instead of 16 held-out rows per domain (the evaluation's share),
 - (d) (b) plus `MixtureCallback` with hds learning online, per-domain gradients and the
   holistic reward (SAC's learn in its own thread, a checkpointable snapshot per decision),
 
@@ -80,6 +81,10 @@ def main() -> None:
         data = mixture_dataset()
         return trainer_for(data, [MixtureCallback(data, "exp3", held_out, steps_per_decision=args.every)], output)
 
+    def exp3_small_eval(output: str) -> transformers.Trainer:
+        data = mixture_dataset()
+        return trainer_for(data, [MixtureCallback(data, "exp3", held_out, steps_per_decision=args.every, eval_rows=2)], output)
+
     def hds(output: str) -> transformers.Trainer:
         data = mixture_dataset(block_size=args.batch)
         callback = MixtureCallback(
@@ -91,7 +96,8 @@ def main() -> None:
     variants: dict[str, Callable[[str], transformers.Trainer]] = {
         "(a) stock Trainer, map-style dataset": baseline,
         "(b) MixtureDataset, fixed mixture": dataset_only,
-        "(c) + MixtureCallback, exp3": exp3,
+        "(c) + MixtureCallback, exp3 (16 held-out rows per domain)": exp3,
+        "(c') + MixtureCallback, exp3, 2 held-out rows per domain": exp3_small_eval,
         "(d) + MixtureCallback, hds online, gradients": hds,
     }
     seconds: dict[str, list[float]] = {name: [] for name in variants}
