@@ -19,13 +19,8 @@ from mixgym.llm_backend.toy import ToyBackend
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: two threads contend and run ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class Recording:
     """A backend that passes everything through and records what it reported, in call order."""

@@ -22,19 +22,12 @@ from mixgym.llm_backend.corpus import load_corpus  # noqa: E402
 from mixgym.llm_backend.hf import preset_config  # noqa: E402
 from mixgym.llm_backend.tokenizer import corpus_tokenizer  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DOMAINS = ("c", "changelogs", "licenses")
 SEQ_LEN = 32
 BATCH = 4
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: two threads contend and run ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 @pytest.fixture(scope="module")
 def corpus() -> Any:

@@ -4,8 +4,6 @@ import re
 import textwrap
 from pathlib import Path
 
-import torch
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -14,13 +12,8 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "make demo" in first_block and "make test" in first_block
 
 
-def test_every_python_example_in_the_readme_runs() -> None:
+def test_every_python_example_in_the_readme_runs(one_torch_thread: None) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert len(blocks) >= 3, "README lost its python examples"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: on a busy 2-core machine two threads contend and run ~20x slower
-    try:
-        for block in blocks:
-            exec(compile(textwrap.dedent(block), str(README), "exec"), {})
-    finally:
-        torch.set_num_threads(threads)
+    for block in blocks:
+        exec(compile(textwrap.dedent(block), str(README), "exec"), {})
