@@ -281,3 +281,12 @@ def test_blocks_of_examples_share_one_domain() -> None:
             assert len({d for d, *_ in block}) == 1
     check_epochs(examples, [7, 5, 3])
     assert Counter(d for d, *_ in examples) == {0: 14, 1: 10, 2: 6}
+
+
+def test_the_dataset_pickles_for_spawned_workers() -> None:
+    import pickle
+
+    stream = datasets.Dataset.from_list(rows(6, 200)).to_iterable_dataset()
+    data = MixtureDataset({"a": rows(7, 100), "s": stream}, seed=2, max_epochs=1)
+    copy = pickle.loads(pickle.dumps(data))
+    assert served(copy) == served(data)

@@ -101,6 +101,7 @@ def run(
 
 def test_exp3_steers_a_trainer_and_the_served_counts_follow_the_mixture(corpus: Any, tokenizer: Any, tmp_path: Path) -> None:
     trainer, mixing, recorder, train = run(corpus, tokenizer, tmp_path)
+    assert trainer.callback_handler.callbacks[0] is mixing  # install(): reporters after it see its metrics
     history = mixing.history
     assert [int(h["step"]) for h in history] == [0, 4, 8, 12, 16, 20, 24]
     chosen = np.array([h["mixture"] for h in history[1:]])  # the mixture each decision trained on

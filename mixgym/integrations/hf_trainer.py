@@ -34,6 +34,10 @@ batch ``accelerate`` reads ahead). The mixture, per-domain losses, examples and 
 the Trainer's log at each decision (``mixgym/...`` keys: `trainer.state.log_history`, the
 console, and TensorBoard/W&B when the callback comes before their callbacks: `install`).
 
+What it does not reproduce: AC-ODM's and HDS's forced micro-batch per domain and step
+(``forced_fraction``, which `env_for` gives those agents on mixgym's own backends): here every
+example's domain is drawn from the mixture.
+
 Checkpoints: `on_save` writes the driver's state (agent, environment, accumulated statistics,
 the dataset's position and schedule) as ``mixgym_mixture.ckpt`` in the Trainer's checkpoint
 folder; ``trainer.train(resume_from_checkpoint=...)`` reads it back and the run continues with

@@ -166,20 +166,50 @@ def _first(data: Any, name: str) -> Any:
         raise ValueError(f"domain {name!r} has no examples") from None
 
 
-def _iterable(data: Any, name: str) -> Callable[[], Iterator[Any]]:
-    """A zero-argument callable giving a fresh iterator over the domain's examples."""
-    if callable(data) and not hasattr(data, "__iter__"):
-        return data
-    if hasattr(data, "iter") and hasattr(data, "n_shards"):  # datasets.IterableDataset
-        # its own __iter__ splits the stream between DataLoader workers; every worker here reads
-        # the whole stream and keeps its own positions, so read it unsharded
-        return lambda: (row for batch in data.iter(batch_size=_TEXT_BATCH) for row in _unbatch(batch))
-    if iter(data) is data:
+@dataclass
+class _Examples:
+    """A fresh iterator over a domain's examples at every call (picklable, for spawned workers)."""
+
+    data: Any
+
+    def __call__(self) -> Iterator[Any]:
+        data = self.data
+        if callable(data) and not hasattr(data, "__iter__"):
+            return data()
+        if hasattr(data, "iter") and hasattr(data, "n_shards"):  # datasets.IterableDataset
+            # its own __iter__ splits the stream between DataLoader workers; every worker here
+            # reads the whole stream and keeps its own positions, so read it unsharded
+            return (row for batch in data.iter(batch_size=_TEXT_BATCH) for row in _unbatch(batch))
+        return iter(data)
+
+
+@dataclass
+class _Rows:
+    """A fresh iterator over a streamed domain's rows of token ids at every call."""
+
+    examples: _Examples
+    name: str
+    seq_len: int | None
+    tokenizer: Any
+    text_column: str
+    tokenised: bool
+
+    def __call__(self) -> Iterator[np.ndarray]:
+        if self.tokenised:
+            return (_ids_of(x, self.name, self.seq_len) for x in self.examples())
+        assert self.seq_len is not None
+        texts = (_text_of(x, self.name, self.text_column) for x in self.examples())
+        return _packed(texts, self.tokenizer, self.seq_len)
+
+
+def _iterable(data: Any, name: str) -> _Examples:
+    """The domain's examples as a re-iterable source; a one-shot iterator is refused."""
+    if not (callable(data) and not hasattr(data, "__iter__")) and not hasattr(data, "n_shards") and iter(data) is data:
         raise ValueError(
             f"domain {name!r} is a one-shot iterator: give a list, a datasets Dataset/IterableDataset or a "
             "zero-argument callable returning a fresh iterator (every epoch reads it again)"
         )
-    return lambda: iter(data)
+    return _Examples(data)
 
 
 def _unbatch(batch: Mapping[str, Sequence[Any]]) -> Iterator[dict[str, Any]]:
@@ -223,12 +253,7 @@ def make_source(
             dtype = np.int32 if chunks.max(initial=0) < 2**31 else np.int64
             source = DomainSource(name, rows, seq_len, False, int(chunks.max(initial=-1)), _chunks=chunks.astype(dtype))
     else:
-        examples = _iterable(data, name)
-        if tokenised:
-            rows_of: Callable[[], Iterator[np.ndarray]] = lambda: (_ids_of(x, name, seq_len) for x in examples())
-        else:
-            assert seq_len is not None
-            rows_of = lambda: _packed((_text_of(x, name, text_column) for x in examples()), tokenizer, seq_len)
+        rows_of = _Rows(_iterable(data, name), name, seq_len, tokenizer, text_column, tokenised)
         lengths_list, top = [], -1
         for ids in rows_of():
             lengths_list.append(len(ids))
