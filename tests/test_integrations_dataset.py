@@ -3,9 +3,7 @@ max_epochs, workers, ranks, resume, sources and bad input."""
 
 from __future__ import annotations
 
-import os
 import socket
-import warnings
 from collections import Counter
 from pathlib import Path
 

@@ -3,9 +3,7 @@ PyTorch loop, acting and learning agents, exact resume, bad input."""
 
 from __future__ import annotations
 
-import warnings
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import numpy as np

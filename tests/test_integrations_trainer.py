@@ -4,7 +4,6 @@ example sequence, workers, a saved SB3 policy in proxy mode, bad input."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
