@@ -34,6 +34,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -527,7 +528,7 @@ class MixtureDataset(IterableDataset):
         ranks = self._readers()[3]
         self.bind(batch_size, batch_size * ranks * steps_per_batch, shard_by_rank=self.shard_by_rank)
         if self.seq_len is None or any(not isinstance(s.token_counts, int) for s in self.sources):
-            kwargs.setdefault("collate_fn", lambda examples: collate(examples, self.pad_id))
+            kwargs.setdefault("collate_fn", functools.partial(collate, pad_id=self.pad_id))
         return _CountingLoader(self, batch_size=batch_size, num_workers=num_workers, **kwargs)
 
 
