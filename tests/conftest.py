@@ -14,13 +14,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("MIXGYM_CACHE", str(tmp_path_factory.getbasetemp() / "mixgym-cache"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def one_torch_thread():
-    """One torch thread for a module's tests (opt in with ``pytestmark =
-    pytest.mark.usefixtures("one_torch_thread")`` or as an argument): tiny models on a shared
-    2-core machine run ~20x slower with two contending threads."""
-    import torch
-
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine torch's
+    thread pool stalls (tens of times slower) when the other core is busy."""
+    torch = pytest.importorskip("torch")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
