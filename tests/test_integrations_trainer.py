@@ -168,23 +168,6 @@ def test_hds_learns_online_inside_a_trainer_with_per_domain_gradients(corpus: An
     assert driver.agent.num_timesteps == 4  # SAC's own learn() took the four decisions
 
 
-def test_domain_gradient_hooks_sum_each_micro_batch_gradient_into_its_domain() -> None:
-    from mixgym.integrations.hf_trainer import DomainGradientHooks
-
-    layer = torch.nn.Linear(3, 2)
-    hooks = DomainGradientHooks([layer.weight], num_domains=2, scale=2.0)
-    batches = [torch.randn(4, 3) for _ in range(3)]
-    expected = torch.zeros(2, 6)
-    for domain, batch in zip([0, 1, 0], batches):  # hooks ignore backward passes outside start()
-        expected[domain] += torch.autograd.grad(layer(batch).pow(2).mean(), layer.weight)[0].reshape(-1) / 2
-    for domain, batch in zip([0, 1, 0], batches):
-        hooks.start(domain)
-        (layer(batch).pow(2).mean() / 2).backward()  # loss / accumulation steps, as the Trainer scales it
-    counts = np.array([[2], [1]])
-    assert np.allclose(hooks.means(), expected.double().numpy() * 2.0 / counts, atol=1e-6)
-    hooks.remove()
-
-
 def test_bad_input_is_refused_before_training(corpus: Any, tokenizer: Any, tmp_path: Path) -> None:
     train = MixtureDataset(domains_of(corpus, "train"), tokenizer=tokenizer, seq_len=SEQ_LEN)
     held_out = domains_of(corpus, "validation")

@@ -26,8 +26,9 @@ Every ``steps_per_decision`` optimizer steps the callback hands a `MixtureDriver
   layers, as AC-ODM/HDS; `MatrixNorms`);
 - per-domain gradients of those matrices (``gradients=True``), summed by tensor hooks as each
   micro-batch's backward pass produces them, before accumulation, clipping or DDP's
-  reduction; a micro-batch must then hold one domain (``MixtureDataset(block_size=
-  per_device_train_batch_size)``);
+  reduction (`mixgym.llm_backend.gradient_signal.DomainGradients`, exact or, for large
+  matrices, a JL sketch); a micro-batch must then hold one domain (``MixtureDataset(
+  block_size=per_device_train_batch_size)``);
 
 and sets the agent's next mixture on the dataset, from the next optimizer step (plus the one
 batch ``accelerate`` reads ahead). The mixture, per-domain losses, examples and epochs go to
@@ -48,6 +49,7 @@ batches it trained on, and the stream replays them identically).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ import torch
 from transformers import TrainerCallback
 
 from mixgym.checkpoint import atomic_write_bytes, decode, encode
+from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
 from mixgym.integrations.dataset import MixtureDataset, collate
 from mixgym.integrations.driver import MatrixNorms, MixtureDriver
 from mixgym.integrations.sources import make_source
@@ -122,56 +125,6 @@ class HeldOut:
         return losses
 
 
-class DomainGradientHooks:
-    """Per-domain sums of micro-batch gradients of chosen matrices, by tensor hooks.
-
-    A hook on a parameter sees the gradient of the micro-batch being back-propagated, before
-    it is added to ``.grad`` (so before clipping and DDP's reduction); `domain` says whose it
-    is. `means` gives each domain's mean micro-batch gradient times the accumulation steps
-    (the gradient of that domain's mean loss).
-    """
-
-    def __init__(self, params: Sequence[torch.nn.Parameter], num_domains: int, scale: float) -> None:
-        sizes = [p.numel() for p in params]
-        self.offsets = [int(o) for o in np.cumsum([0] + sizes[:-1])]
-        self.sums = torch.zeros(num_domains, sum(sizes), dtype=torch.float32, device=params[0].device)
-        self.counts = np.zeros(num_domains, dtype=np.int64)
-        self.scale = scale
-        self.domain: int | None = None
-        self._handles = [p.register_hook(self._hook(offset)) for p, offset in zip(params, self.offsets)]
-
-    def _hook(self, offset: int) -> Any:
-        def add(grad: torch.Tensor) -> None:
-            if self.domain is not None:
-                self.sums[self.domain, offset : offset + grad.numel()].add_(grad.reshape(-1).float())
-
-        return add
-
-    def start(self, domain: int) -> None:
-        """The next backward pass is a micro-batch of `domain`."""
-        self.domain = domain
-        self.counts[domain] += 1
-
-    def means(self) -> np.ndarray:
-        sums, counts = self.sums, self.counts
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            sums = sums.clone()
-            torch.distributed.all_reduce(sums)  # each process summed its own micro-batches
-            totals = torch.from_numpy(counts).to(sums.device)
-            torch.distributed.all_reduce(totals)
-            counts = totals.cpu().numpy()
-        return sums.double().cpu().numpy() * (self.scale / np.maximum(counts, 1)[:, None])
-
-    def clear(self) -> None:
-        self.sums.zero_()
-        self.counts[:] = 0
-        self.domain = None
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 class MixtureCallback(TrainerCallback):
     """Lets a mixgym agent choose the mixture of a ``Trainer`` run on a `MixtureDataset`.
 
@@ -215,7 +168,8 @@ class MixtureCallback(TrainerCallback):
         self.driver: MixtureDriver | None = None
         self._model: torch.nn.Module | None = None
         self._handles: list[Any] = []
-        self._grads: DomainGradientHooks | None = None
+        self._grads: DomainGradients | None = None
+        self._recording = contextlib.ExitStack()
         self._rows: list[tuple[torch.Tensor, torch.Tensor, np.ndarray, torch.Tensor | None]] = []
         self._micro_batches = 0
         self._pending = np.zeros(0, dtype=np.int64)
@@ -267,7 +221,10 @@ class MixtureCallback(TrainerCallback):
         norms = MatrixNorms(model, layers) if (self.weights or self.gradients) else None
         if self.gradients:
             assert norms is not None
-            self._grads = DomainGradientHooks([p for _, p in norms.matrices], len(self.dataset.domains), args.gradient_accumulation_steps)
+            params = [p for _, p in norms.matrices]
+            sketch = sketch_dim_for("auto", len(self.dataset.domains), sum(p.numel() for p in params))
+            self._grads = DomainGradients(params, len(self.dataset.domains), sketch)
+        self._scale = float(args.gradient_accumulation_steps)
         self.driver = MixtureDriver(
             self.agent,
             self.dataset,
@@ -275,7 +232,7 @@ class MixtureCallback(TrainerCallback):
             steps_per_decision=self.steps_per_decision,
             evaluate=lambda: self.held_out(model),
             weights=norms if self.weights else None,
-            gradients=self._grads.means if self._grads is not None else None,
+            gradients=self._gradient_means if self._grads is not None else None,
             examples_per_step=batch * int(args.gradient_accumulation_steps) * ranks,
             lookahead=lookahead,
             **self.options,
@@ -325,7 +282,8 @@ class MixtureCallback(TrainerCallback):
         if self._grads is not None:
             if len(set(domains.tolist())) != 1:
                 raise RuntimeError(f"micro-batch {self._micro_batches} mixes domains {sorted(set(domains.tolist()))}: see block_size")
-            self._grads.start(int(domains[0]))
+            self._recording.close()
+            self._recording.enter_context(self._grads.recording(int(domains[0])))
         self._micro_batches += 1
         return args, kwargs
 
@@ -344,7 +302,27 @@ class MixtureCallback(TrainerCallback):
         keep = ids.detach().cpu() if self.driver is not None and self.driver._wants_tokens else None
         self._rows.append((sums, counts, self._pending, keep))
 
+    def _gradient_means(self) -> np.ndarray:
+        """Each domain's mean micro-batch gradient times the accumulation steps: the gradient
+        of its mean loss. Under several processes each saw its own micro-batches, so sums and
+        counts are added over them."""
+        assert self._grads is not None
+        sums, counts = self._grads.sums, self._grads.counts
+        if self._ranks > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            sums = sums.clone()
+            torch.distributed.all_reduce(sums)
+            totals = torch.from_numpy(counts).to(sums.device)
+            torch.distributed.all_reduce(totals)
+            counts = totals.cpu().numpy()
+        return sums.double().cpu().numpy() * (self._scale / np.maximum(counts, 1)[:, None])
+
     # ------------------------------------------------------------------ events
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._recording.close()  # the micro-batch's backward pass is done
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._recording.close()  # the step's last backward pass is done
+
     def on_step_end(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
         assert self.driver is not None
         if not self._rows:
@@ -403,6 +381,7 @@ class MixtureCallback(TrainerCallback):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._recording.close()
         if self._grads is not None:
             self._grads.remove()
         if self.driver is not None:
