@@ -288,3 +288,22 @@ def test_the_dataset_pickles_for_spawned_workers() -> None:
     data = MixtureDataset({"a": rows(7, 100), "s": stream}, seed=2, max_epochs=1)
     copy = pickle.loads(pickle.dumps(data))
     assert served(copy) == served(data)
+
+
+def _second_worker_starts_late(worker: int) -> None:
+    if worker == 1:
+        import time
+
+        time.sleep(1.5)
+
+
+def test_a_worker_that_starts_late_reads_the_same_start_as_the_others() -> None:
+    # the loop consumes worker 0's first batch (and counts it) before worker 1 starts: the
+    # iteration's start must not have moved meanwhile
+    data = small(mixture=[0.4, 0.4, 0.2])
+    positions = []
+    for i, batch in enumerate(data.loader(batch_size=3, num_workers=2, worker_init_fn=_second_worker_starts_late)):
+        positions += batch["position"].tolist()
+        if i == 3:
+            break
+    assert positions == list(range(12))

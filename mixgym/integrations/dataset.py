@@ -14,7 +14,10 @@ i % W == w of its iteration), and under ``torch.distributed`` each rank its own 
 of domains (cheap: no data is read) and reads only its own rows. So the examples served, in
 the order the training loop sees them, do not depend on the number of workers. Batch size
 matters (it says which positions are whose): `bind` it, or build the loader with
-`MixtureDataset.loader`, which also counts what the loop consumed (for `state_dict`).
+`MixtureDataset.loader`, which also counts what the loop consumed (for `state_dict`). An
+iteration starts from a position fixed before its workers start (`load_state_dict`, `bind`
+with a step, `loader`'s iterator, or where a stream that ended ended), never from one that
+moves while they start: a worker that starts late reads the same start as the others.
 
 Changing the mixture. `set_mixture(mixture)` applies from the next example the process reads
 itself (no workers). With workers, which run ahead, a change must say from which step it
@@ -311,7 +314,8 @@ class MixtureDataset(IterableDataset):
             raise ValueError(f"examples_per_step={examples_per_step} must be a multiple of batch_size={batch_size}")
         self.batch_size = int(batch_size)
         self._examples_per_step = int(examples_per_step)
-        if step is not None:
+        if step is not None:  # the loop's next iteration starts where the accounting stands
+            self._schedule.set_resume(self._tracker.state.position)
             self._step_origin = (int(step), self._schedule.resume)
         self.lookahead = int(lookahead)
         if shard_by_rank is not None:
@@ -372,7 +376,8 @@ class MixtureDataset(IterableDataset):
         if target < self._tracker.state.position:
             raise ValueError(f"position {target} is before the accounting's position {self._tracker.state.position}")
         self._tracker.advance_to(target, self._schedule)
-        self._schedule.set_resume(self._tracker.state.position)  # short of target if the stream ended
+        if self._tracker.ended:  # an iteration that starts now finds nothing left
+            self._schedule.set_resume(self._tracker.state.position)
         state = self._tracker.state
         for domain in np.flatnonzero(state.retired):
             if int(domain) not in self._warned:
@@ -503,8 +508,9 @@ class MixtureDataset(IterableDataset):
                     if stream.ended:
                         return
                     domain, row, epoch = stream.draw(self._schedule)
-                    if not in_worker:
+                    if not in_worker:  # the only reader: the next iteration continues from here
                         self._produced = stream.state.position
+                        self._schedule.set_resume(self._produced)
                         if self._examples_per_step is None:  # no loop binding: count what is handed out
                             self.consumed(position=self._produced)
                     yield self._example(readers[domain], domain, row, epoch, position)
@@ -537,7 +543,8 @@ class _CountingLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         dataset: MixtureDataset = self.dataset  # type: ignore[assignment]
-        position = dataset._schedule.resume
+        position = dataset._tracker.state.position
+        dataset._schedule.set_resume(position)  # before the workers start: they read it once
         ranks = dataset._readers()[3]
         for batch in super().__iter__():
             position += len(batch["input_ids"]) * ranks
