@@ -247,6 +247,8 @@ class MixtureDriver:
             ``eval_every``, layout options); unless given, the agent's action map and, for an
             agent that learns, its paper's reward (``eval_loss`` otherwise).
         agent_options: options of `make_agent`.
+        trusted: a saved agent may run code when loaded (`load_agent`'s ``trusted``): say so
+            for a file this installation did not write.
         examples_per_step: examples one optimizer step consumes, all readers together (for
             the dataset; default: its loader's batch size x readers).
         lookahead: examples the loop reads ahead of the step it trains (accelerate: a batch).
@@ -269,6 +271,7 @@ class MixtureDriver:
         seed: int = 0,
         env_options: Mapping[str, Any] | None = None,
         agent_options: Mapping[str, Any] | None = None,
+        trusted: bool = False,
         examples_per_step: int | None = None,
         lookahead: int = 0,
         domain_sizes: Sequence[float] | None = None,
@@ -318,7 +321,7 @@ class MixtureDriver:
         self._step_norms = []  # the env read the norms to count the matrices; the run's first row comes at reset
         with self._rng.active():  # SB3 seeds the global generators when it builds a model
             if saved is not None:
-                self.agent = load_agent(agent, self.env)
+                self.agent = load_agent(agent, self.env, trusted=trusted)
             else:
                 self.agent = make_agent(name, self.env, **{"seed": self.seed, **dict(agent_options or {})})
         if learn is None:

@@ -136,8 +136,10 @@ class MixtureCallback(TrainerCallback):
         eval_rows: held-out rows per domain; eval_batch_size: rows per forward pass.
         weights: report the chosen matrices' norms (True), or name the matrices (a list).
         gradients: report per-domain gradients of those matrices (single-domain micro-batches).
-        learn, seed, env_options, agent_options: as `MixtureDriver` (an agent by name learns
-            online if it is an SB3 preset; the reward defaults to its paper's, or ``eval_loss``).
+        learn, seed, env_options, agent_options, trusted: as `MixtureDriver` (an agent by name
+            learns online if it is an SB3 preset; the reward defaults to its paper's, or
+            ``eval_loss``); ``trusted`` also lets a resume read a ``mixgym_mixture.ckpt`` this
+            installation did not write (it is unpickled: it can run code).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class MixtureCallback(TrainerCallback):
         seed: int = 0,
         env_options: Mapping[str, Any] | None = None,
         agent_options: Mapping[str, Any] | None = None,
+        trusted: bool = False,
     ) -> None:
         if not isinstance(dataset, MixtureDataset):
             raise ValueError(f"MixtureCallback steers a MixtureDataset, got {type(dataset).__name__}")
@@ -164,7 +167,8 @@ class MixtureCallback(TrainerCallback):
         self.steps_per_decision = steps_per_decision
         self.weights = weights
         self.gradients = gradients
-        self.options = {"learn": learn, "seed": seed, "env_options": env_options, "agent_options": agent_options}
+        self.options = {"learn": learn, "seed": seed, "env_options": env_options, "agent_options": agent_options, "trusted": trusted}
+        self.trusted = trusted
         self.driver: MixtureDriver | None = None
         self._model: torch.nn.Module | None = None
         self._handles: list[Any] = []
@@ -239,7 +243,8 @@ class MixtureCallback(TrainerCallback):
         )
         if state.global_step > 0:
             path = self._checkpoint(args, state)
-            self.driver.load_state_dict(decode(path.read_bytes(), str(path)), replay=not args.ignore_data_skip)
+            state = decode(path.read_bytes(), str(path), trusted=self.trusted)
+            self.driver.load_state_dict(state, replay=not args.ignore_data_skip)
         else:
             self.driver.start(step=0)
         self._first_position = self.dataset.position_of(state.global_step)
