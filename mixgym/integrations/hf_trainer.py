@@ -243,8 +243,8 @@ class MixtureCallback(TrainerCallback):
         )
         if state.global_step > 0:
             path = self._checkpoint(args, state)
-            state = decode(path.read_bytes(), str(path), trusted=self.trusted)
-            self.driver.load_state_dict(state, replay=not args.ignore_data_skip)
+            saved = decode(path.read_bytes(), str(path), trusted=self.trusted)
+            self.driver.load_state_dict(saved, replay=not args.ignore_data_skip)
         else:
             self.driver.start(step=0)
         self._first_position = self.dataset.position_of(state.global_step)
