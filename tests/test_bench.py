@@ -214,7 +214,8 @@ def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
 
 
 def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path) -> None:
-    grid = parse_config({**GRID, "agents": ["hds"], "backends": {"toy3": {"num_domains": 3, "total_steps": 500}}})
+    # 100 decisions, stopped after 25: the cell cannot finish before the stop reaches it, however fast the machine
+    grid = parse_config({**GRID, "agents": ["hds"], "backends": {"toy3": {"num_domains": 3, "total_steps": 1000}}})
     run_bench(grid, tmp_path / "full", workers=1, progress=False)
     hds = next(c for c in grid.cells() if c.agent == "hds")
     csv = partial_dir(tmp_path / "cut", hds) / "decisions.csv"
@@ -226,7 +227,7 @@ def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path)
 
     threading.Thread(target=stop_later, daemon=True).start()
     stopped = run_bench(grid, tmp_path / "cut", workers=1, progress=False)
-    assert stopped.stopped and {o.status for o in stopped.outcomes} <= {"stopped", "skipped", "done"}
+    assert stopped.stopped and "stopped" in {o.status for o in stopped.outcomes if o.cell.agent == "hds"}
     assert list((csv.parent / "checkpoints").glob("*.ckpt"))
     assert not run_bench(grid, tmp_path / "cut", workers=1, progress=False).stopped
     full = pd.read_csv(cell_dir(tmp_path / "full", hds) / "decisions.csv").drop(columns=["wall_time"])

@@ -155,7 +155,7 @@ def run_cells(cells: list[Cell], out: Path, runner: CellRunner, workers: int | N
             if stop.requested is not None and queue:
                 outcomes += [CellOutcome(c, "skipped", partial_dir(out, c)) for c in queue]
                 queue.clear()
-            for sentinel in multiprocessing.connection.wait(list(running), timeout=0.5):
+            for sentinel in multiprocessing.connection.wait(list(running), timeout=0.1):
                 process, cell = running.pop(sentinel)  # type: ignore[arg-type]
                 process.join()
                 outcome = _outcome(process.exitcode, cell, out, attempts[cell.key], stop.requested is not None)
