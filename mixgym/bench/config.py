@@ -49,7 +49,7 @@ from mixgym.validation import integer
 
 MODES = ("proxy", "non-proxy")
 _KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs")
+_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "observation")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
