@@ -12,6 +12,8 @@ from mixgym.llm_backend.base import Backend, BackendInfo, Signal, TrainStats, We
 from mixgym.llm_backend.toy import ToyBackend, ToyConfig
 
 BACKENDS = ("toy", "hf")
+WHATIF_BACKENDS = ("toy (ToyBackend)", "hf (HFBackend)")
+"""The backends that provide `Signal.WHATIF` (what-if simulation, `mixgym.llm_backend.whatif`)."""
 
 
 def make_backend(name: str, **kwargs: Any) -> Backend:
@@ -27,6 +29,7 @@ def make_backend(name: str, **kwargs: Any) -> Backend:
 
 __all__ = [
     "BACKENDS",
+    "WHATIF_BACKENDS",
     "Backend",
     "BackendInfo",
     "Signal",

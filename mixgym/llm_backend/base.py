@@ -27,6 +27,10 @@ class Signal(str, enum.Enum):
     """`weight_stats()`: norms of the chosen weight matrices and of their last update."""
     TOKENS = "tokens"
     """`TrainStats.token_ids`: the tokens trained on, for lexical-diversity rewards."""
+    WHATIF = "whatif"
+    """`simulate(probes, steps, candidates, method)`: held-out losses of hypothetical branches
+    from the current state (probe mixtures and interpolations of their parameter deltas),
+    leaving the run bit-identical (see `mixgym.llm_backend.whatif`)."""
 
 
 @dataclass(frozen=True)

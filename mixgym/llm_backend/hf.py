@@ -68,6 +68,7 @@ import numpy as np
 from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
+from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulation, probe_seed, validate_request
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -122,10 +123,11 @@ class HFConfig:
         grad_accumulation: micro-batches per optimizer step.
         every_domain: give every domain at least one micro-batch per `train` call (HDS and
             AC-ODM do, so every domain has a gradient and a loss): of the call's
-            ``n_steps * grad_accumulation`` micro-batches, K are one per domain and the rest
-            are drawn from the mixture, all shuffled together. The realised mixture then
-            leans towards uniform by K / (n_steps * grad_accumulation); with fewer
-            micro-batches than domains in a call, all are drawn from the mixture.
+            ``n_steps * grad_accumulation`` micro-batches, one goes to each domain of positive
+            weight and the rest are drawn from the mixture, all shuffled together. The
+            realised mixture then leans towards uniform by K / (n_steps * grad_accumulation);
+            with fewer micro-batches than such domains in a call, all are drawn from the
+            mixture. A domain of weight 0 (one masked out by `MixingEnv`'s phases) gets none.
         learning_rate: peak AdamW learning rate (Pythia-70M's 1e-3).
         warmup_fraction: share of `total_steps` of linear warm-up (at least one step;
             Pythia's 1%).
@@ -291,6 +293,15 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def held_out_losses(model: Any, batches: list[Any]) -> np.ndarray:
+    """(K,) mean next-token loss of `model` (put in eval mode) on each domain's batch."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.array([float(model(input_ids=batch, labels=batch).loss) for batch in batches])
+
+
 class _DomainStream:
     """One domain's training chunks, walked in a fresh random order every epoch."""
 
@@ -412,7 +423,11 @@ class HFBackend:
             self._objective_weights: np.ndarray | None = w / w.sum()
         else:
             self._objective_weights = None
-        self.signals = frozenset({Signal.WEIGHT_NORMS, Signal.TOKENS} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set()))
+        self.signals = frozenset(
+            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.WHATIF} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
+        )
+        self.whatif_cache = WhatIfCache()
+        """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
         self.total_steps = config.total_steps
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
@@ -481,6 +496,7 @@ class HFBackend:
         from transformers import AutoModelForCausalLM
 
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
+        self._seed = int(seed)
         # Let the previous run go first: two models and optimizer states alive at once would
         # double the peak memory of every reset.
         self.model = self.optimizer = self.scheduler = self._differencer = None
@@ -516,7 +532,8 @@ class HFBackend:
     def _plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
         """The domain of each micro-batch of a call, (n_steps, grad_accumulation)."""
         total, k = n_steps * self.config.grad_accumulation, len(self.domains)
-        forced = np.arange(k) if self.config.every_domain and total >= k else np.zeros(0, dtype=np.int64)
+        present = np.flatnonzero(mixture > 0)
+        forced = present if self.config.every_domain and total >= len(present) else np.zeros(0, dtype=np.int64)
         cdf = np.cumsum(mixture)
         cdf[-1] = 1.0
         drawn = np.minimum(np.searchsorted(cdf, self._mixture_rng.random(total - len(forced)), side="right"), k - 1)
@@ -592,13 +609,7 @@ class HFBackend:
 
     def evaluate(self) -> dict[str, float]:
         """Mean next-token loss per domain on its fixed validation chunks."""
-        torch = self._torch
-        self.model.eval()
-        losses = {}
-        with torch.no_grad():
-            for name, batch in zip(self.domains, self._eval_batches):
-                losses[name] = float(self.model(input_ids=batch, labels=batch).loss)
-        return losses
+        return dict(zip(self.domains, held_out_losses(self.model, self._eval_batches).tolist()))
 
     def domain_gradients(self) -> np.ndarray:
         """(K, D) float64: per-domain gradients of the mean next-token loss w.r.t. the chosen
@@ -650,6 +661,7 @@ class HFBackend:
             "previous_weights": [w.clone() for w in self._previous_weights],
             "gradients": None if differencer is None else (differencer.sums.clone(), differencer.counts.copy()),
             "micro_batch_domains": self.micro_batch_domains.copy(),
+            "seed": self._seed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -672,3 +684,56 @@ class HFBackend:
             self._differencer.sums.copy_(sums)
             self._differencer.counts[:] = counts
         self.micro_batch_domains = state["micro_batch_domains"].copy()
+        self._seed = int(state.get("seed", 0))
+
+    # ------------------------------------------------------------------ what-if (Signal.WHATIF)
+    def simulate(
+        self,
+        probes: np.ndarray,
+        steps: int,
+        candidates: np.ndarray,
+        method: str = "merge",
+        lr_scale: float = 2.0,
+        rank: int | None = None,
+    ) -> WhatIfResult:
+        """Held-out losses of probe mixtures and candidates from the current state, by LoRA
+        adapters trained on a copy of the model (`mixgym.llm_backend.hf_lora`); the run is
+        left bit-identical. Needs peft (``pip install "mixgym[hf]"``)."""
+        from mixgym.llm_backend import hf_lora
+
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        key = request.key(self._fingerprint(), self._state_digest())
+        seed = probe_seed(self._seed, self._step)
+        return cached_simulation(self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(), request, seed))
+
+    def whatif_cost(
+        self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None
+    ) -> float:
+        """Main-step equivalents `simulate` would spend (`hf_lora.whatif_cost`)."""
+        from mixgym.llm_backend import hf_lora
+
+        request = validate_request(probes, steps, candidates, method, len(self.domains), rank=rank)
+        return hf_lora.whatif_cost(self.model, self._probe_setting(), request)
+
+    def _probe_setting(self) -> Any:
+        from mixgym.llm_backend.hf_lora import ProbeSetting
+
+        cfg = self.config
+        return ProbeSetting(
+            train_chunks=[stream.chunks for stream in self._streams],
+            eval_batches=self._eval_batches,
+            micro_batch_size=cfg.micro_batch_size,
+            grad_accumulation=cfg.grad_accumulation,
+            peak_learning_rate=cfg.learning_rate,
+            betas=cfg.betas,
+            grad_clip=cfg.grad_clip,
+            device=self._device,
+        )
+
+    def _state_digest(self) -> str:
+        """A hash of the model's weights, the step and the run's seed (what a probe depends on)."""
+        digest = hashlib.sha256(f"{self._step}|{self._seed}".encode())
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(self._torch.uint8).numpy().tobytes())
+        return digest.hexdigest()

@@ -50,6 +50,17 @@ from typing import Any
 import numpy as np
 
 from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.whatif import (
+    WhatIfCache,
+    WhatIfRequest,
+    WhatIfResult,
+    cached_simulation,
+    forward_flops,
+    probe_learning_rates,
+    probe_seed,
+    training_flops,
+    validate_request,
+)
 
 DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
 """Domain archetypes, in the order `default_domains` hands them out."""
@@ -317,7 +328,7 @@ class ToyBackend:
     True
     """
 
-    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS})
+    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.WHATIF})
 
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
@@ -338,6 +349,8 @@ class ToyBackend:
         self._objective_weights = config.objective_weights()
         self._params: list[np.ndarray] = []
         self._step = 0
+        self.whatif_cache = WhatIfCache()
+        """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
         self.reset(seed=0)
 
     # ------------------------------------------------------------------ protocol
@@ -358,12 +371,12 @@ class ToyBackend:
         cfg = self.config
         init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
         d, h = self._task.input_dim, cfg.hidden_dim
-        shapes = [(d, h), (h, h), (h, 1)]
+        self._shapes = shapes = [(d, h), (h, h), (h, 1)]
+        self._seed = int(seed)
         self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
         self._grad = np.zeros_like(self._theta)
         self._velocity = np.zeros_like(self._theta)
         self._params = self._views(self._theta, shapes)
-        self._grads = self._views(self._grad, shapes)
         bounds = np.cumsum([0] + [w.size for w in self._params])
         self._layer_slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         for w in self._params:
@@ -399,31 +412,10 @@ class ToyBackend:
         cfg, task = self.config, self._task
         k = len(self.domains)
         self._previous_theta = self._theta.copy()
-        draws = self._rng.random((n_steps, cfg.batch_size, 2))
-        cdf = np.cumsum(mixture)
-        cdf[-1] = 1.0
-        domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
-        index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
-        xs, ys = task.train_x[index], task.train_y[index][..., None]
-        errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
-        w1, w2, w3 = self._params
-        g1, g2, g3 = self._grads
-        scale = np.float32(2.0 / cfg.batch_size)
-        for t in range(n_steps):
-            x = xs[t]
-            h1 = np.tanh(x @ w1)
-            h2 = np.tanh(h1 @ w2)
-            err = np.subtract(h2 @ w3, ys[t], out=errors[t])
-            d_out = err * scale
-            d2 = (d_out @ w3.T) * (1 - h2 * h2)
-            d1 = (d2 @ w2.T) * (1 - h1 * h1)
-            np.matmul(x.T, d1, out=g1)
-            np.matmul(h1.T, d2, out=g2)
-            np.matmul(h2.T, d_out, out=g3)
-            self._velocity *= cfg.momentum
-            self._velocity += self._grad
-            self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
-            self._step += 1
+        domain, xs, ys = self._draw(self._rng, mixture, n_steps)
+        rates = [self.learning_rate(self._step + t) for t in range(n_steps)]
+        errors = self._sgd(self._theta, self._velocity, self._grad, xs, ys, rates)
+        self._step += n_steps
         sq_err = errors[..., 0] ** 2
         samples = np.bincount(domain.ravel(), minlength=k)
         loss_sum = np.bincount(domain.ravel(), weights=sq_err.ravel(), minlength=k)
@@ -439,17 +431,57 @@ class ToyBackend:
             token_ids=(bins + task.token_base).reshape(n_steps, -1),
         )
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        w1, w2, w3 = self._params
+    def _draw(self, rng: np.random.Generator, mixture: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(domains (n, B), inputs (n, B, d'), targets (n, B, 1)) of `n_steps` batches drawn with `rng`."""
+        cfg, task = self.config, self._task
+        draws = rng.random((n_steps, cfg.batch_size, 2))
+        cdf = np.cumsum(mixture)
+        cdf[-1] = 1.0
+        domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), len(self.domains) - 1)
+        index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
+        return domain, task.train_x[index], task.train_y[index][..., None]
+
+    def _sgd(
+        self, theta: np.ndarray, velocity: np.ndarray, grad: np.ndarray, xs: np.ndarray, ys: np.ndarray, rates: Any
+    ) -> np.ndarray:
+        """SGD with momentum on the flat parameters `theta`, in place, one step per batch
+        ``xs[t], ys[t]`` at learning rate ``rates[t]``; `grad` is scratch. Returns the errors."""
+        cfg = self.config
+        w1, w2, w3 = self._views(theta, self._shapes)
+        g1, g2, g3 = self._views(grad, self._shapes)
+        errors = np.empty((len(xs), cfg.batch_size, 1), dtype=np.float32)
+        scale = np.float32(2.0 / cfg.batch_size)
+        for t, rate in enumerate(rates):
+            x = xs[t]
+            h1 = np.tanh(x @ w1)
+            h2 = np.tanh(h1 @ w2)
+            err = np.subtract(h2 @ w3, ys[t], out=errors[t])
+            d_out = err * scale
+            d2 = (d_out @ w3.T) * (1 - h2 * h2)
+            d1 = (d2 @ w2.T) * (1 - h1 * h1)
+            np.matmul(x.T, d1, out=g1)
+            np.matmul(h1.T, d2, out=g2)
+            np.matmul(h2.T, d_out, out=g3)
+            velocity *= cfg.momentum
+            velocity += grad
+            theta -= np.float32(rate) * velocity
+        return errors
+
+    def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden activations and predictions at the run's parameters, or at flat `theta`."""
+        w1, w2, w3 = self._params if theta is None else self._views(theta, self._shapes)
         h1 = np.tanh(x @ w1)
         h2 = np.tanh(h1 @ w2)
         return h1, h2, (h2 @ w3)[..., 0]
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
-        _, _, pred = self._forward(self._task.eval_x)
-        losses = ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
-        return dict(zip(self.domains, losses.tolist()))
+        return dict(zip(self.domains, self._held_out_loss(self._theta).tolist()))
+
+    def _held_out_loss(self, theta: np.ndarray) -> np.ndarray:
+        """(K,) mean squared error per domain on the held-out sets, at flat parameters `theta`."""
+        _, _, pred = self._forward(self._task.eval_x, theta)
+        return ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
 
     def objective(self) -> float:
         """The task's objective: target-weighted mean held-out loss (lower is better)."""
@@ -483,6 +515,7 @@ class ToyBackend:
             "velocity": self._velocity.copy(),
             "previous_theta": self._previous_theta.copy(),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "seed": self._seed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -496,3 +529,88 @@ class ToyBackend:
         self._velocity[...] = state["velocity"]
         self._previous_theta[...] = state["previous_theta"]
         self._rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self._seed = int(state.get("seed", 0))
+
+    # ------------------------------------------------------------------ what-if (Signal.WHATIF)
+    def simulate(
+        self,
+        probes: np.ndarray,
+        steps: int,
+        candidates: np.ndarray,
+        method: str = "merge",
+        lr_scale: float = 2.0,
+        rank: int | None = None,
+    ) -> WhatIfResult:
+        """Held-out losses of probe mixtures and candidates from the current state
+        (`mixgym.llm_backend.whatif`); the run is left bit-identical.
+
+        Each branch -- a probe, or for ``method="exact"`` a candidate -- copies the
+        parameters, trains them by SGD with fresh momentum for `steps` steps on its mixture
+        (`whatif.probe_learning_rates` of ``lr_scale * learning_rate``), drawing batches
+        from a generator of its own (`whatif.probe_seed`, the same for every branch of the
+        request), and is evaluated; the run's
+        parameters, momentum, step and generator are never written. ``"merge"`` candidates
+        are the current parameters plus the weighted probe deltas, each matrix's delta
+        truncated to its top `rank` singular directions when `rank` is given (a stand-in for
+        a LoRA adapter of that rank; probe losses are then those of the truncated deltas).
+        """
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        digest = hashlib.sha256(self._theta.tobytes() + f"|{self._step}|{self._seed}".encode()).hexdigest()
+        key = request.key(self.config.fingerprint(), digest)
+        return cached_simulation(self.whatif_cache, key, lambda: self._simulate(request))
+
+    def whatif_cost(
+        self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None
+    ) -> float:
+        """Main-step equivalents `simulate` spends: branch steps cost one main step each (a
+        full-parameter SGD step on a batch of the same size); an evaluation costs a forward
+        pass over the K held-out sets."""
+        request = validate_request(probes, steps, candidates, method, len(self.domains), rank=rank)
+        return self._cost(request)
+
+    def _cost(self, request: WhatIfRequest) -> float:
+        params, batch = self._theta.size, self.config.batch_size
+        branches = len(request.probes) + (len(request.candidates) if request.method == "exact" else 0)
+        evaluations = 1 + len(request.probes) + len(request.candidates)
+        held_out = len(self.domains) * self.config.eval_size
+        flops = branches * request.steps * training_flops(params, params, batch) + evaluations * forward_flops(params, held_out)
+        return flops / training_flops(params, params, batch)
+
+    def _simulate(self, request: WhatIfRequest) -> WhatIfResult:
+        theta0 = self._theta.copy()
+        rates = probe_learning_rates(request.lr_scale * self.config.learning_rate, request.steps)
+
+        def branch(mixture: np.ndarray) -> np.ndarray:
+            theta = theta0.copy()
+            rng = np.random.default_rng(probe_seed(self._seed, self._step))
+            _, xs, ys = self._draw(rng, mixture, request.steps)
+            self._sgd(theta, np.zeros_like(theta), np.zeros_like(theta), xs, ys, rates)
+            return theta - theta0
+
+        deltas = [self._truncate(branch(p), request.rank) for p in request.probes]
+        mixtures = request.candidate_mixtures
+        if request.method == "merge":
+            candidates = [theta0 + np.tensordot(w, deltas, axes=1).astype(np.float32) for w in request.candidates]
+        else:
+            candidates = [theta0 + branch(m) for m in mixtures]
+        steps = request.steps * (len(deltas) + (len(candidates) if request.method == "exact" else 0))
+        return WhatIfResult(
+            base_loss=self._held_out_loss(theta0),
+            probe_loss=np.array([self._held_out_loss(theta0 + d) for d in deltas]).reshape(len(deltas), -1),
+            candidate_loss=np.array([self._held_out_loss(c) for c in candidates]).reshape(len(candidates), len(self.domains)),
+            candidate_mixtures=mixtures,
+            probe_steps=steps,
+            evaluations=1 + len(deltas) + len(candidates),
+            cost=self._cost(request),
+            wall_time=0.0,
+        )
+
+    def _truncate(self, delta: np.ndarray, rank: int | None) -> np.ndarray:
+        """`delta` with each weight matrix cut to its best rank-`rank` approximation (SVD)."""
+        if rank is None:
+            return delta
+        out = np.empty_like(delta)
+        for matrix, where in zip(self._views(delta, self._shapes), self._layer_slices):
+            u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
+            out[where] = ((u[:, :rank] * s[:rank]) @ vt[:rank]).astype(np.float32).ravel()
+        return out
