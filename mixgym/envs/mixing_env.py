@@ -182,7 +182,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     >>> obs.shape
     (19,)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    >>> round(float(info["mixture"].sum()), 6), info["step"]
+    >>> round(float(info["mixture"].sum()), 6), int(info["step"])
     (1.0, 10)
     """
 
