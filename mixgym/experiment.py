@@ -7,6 +7,9 @@ training). Its folder holds:
 - ``config.json``: the configuration (a resume must use the same one);
 - ``decisions.csv``: one row per decision, appended as it happens (`Results.load` reads the
   folder), so the history lives on disk, not in memory;
+- ``whatif/``: the answers of the backend's what-if simulations (`MixingEnv.what_if`, OP-Mix's
+  probes), one ``.npz`` each, so that a run resumed from a checkpoint taken before a what-if
+  call reads its answer instead of training the probes again;
 - ``checkpoints/``: the last `keep` checkpoints (`mixgym.checkpoint.CheckpointStore`), each
   with the agent (SB3 model with optimisers and replay buffer, warm-up progress, bandit
   weights), the environment (backend model, optimiser, scheduler, data positions and RNGs;
@@ -43,6 +46,9 @@ from mixgym.agents.sb3_presets import SB3Agent
 from mixgym.checkpoint import CheckpointStore, StopRequest, capture_rng_state, restore_rng_state
 from mixgym.envs.mixing_env import MixingEnv
 
+
+
+WHATIF_DIR = "whatif"
 
 
 class RunStopped(KeyboardInterrupt):
@@ -229,6 +235,9 @@ def run_experiment(config: ExperimentConfig, directory: str | Path, resume: bool
     if not resume and store.paths():
         raise ValueError(f"{directory} already holds checkpoints: resume it (resume=True, --resume) or use a new folder")
     env = env_for(config.agent, config.env)
+    cache = getattr(env.backend, "whatif_cache", None)
+    if cache is not None:  # what-if answers survive a crash between checkpoints
+        cache.directory = directory / WHATIF_DIR
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
     latest = store.load_latest() if resume else None

@@ -12,7 +12,7 @@ return `Results`. See DESIGN.md, "Agents", and each module's docstring for the s
 1
 """
 
-from mixgym.agents import doremi, odm, sb3_presets, static  # noqa: F401  (each registers its agents)
+from mixgym.agents import doremi, odm, opmix, sb3_presets, static  # noqa: F401  (each registers its agents)
 from mixgym.agents.base import AGENTS, Agent, EnvFacts, InfoObserver, load_agent, make_agent, make_config
 from mixgym.agents.callbacks import MixtureLogger
 from mixgym.agents.mixer import MixerAgent

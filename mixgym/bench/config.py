@@ -7,8 +7,9 @@ seeds: [0, 1, 2]
 agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides;
                                # {hds: {rewards: [holistic]}} pins the rewards an agent runs with
 rewards: [alignment]
-backends:                      # label -> options of `make_backend` (and `backend:` = kind)
-  toy5: {backend: toy, num_domains: 5, total_steps: 1000}
+backends:                      # label -> options of `make_backend` (and `backend:` = kind);
+  toy5: {backend: toy, num_domains: 5, total_steps: 1000}   # a backend may carry its own
+  # `phases: [[300, [easy, hard]], [700, [easy, hard, noise]]]` (a continual task, MixingEnv)
 env: {steps_per_action: 10}    # other `MixingEnv` options, shared by every cell
 train_decisions: 2000          # proxy: decisions the agent learns for before evaluation
 proxy: {}                      # proxy: backend options changed for training (e.g. a smaller model)
@@ -33,7 +34,7 @@ from mixgym.llm_backend import BACKENDS
 
 MODES = ("proxy", "non-proxy")
 _KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs")
+_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "budget", "phases")
 
 
 def _known_agents() -> list[str]:

@@ -307,15 +307,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         """Ask the backend what held-out losses probe mixtures and interpolations of their
         deltas would give from the current state (`mixgym.llm_backend.whatif`), and charge the
         compute to this run (``info["compute/whatif"]``; under ``budget="compute"`` it counts
-        towards the budget). The run itself is left bit-identical.
+        towards the budget). The run itself is left bit-identical. An answer served from the
+        backend's cache is charged the compute it stands for, so a resumed run accounts exactly
+        as the uninterrupted one did.
 
         Raises `ValueError` for a backend without the capability, a malformed request, a probe
         weighting a domain outside the current phase, or (``budget="compute"``) a request that
         would leave no compute for another optimizer step; `RuntimeError` outside an episode.
         """
-        k = len(self.domains)
-        request = validate_request(probes, steps, candidates, method, k, lr_scale, rank)
         self._require_whatif()
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
         if self._snapshot is None:
             raise RuntimeError("call reset() before what_if()")
         if self._done():
