@@ -28,6 +28,7 @@ probe deltas, OP-Mix's ``theta_0 + sum_c w_c dLoRA_c`` (`pipeline/pretrain.py:22
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,10 +171,12 @@ def simulate(model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np
         wrapped = None
         for name, mixture in branches:
             torch.manual_seed(torch_seed)
-            if wrapped is None:
-                wrapped = peft.get_peft_model(copy.deepcopy(model), config, adapter_name=name)
-            else:
-                wrapped.add_adapter(name, config)
+            with warnings.catch_warnings():  # peft calls a transformers 5 API it deprecated; not ours to fix
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                if wrapped is None:
+                    wrapped = peft.get_peft_model(copy.deepcopy(model), config, adapter_name=name)
+                else:
+                    wrapped.add_adapter(name, config)
             _train_adapter(wrapped, name, mixture, request, setting, seed)
         assert wrapped is not None
         wrapped.eval()
