@@ -181,3 +181,26 @@ def test_opmix_from_the_cli_and_the_bench(tmp_path) -> None:
     assert row["whatif_compute_mean"] > 0 and row["objective_equal_compute_mean"] >= 0
     uniform = result.summary.set_index("agent").loc["uniform"]
     assert uniform["whatif_compute_mean"] == 0 and uniform["objective_equal_compute_mean"] == uniform["final_objective_mean"]
+
+
+def test_a_resumed_experiment_reads_its_probes_from_disk(tmp_path, monkeypatch) -> None:
+    import pandas as pd
+
+    from mixgym.checkpoint import CheckpointStore
+    from mixgym.experiment import ExperimentConfig, run_experiment
+    from mixgym.llm_backend.toy import ToyBackend
+
+    config = ExperimentConfig("opmix", {"total_steps": 100}, seed=0, agent_options=dict(FAST), checkpoint_every=1, keep=1000)
+    run_experiment(config, tmp_path)
+    full = pd.read_csv(tmp_path / "decisions.csv").drop(columns=["wall_time"])
+    assert len(list((tmp_path / "whatif").glob("*.npz"))) == 1
+    # a crash just after the probes (the re-mix is decision 2, at step 20): only decision 1's checkpoint is left
+    for path in CheckpointStore(tmp_path / "checkpoints").paths()[1:]:
+        path.unlink()
+
+    def train_probes_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the resumed run trained its probes again")
+
+    monkeypatch.setattr(ToyBackend, "_simulate", train_probes_again)
+    run_experiment(config, tmp_path, resume=True)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "decisions.csv").drop(columns=["wall_time"]), full)

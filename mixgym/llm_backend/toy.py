@@ -606,8 +606,9 @@ class ToyBackend:
         )
 
     def _truncate(self, delta: np.ndarray, rank: int | None) -> np.ndarray:
-        """`delta` with each weight matrix cut to its best rank-`rank` approximation (SVD)."""
-        if rank is None:
+        """`delta` with each weight matrix cut to its best rank-`rank` approximation (SVD); a
+        diverged probe's non-finite delta is left as it is (its losses are then not finite)."""
+        if rank is None or not np.all(np.isfinite(delta)):
             return delta
         out = np.empty_like(delta)
         for matrix, where in zip(self._views(delta, self._shapes), self._layer_slices):
