@@ -127,10 +127,15 @@ def test_state_dict_round_trip_resumes_bit_identically() -> None:
 
 def test_every_domain_gets_a_micro_batch_when_asked_and_only_then() -> None:
     one_hot = np.array([1.0, 0, 0, 0, 0])
+    skewed = np.array([0.96, 0.01, 0.01, 0.01, 0.01])
     backend = HFBackend(model="pythia-tiny", total_steps=10, **TINY)
-    stats = backend.train(one_hot, n_steps=2)  # 6 micro-batches >= 5 domains
-    assert np.all(stats.samples >= 2) and stats.samples[0] == 4 and np.all(np.isfinite(stats.train_loss))
-    stats = backend.train(one_hot, n_steps=1)  # 3 micro-batches < 5 domains: all from the mixture
+    stats = backend.train(skewed, n_steps=2)  # 6 micro-batches >= 5 domains
+    assert np.all(stats.samples >= 2) and np.all(np.isfinite(stats.train_loss))
+    stats = backend.train(one_hot, n_steps=2)  # a domain of weight 0 (masked by a phase) gets none
+    assert stats.samples.tolist() == [12, 0, 0, 0, 0]
+    stats = backend.train(skewed, n_steps=1)  # 3 micro-batches < 5 domains: all from the mixture
+    assert stats.samples.sum() == 6
+    stats = backend.train(one_hot, n_steps=1)
     assert stats.samples.tolist() == [6, 0, 0, 0, 0] and np.isnan(stats.train_loss[1])
     plain = HFBackend(model="pythia-tiny", total_steps=10, every_domain=False, **TINY)
     assert plain.train(one_hot, n_steps=2).samples.tolist() == [12, 0, 0, 0, 0]

@@ -520,7 +520,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "timings": self.timings,
             "reward_components": self.reward_components,
             "whatif": dict(self._whatif),
-            "whatif_cache": getattr(self.backend, "whatif_cache").state_dict() if hasattr(self.backend, "whatif_cache") else {},
+            "whatif_cache": self.backend.whatif_cache.state_dict() if hasattr(self.backend, "whatif_cache") else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
