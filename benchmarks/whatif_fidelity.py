@@ -15,7 +15,7 @@ of the candidate each ranking puts first. The state is OP-Mix's probing point: 2
 trained on the uniform mixture; the probes and 12 Dirichlet(1) candidates are OP-Mix's design.
 
     python benchmarks/whatif_fidelity.py toy           # ~10 min on 2 busy cores
-    python benchmarks/whatif_fidelity.py hf --seeds 3  # pythia-tiny; ~1 h on 2 busy cores
+    python benchmarks/whatif_fidelity.py hf --seeds 2  # pythia-tiny; ~1 h on 2 busy cores
 
 Writes benchmarks/results/whatif_fidelity_<part>.csv/.md/.png.
 """
@@ -140,7 +140,7 @@ def hf(seeds: int, out: Path, corpus: str, steps: int) -> pd.DataFrame:
     import torch
 
     torch.set_num_threads(1)
-    env = MixingEnv(backend="hf", model="pythia-tiny", corpus=corpus, total_steps=600, seq_len=128,
+    env = MixingEnv(backend="hf", model="pythia-tiny", corpus=corpus, total_steps=300, seq_len=128,
                     micro_batch_size=8, grad_accumulation=4)  # fmt: skip
     weights = env.objective_weights
     k = len(env.domains)
@@ -161,7 +161,7 @@ def hf(seeds: int, out: Path, corpus: str, steps: int) -> pd.DataFrame:
         if seed == 0:
             example = {"merge": merge.candidate_loss @ weights, "exact": exact.candidate_loss @ weights}
     table = pd.DataFrame(rows)
-    _report(table, example, out, "hf", f"pythia-tiny on {corpus}, 600 steps; state after 120 uniform steps; LoRA r 16, lr 2x")
+    _report(table, example, out, "hf", f"pythia-tiny on {corpus}, 300 steps; state after 60 uniform steps; LoRA r 16, lr 2x")
     return table
 
 

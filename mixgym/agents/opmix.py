@@ -267,7 +267,9 @@ class OpMixConfig(MixerConfig):
     candidates: int = field(default=12, metadata={"help": "Dirichlet candidates per phase (pretrain_opm.py:1016)"})
     concentration: float = field(default=1.0, metadata={"help": "Dirichlet concentration (pretrain.py:144)"})
     lr_scale: float = field(default=2.0, metadata={"help": "probe learning rate / the run's peak (pretrain_opm.py:383)"})
-    rank: int | None = field(default=16, metadata={"help": "LoRA rank of the probes (pretrain_opm.py:388)"})
+    rank: int | None = field(
+        default=16, metadata={"help": "LoRA rank of the probes; the toy truncates its deltas to it (pretrain_opm.py:388)"}
+    )
     method: str = field(
         default="merge", metadata={"help": "'merge' (interpolated deltas, the paper's) or 'exact' (train each candidate)"}
     )
