@@ -94,11 +94,19 @@ def test_an_sb3_agent_learns_across_phases_with_a_fixed_shape() -> None:
     assert (acted.loc[acted["step"] <= 40, ["mixture/noise", "mixture/redundant", "mixture/conflict"]] == 0).all().all()
 
 
+def test_forced_draws_skip_the_masked_domains() -> None:
+    # AC-ODM/HDS's one micro-batch per domain goes to the domains of the phase only
+    env = MixingEnv(total_steps=100, phases=TWO_PHASES, forced_fraction=22 / 144, action_map="simplex")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.full(5, 0.2, dtype=np.float32))
+    assert info["samples"][2:].sum() == 0 and info["samples"][:2].min() > 0
+
+
 def test_hf_forces_no_micro_batch_onto_a_masked_domain() -> None:
     from mixgym.llm_backend.hf import HFBackend
 
-    backend = HFBackend(model="pythia-tiny", total_steps=4, seq_len=32, micro_batch_size=1, grad_accumulation=3)
+    backend = HFBackend(model="pythia-tiny", total_steps=4, seq_len=32, micro_batch_size=1, grad_accumulation=3, forced_fraction=1.0)
     stats = backend.train(np.array([0.5, 0.5, 0.0, 0.0, 0.0]), 3)
-    assert stats.samples[2:].sum() == 0 and stats.samples[:2].min() >= 1
-    stats = backend.train(np.full(5, 0.2), 2)  # six micro-batches: one forced onto each of the five
+    assert stats.samples[2:].sum() == 0 and stats.samples[:2].min() >= 4
+    stats = backend.train(np.full(5, 0.2), 2)  # six micro-batches, all forced: at least one per domain
     assert stats.samples.min() >= 1

@@ -49,7 +49,15 @@ from typing import Any
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.base import (
+    BackendInfo,
+    Signal,
+    TrainStats,
+    WeightStats,
+    check_forced_fraction,
+    draw_domains,
+    validate_mixture,
+)
 from mixgym.llm_backend.whatif import (
     WhatIfCache,
     WhatIfRequest,
@@ -162,6 +170,13 @@ class ToyConfig:
             pool, not in what the model should learn; its loss is irreducible anyway).
         task_seed: seed of the task (teacher, inputs, held-out sets). The run's own seed
             (initialisation and sampling) is the one given to `reset`.
+        forced_fraction: share of each `train` call's examples spread evenly over the
+            domains, the rest drawn from the mixture (`mixgym.llm_backend.base.draw_domains`;
+            AC-ODM and HDS force one micro-batch per domain per step, 22 of 144). 0 (the
+            default): every example's domain is drawn from the mixture, so the run trains on
+            the mixture chosen, in expectation. The toy's per-domain gradients come from probe
+            sets, so it needs no forced examples; the option exists so that a toy run leans
+            towards uniform exactly as an AC-ODM/HDS run of `HFBackend` does.
     """
 
     num_domains: int = 5
@@ -180,6 +195,7 @@ class ToyConfig:
     probe_size: int = 64
     target_weights: tuple[float, ...] | None = None
     task_seed: int = 0
+    forced_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         domains = self.domains if self.domains is not None else default_domains(self.num_domains, self.task_seed)
@@ -197,6 +213,7 @@ class ToyConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_forced_fraction(self.forced_fraction)
         if self.target_weights is not None:
             w = np.asarray(self.target_weights, dtype=np.float64)
             if w.shape != (len(domains),) or np.any(w < 0) or not w.sum() > 0:
@@ -217,8 +234,14 @@ class ToyConfig:
         return w / w.sum()
 
     def fingerprint(self) -> str:
-        """A short hash identifying the task and training set-up (for caches and checkpoints)."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        """A short hash identifying the task and training set-up (for caches and checkpoints).
+
+        `forced_fraction` enters only when it is not 0, so the default keeps the fingerprints
+        (and cached oracles) of the tasks defined before it existed."""
+        fields = asdict(self)
+        if not self.forced_fraction:
+            del fields["forced_fraction"]
+        payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -400,10 +423,12 @@ class ToyBackend:
         return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
-        """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`.
+        """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`
+        (with `ToyConfig.forced_fraction` > 0, that share of the call's examples is spread
+        evenly over the domains instead).
 
-        Sampling is per step from the run's RNG, so `train(m, 10)` twice equals
-        `train(m, 20)` once, bit for bit.
+        Without forced examples, sampling is per step from the run's RNG, so `train(m, 10)`
+        twice equals `train(m, 20)` once, bit for bit (forced examples are planned per call).
         """
         start = time.perf_counter()
         mixture = validate_mixture(mixture, len(self.domains))
@@ -412,9 +437,10 @@ class ToyBackend:
         cfg, task = self.config, self._task
         k = len(self.domains)
         self._previous_theta = self._theta.copy()
-        domain, xs, ys = self._draw(self._rng, mixture, n_steps)
+        domain, xs, ys = self._draw(self._rng, mixture, n_steps, cfg.forced_fraction)
         rates = [self.learning_rate(self._step + t) for t in range(n_steps)]
-        errors = self._sgd(self._theta, self._velocity, self._grad, xs, ys, rates)
+        history = np.empty((n_steps + 1, self._theta.size), dtype=np.float32)  # for per-step weight norms
+        errors = self._sgd(self._theta, self._velocity, self._grad, xs, ys, rates, history)
         self._step += n_steps
         sq_err = errors[..., 0] ** 2
         samples = np.bincount(domain.ravel(), minlength=k)
@@ -429,28 +455,47 @@ class ToyBackend:
             wall_time=time.perf_counter() - start,
             learning_rate=self.learning_rate(self._step - 1),
             token_ids=(bins + task.token_base).reshape(n_steps, -1),
+            step_weight_norms=self._layer_norms(history),
         )
 
-    def _draw(self, rng: np.random.Generator, mixture: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _draw(
+        self, rng: np.random.Generator, mixture: np.ndarray, n_steps: int, forced_fraction: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(domains (n, B), inputs (n, B, d'), targets (n, B, 1)) of `n_steps` batches drawn with `rng`."""
         cfg, task = self.config, self._task
-        draws = rng.random((n_steps, cfg.batch_size, 2))
-        cdf = np.cumsum(mixture)
-        cdf[-1] = 1.0
-        domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), len(self.domains) - 1)
-        index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
+        if forced_fraction:
+            domain = draw_domains(mixture, n_steps * cfg.batch_size, forced_fraction, rng)
+            domain = domain.reshape(n_steps, cfg.batch_size)
+            position = rng.random((n_steps, cfg.batch_size))
+        else:
+            draws = rng.random((n_steps, cfg.batch_size, 2))
+            cdf = np.cumsum(mixture)
+            cdf[-1] = 1.0
+            domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), len(self.domains) - 1)
+            position = draws[..., 1]
+        index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
         return domain, task.train_x[index], task.train_y[index][..., None]
 
     def _sgd(
-        self, theta: np.ndarray, velocity: np.ndarray, grad: np.ndarray, xs: np.ndarray, ys: np.ndarray, rates: Any
+        self,
+        theta: np.ndarray,
+        velocity: np.ndarray,
+        grad: np.ndarray,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        rates: Any,
+        history: np.ndarray | None = None,
     ) -> np.ndarray:
         """SGD with momentum on the flat parameters `theta`, in place, one step per batch
-        ``xs[t], ys[t]`` at learning rate ``rates[t]``; `grad` is scratch. Returns the errors."""
+        ``xs[t], ys[t]`` at learning rate ``rates[t]``; `grad` is scratch; `history` (n + 1, P),
+        if given, receives `theta` before and after every step. Returns the errors."""
         cfg = self.config
         w1, w2, w3 = self._views(theta, self._shapes)
         g1, g2, g3 = self._views(grad, self._shapes)
         errors = np.empty((len(xs), cfg.batch_size, 1), dtype=np.float32)
         scale = np.float32(2.0 / cfg.batch_size)
+        if history is not None:
+            history[0] = theta
         for t, rate in enumerate(rates):
             x = xs[t]
             h1 = np.tanh(x @ w1)
@@ -465,7 +510,15 @@ class ToyBackend:
             velocity *= cfg.momentum
             velocity += grad
             theta -= np.float32(rate) * velocity
+            if history is not None:
+                history[t + 1] = theta
         return errors
+
+    def _layer_norms(self, thetas: np.ndarray) -> np.ndarray:
+        """(n, L) Frobenius norms of the three matrices in each row of `thetas` (n, P): one
+        ``reduceat`` over the contiguous matrices, summed in float64."""
+        starts = [p.start for p in self._layer_slices]
+        return np.sqrt(np.add.reduceat(thetas * thetas, starts, axis=1, dtype=np.float64))
 
     def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hidden activations and predictions at the run's parameters, or at flat `theta`."""
@@ -500,11 +553,10 @@ class ToyBackend:
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
 
     def weight_stats(self) -> WeightStats:
-        change = self._theta - self._previous_theta
         return WeightStats(
             names=LAYER_NAMES,
-            norms=np.array([math.sqrt(float(np.dot(self._theta[p], self._theta[p]))) for p in self._layer_slices]),
-            update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in self._layer_slices]),
+            norms=self._layer_norms(self._theta[None])[0],
+            update_norms=self._layer_norms((self._theta - self._previous_theta)[None])[0],
         )
 
     def state_dict(self) -> dict[str, Any]:
