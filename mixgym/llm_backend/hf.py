@@ -130,8 +130,9 @@ class HFConfig:
         micro_batch_size: sequences per micro-batch (one domain per micro-batch).
         grad_accumulation: micro-batches per optimizer step.
         forced_fraction: share of each `train` call's ``n_steps * grad_accumulation``
-            micro-batches spread evenly over the domains, the rest drawn from the mixture and
-            all shuffled together (`mixgym.llm_backend.base.draw_domains`). AC-ODM and HDS give
+            micro-batches spread evenly over the domains of positive weight, the rest drawn from
+            the mixture and all shuffled together (`mixgym.llm_backend.base.draw_domains`; a
+            domain of weight 0, as a phase masks one, gets none). AC-ODM and HDS give
             every domain one micro-batch per optimizer step, 22 of 144, so that every domain
             has a gradient and a loss; their presets set 22/144 through
             `mixgym.agents.compare.env_for`. The realised mixture then leans towards uniform:

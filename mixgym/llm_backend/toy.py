@@ -171,7 +171,8 @@ class ToyConfig:
         task_seed: seed of the task (teacher, inputs, held-out sets). The run's own seed
             (initialisation and sampling) is the one given to `reset`.
         forced_fraction: share of each `train` call's examples spread evenly over the
-            domains, the rest drawn from the mixture (`mixgym.llm_backend.base.draw_domains`;
+            domains of positive weight, the rest drawn from the mixture
+            (`mixgym.llm_backend.base.draw_domains`;
             AC-ODM and HDS force one micro-batch per domain per step, 22 of 144). 0 (the
             default): every example's domain is drawn from the mixture, so the run trains on
             the mixture chosen, in expectation. The toy's per-domain gradients come from probe
