@@ -339,15 +339,6 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def held_out_losses(model: Any, batches: list[Any]) -> np.ndarray:
-    """(K,) mean next-token loss of `model` (put in eval mode) on each domain's batch."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        return np.array([float(model(input_ids=batch, labels=batch).loss) for batch in batches])
-
-
 class _DomainStream:
     """One domain's training chunks, walked in a fresh random order every epoch."""
 

@@ -156,8 +156,6 @@ def simulate(model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np
     """Train the request's adapters on a copy of `model` and evaluate (module docstring)."""
     import torch
 
-    from mixgym.llm_backend.hf import held_out_losses
-
     peft = import_peft()
     rank = request.rank or DEFAULT_RANK
     config = lora_config(model, rank)
@@ -214,9 +212,16 @@ def _set_active(model: Any, names: list[str], scales: list[float]) -> None:
                 module.set_scale(name, float(scale))
 
 
-def _scaled_losses(model: Any, names: list[str], scales: list[float], setting: ProbeSetting) -> np.ndarray:
-    from mixgym.llm_backend.hf import held_out_losses
+def held_out_losses(model: Any, batches: list[Any]) -> np.ndarray:
+    """(K,) mean next-token loss of `model` (put in eval mode) on each domain's batch."""
+    import torch
 
+    model.eval()
+    with torch.no_grad():
+        return np.array([float(model(input_ids=batch, labels=batch).loss) for batch in batches])
+
+
+def _scaled_losses(model: Any, names: list[str], scales: list[float], setting: ProbeSetting) -> np.ndarray:
     _set_active(model, names, scales)
     return held_out_losses(model, setting.eval_batches)
 
