@@ -1,6 +1,7 @@
 """Corpora: loading user folders with `datasets`, building one from this machine's text,
 the packaged sample, the CLI, and every bad input named in a clear error."""
 
+import os
 import argparse
 import gzip
 import json
@@ -279,3 +280,15 @@ def test_missing_datasets_says_which_extra_to_install(tmp_path: Path, monkeypatc
     monkeypatch.setitem(sys.modules, "datasets", None)
     with pytest.raises(DependencyNotInstalled, match=r'pip install "mixgym\[hf\]"'):
         load_corpus(path)
+
+
+def test_a_fifo_in_a_corpus_is_refused_instead_of_waited_on(tmp_path) -> None:
+    (tmp_path / "code.txt").write_text("def a():\n    pass\n\ndef b():\n    pass\n")
+    os.mkfifo(tmp_path / "news.txt")  # opening it for reading would block until a writer comes
+    with pytest.raises(CorpusError, match=r"domain 'news': .*news.txt'\] are not regular files"):
+        load_corpus(tmp_path)
+    (tmp_path / "news.txt").unlink()
+    (tmp_path / "books").mkdir()
+    os.mkfifo(tmp_path / "books" / "part-0.txt")
+    with pytest.raises(CorpusError, match="domain 'books': .*part-0.txt'\\] are not regular files"):
+        load_corpus(tmp_path)

@@ -16,18 +16,19 @@ TWO_PHASES = [(40, ["easy", "hard"]), {"steps": 60, "domains": ["easy", "hard", 
 @pytest.mark.parametrize(
     "phases,match",
     [
-        ([(40, ["easy", "nope"]), (60, DOMAINS)], r"phase 0: unknown domain\(s\) \['nope'\]"),
-        ([(40, []), (60, DOMAINS)], "phase 0: domains must be a non-empty list"),
+        ([(40, ["easy", "nope"]), (60, DOMAINS)], r"phases\[0\]: unknown domain\(s\) \['nope'\]"),
+        ([(40, []), (60, DOMAINS)], r"phases\[0\] domains must be a non-empty list"),
         ([(40, ["easy"]), (50, DOMAINS)], r"add up to 90, but the run's budget is total_steps=100"),
-        ([(0, ["easy"]), (100, DOMAINS)], "phase 0: steps must be an integer >= 1"),
+        ([(0, ["easy"]), (100, DOMAINS)], r"phases\[0\] steps must be an integer >= 1"),
         ([(40, ["easy", "easy"]), (60, DOMAINS)], "listed twice"),
         ([{"steps": 100}], "exactly the keys 'steps' and 'domains'"),
         ([], "non-empty list"),
         ("easy", "non-empty list"),
+        ([(True, DOMAINS)], r"phases\[0\] steps must be an integer, got True"),
     ],
 )
 def test_bad_phases_are_refused_at_construction(phases, match) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((TypeError, ValueError), match=match):
         MixingEnv(total_steps=100, phases=phases)
 
 

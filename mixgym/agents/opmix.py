@@ -81,6 +81,7 @@ import numpy as np
 
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
+from mixgym.validation import integer, number
 
 LOG_C_LEVELS = tuple(np.linspace(-2.0, 1.5, 10).tolist())
 """Starting values of log c (`pipeline/olmix_fit.py:51`)."""
@@ -290,28 +291,31 @@ class OpMixConfig(MixerConfig):
     )
 
     def __post_init__(self) -> None:
-        for name in ("prefix_fraction",):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        for name in ("probe_fraction", "continual_probe_fraction", "domain_weight"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)!r}")
+        super().__post_init__()
+        bounds = {
+            "prefix_fraction": dict(minimum=0.0, below=1.0),
+            "probe_fraction": dict(maximum=1.0, above=0.0),
+            "continual_probe_fraction": dict(maximum=1.0, above=0.0),
+            "domain_weight": dict(maximum=1.0, above=0.0),
+            "concentration": dict(above=0.0),
+            "lr_scale": dict(above=0.0),
+            "huber_delta": dict(above=0.0),
+            "kl_reg": dict(minimum=0.0),
+        }
+        for name, bound in bounds.items():  # stored as floats: a huge int would make numpy arrays of objects
+            object.__setattr__(self, name, number(name, getattr(self, name), **bound))
         for name in ("candidates", "fit_restarts", "continual_points"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise ValueError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
-        if self.probe_steps is not None and (not isinstance(self.probe_steps, int) or self.probe_steps < 1):
-            raise ValueError(f"probe_steps must be None or an integer >= 1, got {self.probe_steps!r}")
-        for name in ("concentration", "lr_scale", "huber_delta"):
-            if not (np.isfinite(getattr(self, name)) and getattr(self, name) > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {getattr(self, name)!r}")
-        if not (np.isfinite(self.kl_reg) and self.kl_reg >= 0):
-            raise ValueError(f"kl_reg must be a non-negative finite number, got {self.kl_reg!r}")
+            integer(name, getattr(self, name), 2, 10_000)  # each candidate is one evaluation, each restart 10 L-BFGS runs
+        if self.probe_steps is not None:
+            integer("probe_steps", self.probe_steps, 1)
+        if self.rank is not None:
+            integer("rank", self.rank, 1)
         if self.method not in ("merge", "exact"):
             raise ValueError(f"method must be 'merge' or 'exact', got {self.method!r}")
         if self.initial not in ("uniform", "natural"):
             raise ValueError(f"initial must be 'uniform' or 'natural', got {self.initial!r}")
-        shares = tuple(self.continual_shares)
-        if len(shares) != 2 or not 0.0 <= shares[0] < shares[1] <= 1.0:
+        low, high = (number("continual_shares entry", share, 0.0, 1.0) for share in self.continual_shares)
+        if not low < high:
             raise ValueError(f"continual_shares must be two shares 0 <= low < high <= 1, got {self.continual_shares!r}")
 
 
@@ -449,8 +453,8 @@ class OpMixMixer:
         finite = np.all(np.isfinite(losses), axis=1)
         if finite.sum() < 2:
             raise FloatingPointError(
-                f"opmix: only {int(finite.sum())} of {len(finite)} candidates gave finite held-out losses at step "
-                f"{step} (the probes diverged?); lower lr_scale (now {self.config.lr_scale})"
+                f"opmix: {int((~finite).sum())} of {len(finite)} candidates gave non-finite held-out losses at step "
+                f"{step}, too many to fit (the probes diverged?); lower lr_scale (now {self.config.lr_scale})"
             )
         x, y = design.coordinates[finite], losses[finite]
         cfg = self.config

@@ -48,7 +48,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
     """One row per finished cell, and each cell's per-decision trajectory (by cell key)."""
     rows, trajectories = [], {}
     for outcome in outcomes:
-        if outcome.status == "failed":
+        if outcome.status not in ("done", "cached") or outcome.cell.key in trajectories:
             continue
         summary = json.loads((outcome.directory / "summary.json").read_text())
         trajectory = Results.load(outcome.directory).decisions

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mixgym.validation import integer
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -53,21 +55,20 @@ def parse_phases(raw: Any, domains: Sequence[str], total_steps: int) -> tuple[Ph
         if isinstance(entry, Mapping):
             unknown = sorted(set(entry) - {"steps", "domains"})
             if unknown or "steps" not in entry or "domains" not in entry:
-                raise ValueError(f"phase {i} must have exactly the keys 'steps' and 'domains', got {dict(entry)!r}")
+                raise ValueError(f"phases[{i}] must have exactly the keys 'steps' and 'domains', got {dict(entry)!r}")
             steps, names = entry["steps"], entry["domains"]
         elif isinstance(entry, Sequence) and not isinstance(entry, (str, bytes)) and len(entry) == 2:
             steps, names = entry
         else:
-            raise ValueError(f"phase {i} must be a (steps, domains) pair or a mapping, got {entry!r}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"phase {i}: steps must be an integer >= 1, got {steps!r}")
+            raise ValueError(f"phases[{i}] must be a (steps, domains) pair or a mapping, got {entry!r}")
+        integer(f"phases[{i}] steps", steps, 1)
         if isinstance(names, (str, bytes)) or not isinstance(names, Sequence) or len(names) == 0:
-            raise ValueError(f"phase {i}: domains must be a non-empty list of domain names, got {names!r}")
+            raise ValueError(f"phases[{i}] domains must be a non-empty list of domain names, got {names!r}")
         unknown = [n for n in names if n not in domains]
         if unknown:
-            raise ValueError(f"phase {i}: unknown domain(s) {unknown}; the backend's domains are {list(domains)}")
+            raise ValueError(f"phases[{i}]: unknown domain(s) {unknown}; the backend's domains are {list(domains)}")
         if len(set(names)) != len(names):
-            raise ValueError(f"phase {i}: a domain is listed twice in {list(names)}")
+            raise ValueError(f"phases[{i}]: a domain is listed twice in {list(names)}")
         available = np.array([d in names for d in domains])
         phases.append(Phase(start, int(steps), tuple(d for d in domains if d in names), available))
         start += int(steps)

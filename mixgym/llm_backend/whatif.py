@@ -53,6 +53,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mixgym.validation import integer, number
+
 WHATIF_METHODS = ("merge", "exact")
 """``"merge"``: interpolate the probes' deltas; ``"exact"``: train each candidate's mixture."""
 
@@ -138,9 +140,12 @@ class WhatIfRequest:
 
 def _simplex_rows(values: Any, width: int, what: str, row_name: str, width_name: str) -> np.ndarray:
     try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(values)
+    except (TypeError, ValueError):  # ragged rows
         raise ValueError(f"{what} must be a 2-d array of numbers, got {values!r}") from None
+    if raw.dtype.kind not in "iuf":  # bools, strings, objects: not weights
+        raise TypeError(f"{what} must be a 2-d array of numbers, got {values!r}")
+    array = raw.astype(np.float64)
     if array.ndim != 2 or array.shape[1] != width:
         raise ValueError(f"{what} must have shape (n, {width}) ({width_name}), got shape {array.shape}: {values!r}")
     for i, row in enumerate(array):
@@ -158,20 +163,18 @@ def validate_request(
     lr_scale: float = 2.0,
     rank: int | None = None,
 ) -> WhatIfRequest:
-    """Check a what-if request; a `ValueError` naming the bad value otherwise."""
+    """Check a what-if request; a `TypeError`/`ValueError` naming the bad value otherwise."""
     probe_array = _simplex_rows(probes, num_domains, "probes", "probe", f"one weight per domain, K={num_domains}")
     if len(probe_array) == 0:
         raise ValueError("a what-if request needs at least one probe mixture")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps (optimizer steps per probe) must be an integer >= 1, got {steps!r}")
+    integer("steps (optimizer steps per probe)", steps, 1)
     width = len(probe_array)
     candidate_array = _simplex_rows(candidates, width, "candidates", "candidate", f"one weight per probe, P={width}")
     if method not in WHATIF_METHODS:
         raise ValueError(f"unknown what-if method {method!r}; choose one of {', '.join(WHATIF_METHODS)}")
-    if not (isinstance(lr_scale, (int, float, np.floating)) and np.isfinite(lr_scale) and lr_scale > 0):
-        raise ValueError(f"lr_scale must be a positive finite number, got {lr_scale!r}")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
-        raise ValueError(f"rank must be None or an integer >= 1, got {rank!r}")
+    number("lr_scale", lr_scale, above=0.0)
+    if rank is not None:
+        integer("rank", rank, 1)
     return WhatIfRequest(probe_array, int(steps), candidate_array, method, float(lr_scale), None if rank is None else int(rank))
 
 
