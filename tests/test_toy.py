@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mixgym.envs import MixingEnv
-from mixgym.llm_backend.base import draw_domains
+from mixgym.llm_backend.base import domains_of, draw_domains
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective, search_schedule
 from mixgym.llm_backend.toy import DomainSpec, ToyBackend, ToyConfig, default_domains
 
@@ -57,6 +57,20 @@ def test_drawn_domains_follow_the_mixture_in_expectation() -> None:
     assert sorted(np.bincount(tiny, minlength=3))[:2] == [1, 1]
     one_hot = draw_domains(np.array([1.0, 0.0, 0.0]), 7, 3 / 7, rng)  # weight 0: no forced draw
     assert np.bincount(one_hot, minlength=3).tolist() == [7, 0, 0]
+
+
+def test_a_domain_of_weight_zero_is_never_drawn() -> None:
+    # a phase masks the last domain out; the CDF's rounding error (0.1 + 0.2 + 0.7 < 1 in floats)
+    # must not hand a uniform number just under 1 to it
+    mixture = np.array([0.1, 0.2, 0.7 - 1e-12, 0.0])
+    edges = np.array([0.0, 0.1, 0.3 - 1e-15, 0.31, 1.0 - 1e-13, np.nextafter(1.0, 0.0)])
+    assert domains_of(mixture, edges).tolist() == [0, 1, 1, 2, 2, 2]
+    assert domains_of(np.array([0.0, 0.5, 0.0, 0.5, 0.0]), np.array([0.0, 0.49, 0.5, 0.999999])).tolist() == [1, 1, 3, 3]
+    rng = np.random.default_rng(0)
+    assert not np.isin(draw_domains(np.array([0.0, 0.3, 0.0, 0.7, 0.0]), 50_000, 0.2, rng), [0, 2, 4]).any()
+    backend = ToyBackend(num_domains=4)  # the toy's own draws (no forced share) too
+    backend.reset(seed=0)
+    assert backend.train(mixture, 50).samples[3] == 0
 
 
 def test_train_reports_the_weight_norms_after_every_step() -> None:

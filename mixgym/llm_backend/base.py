@@ -159,6 +159,19 @@ def check_forced_fraction(value: float) -> None:
         raise ValueError(f"forced_fraction must be a number in [0, 1], got {value!r}")
 
 
+def domains_of(mixture: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """The domain each of `uniforms` (numbers in [0, 1), any shape) falls on under `mixture`:
+    inverse-CDF sampling that never returns a domain of weight 0.
+
+    The CDF's rounding error is absorbed by the last domain of positive weight (its entry and
+    every later one are set to 1), not by the last domain: with a zero-weight last domain (one
+    masked out by a phase) a uniform number just under 1 would otherwise land on it.
+    """
+    cdf = np.cumsum(mixture)
+    cdf[np.flatnonzero(mixture > 0)[-1] :] = 1.0
+    return np.searchsorted(cdf, uniforms, side="right").astype(np.int64)
+
+
 def draw_domains(mixture: np.ndarray, count: int, forced_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """The domains of `count` draws (micro-batches or examples) of one `train` call.
 
@@ -176,11 +189,8 @@ def draw_domains(mixture: np.ndarray, count: int, forced_fraction: float, rng: n
     share, uniform over the domains of positive weight); with ``forced_fraction=0`` (the default
     of both backends) exactly on `mixture`.
     """
-    k = len(mixture)
     forced_count = int(round(forced_fraction * count))
-    cdf = np.cumsum(mixture)
-    cdf[-1] = 1.0
-    drawn = np.minimum(np.searchsorted(cdf, rng.random(count - forced_count), side="right"), k - 1)
+    drawn = domains_of(mixture, rng.random(count - forced_count))
     if forced_count == 0:
         return drawn.astype(np.int64)
     present = np.flatnonzero(mixture > 0)

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from mixgym.llm_backend.base import domains_of
 from mixgym.llm_backend.whatif import (
     WhatIfRequest,
     WhatIfResult,
@@ -242,10 +243,7 @@ def _train_adapter(
     streams = [_DomainStream(chunks) for chunks in setting.train_chunks]
     for stream, stream_seed in zip(streams, stream_seeds):
         stream.reset(stream_seed)
-    cdf = np.cumsum(mixture)
-    cdf[-1] = 1.0
-    uniforms = np.random.default_rng(plan_seed).random((request.steps, setting.grad_accumulation))
-    plan = np.minimum(np.searchsorted(cdf, uniforms, side="right"), len(mixture) - 1)
+    plan = domains_of(mixture, np.random.default_rng(plan_seed).random((request.steps, setting.grad_accumulation)))
     model.train()
     for rate, step_domains in zip(rates, plan):
         for group in optimizer.param_groups:

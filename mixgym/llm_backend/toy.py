@@ -55,6 +55,7 @@ from mixgym.llm_backend.base import (
     TrainStats,
     WeightStats,
     check_forced_fraction,
+    domains_of,
     draw_domains,
     validate_mixture,
 )
@@ -510,9 +511,7 @@ class ToyBackend:
             position = rng.random((n_steps, cfg.batch_size))
         else:
             draws = rng.random((n_steps, cfg.batch_size, 2))
-            cdf = np.cumsum(mixture)
-            cdf[-1] = 1.0
-            domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), len(self.domains) - 1)
+            domain = domains_of(mixture, draws[..., 0])
             position = draws[..., 1]
         index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
         return domain, task.train_x[index], task.train_y[index][..., None]
