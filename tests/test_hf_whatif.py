@@ -120,3 +120,18 @@ def test_bad_requests_are_refused(backend: HFBackend) -> None:
         backend.simulate(PROBES, 2, np.full((1, 2), 0.5))
     with pytest.raises(ValueError, match="steps"):
         backend.simulate(PROBES, 0, CANDIDATES)
+
+
+def test_a_peft_too_old_for_transformers_5_is_named(monkeypatch) -> None:
+    import peft
+    import transformers
+    from gymnasium.error import DependencyNotInstalled
+
+    from mixgym.llm_backend.hf_lora import import_peft
+
+    monkeypatch.setattr(transformers, "__version__", "5.0.0")
+    monkeypatch.setattr(peft, "__version__", "0.17.1")
+    with pytest.raises(DependencyNotInstalled, match=r'peft 0.17.1 does not work with transformers 5.0.0; pip install "peft>=0.18"'):
+        import_peft()
+    monkeypatch.setattr(peft, "__version__", "0.18.0")
+    assert import_peft() is peft

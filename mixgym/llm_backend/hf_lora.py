@@ -51,14 +51,26 @@ LORA_DROPOUT = 0.05
 """`src/argparser.py:55-59`."""
 
 
+PEFT_FOR_TRANSFORMERS_5 = "0.18"
+"""The first peft release that works with transformers 5 (older ones import APIs it removed)."""
+
+
 def import_peft() -> Any:
-    """peft, or gymnasium's `DependencyNotInstalled` naming the extra."""
+    """peft, or gymnasium's `DependencyNotInstalled` naming the extra (or the version needed)."""
+    from gymnasium.error import DependencyNotInstalled
+
     try:
         import peft
     except ImportError as error:
-        from gymnasium.error import DependencyNotInstalled
-
         raise DependencyNotInstalled(f'{error.name} is not installed; pip install "mixgym[hf]"') from error
+    import transformers
+    from packaging.version import Version  # a dependency of transformers
+
+    if Version(transformers.__version__).major >= 5 and Version(peft.__version__) < Version(PEFT_FOR_TRANSFORMERS_5):
+        raise DependencyNotInstalled(
+            f"peft {peft.__version__} does not work with transformers {transformers.__version__}; "
+            'pip install "peft>=0.18" (or pip install "mixgym[hf]")'
+        )
     return peft
 
 
