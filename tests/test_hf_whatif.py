@@ -135,3 +135,58 @@ def test_a_peft_too_old_for_transformers_5_is_named(monkeypatch) -> None:
         import_peft()
     monkeypatch.setattr(peft, "__version__", "0.18.0")
     assert import_peft() is peft
+
+
+@pytest.mark.parametrize("method", ["merge", "exact"])
+def test_in_place_probes_answer_as_the_copy_does_and_leave_the_run_as_it_was(method: str) -> None:
+    torch.set_num_threads(1)
+    plain, copying, in_place = HFBackend(**SMALL), HFBackend(**SMALL), HFBackend(**SMALL, whatif_in_place=True)
+    for backend in (plain, copying, in_place):
+        backend.reset(3)
+        backend.train(np.full(K, 1 / K), 2)
+    model = in_place.model
+    state = in_place.state_dict()
+    parameters = [(name, p, p.requires_grad) for name, p in model.named_parameters()]
+    modules = [(name, type(m), m.training) for name, m in model.named_modules()]
+    model.gpt_neox.layers[0].mlp.training = False  # a mode of the run's own, to be kept
+    expected = copying.simulate(PROBES, 2, CANDIDATES, method, rank=4)
+    got = in_place.simulate(PROBES, 2, CANDIDATES, method, rank=4)
+    for field in ("base_loss", "probe_loss", "candidate_loss"):
+        assert np.array_equal(getattr(expected, field), getattr(got, field))
+    assert got.cost == expected.cost
+    assert equal(state, in_place.state_dict())
+    assert [(name, p, p.requires_grad) for name, p in model.named_parameters()] == parameters  # the optimizer's tensors
+    assert not model.gpt_neox.layers[0].mlp.training
+    model.gpt_neox.layers[0].mlp.training = True
+    assert [(name, type(m), m.training) for name, m in model.named_modules()] == modules  # no LoRA layer left
+    assert not hasattr(model, "peft_config")
+    for backend in (plain, in_place):
+        backend.train(np.full(K, 1 / K), 2)
+    assert equal(plain.state_dict(), in_place.state_dict())
+    assert in_place.config.fingerprint() == plain.config.fingerprint()
+
+
+def test_whatif_in_place_is_a_bool() -> None:
+    with pytest.raises(TypeError, match="whatif_in_place must be true or false, got 1"):
+        HFBackend(**SMALL, whatif_in_place=1)
+
+
+def test_in_place_probes_give_the_model_back_when_a_probe_fails(monkeypatch) -> None:
+    from mixgym.llm_backend import hf_lora
+
+    torch.set_num_threads(1)
+    backend = HFBackend(**SMALL, whatif_in_place=True)
+    backend.reset(3)
+    state = backend.state_dict()
+    modules = [(name, type(m), m.training) for name, m in backend.model.named_modules()]
+    flags = [p.requires_grad for p in backend.model.parameters()]
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(hf_lora, "_train_adapter", fail)
+    with pytest.raises(RuntimeError, match="probe failed"):
+        backend.simulate(PROBES, 2, CANDIDATES, "merge", rank=4)
+    assert [(name, type(m), m.training) for name, m in backend.model.named_modules()] == modules
+    assert [p.requires_grad for p in backend.model.parameters()] == flags
+    assert equal(state, backend.state_dict())

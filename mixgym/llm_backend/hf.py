@@ -175,6 +175,10 @@ class HFConfig:
             ``"bf16"`` or ``"fp32"``; parameters and optimizer state stay fp32.
         fused_adamw: use the fused AdamW kernel; None: on CUDA only.
         compile: run the model through `torch.compile` (True, or a backend name).
+        whatif_in_place: train the what-if probes' LoRA adapters on the run's model itself
+            instead of a deep copy (no second copy of the weights, for a model too large to
+            hold twice); the answers are the same and the run is left bit-identical either way
+            (`mixgym.llm_backend.hf_lora`), so it is not part of the `fingerprint`.
     """
 
     model: Any = "pythia-tiny"
@@ -203,6 +207,7 @@ class HFConfig:
     precision: str = "auto"
     fused_adamw: bool | None = None
     compile: bool | str = False
+    whatif_in_place: bool = False
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
@@ -234,6 +239,8 @@ class HFConfig:
             raise ValueError(f"fused_adamw must be None (auto), true or false, got {self.fused_adamw!r}")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise ValueError(f"compile must be true, false or a torch.compile backend name, got {self.compile!r}")
+        if not isinstance(self.whatif_in_place, (bool, np.bool_)):
+            raise TypeError(f"whatif_in_place must be true or false, got {self.whatif_in_place!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers or not all(isinstance(n, str) for n in self.layers):
@@ -245,6 +252,7 @@ class HFConfig:
     def fingerprint(self) -> str:
         """A short hash of the configuration (for checkpoints)."""
         fields = asdict(replace(self, model=None))
+        del fields["whatif_in_place"]  # where the probes run, not what they answer
         fields["model"] = self.model.to_json_string() if hasattr(self.model, "to_json_string") else str(self.model)
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -741,14 +749,18 @@ class HFBackend:
         rank: int | None = None,
     ) -> WhatIfResult:
         """Held-out losses of probe mixtures and candidates from the current state, by LoRA
-        adapters trained on a copy of the model (`mixgym.llm_backend.hf_lora`); the run is
-        left bit-identical. Needs peft (``pip install "mixgym[hf]"``)."""
+        adapters trained on a copy of the model, or on the model itself with
+        ``whatif_in_place`` (`mixgym.llm_backend.hf_lora`); the run is left bit-identical.
+        Needs peft (``pip install "mixgym[hf]"``)."""
         from mixgym.llm_backend import hf_lora
 
         request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
         key = request.key(self._fingerprint(), self._state_digest())
         seed = probe_seed(self._seed, self._step)
-        return cached_simulation(self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(), request, seed))
+        in_place = self.config.whatif_in_place
+        return cached_simulation(
+            self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(), request, seed, in_place)
+        )
 
     def whatif_cost(
         self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None

@@ -2,7 +2,10 @@
 
 Every request works on a deep copy of the model (the run's model, optimizer, schedule, data
 streams and generators are never touched, and peft's ``requires_grad`` changes stay on the
-copy). On the copy, each branch -- a probe, or for ``method="exact"`` a candidate -- is one LoRA
+copy), or, with ``HFConfig(whatif_in_place=True)``, for a model too large to hold twice, on the
+run's model itself: the adapters are its only trainable parameters, so its weights are never
+written, and afterwards every LoRA layer is replaced by the layer it wraps and every
+``requires_grad`` flag and train/eval mode is set back (`_restored`); both give the same answers. On the copy, each branch -- a probe, or for ``method="exact"`` a candidate -- is one LoRA
 adapter trained alone for the request's steps with AdamW (fresh state, no weight decay: HF's
 ``TrainingArguments`` default, which OP-Mix's `train.py:183-210` keeps) at
 `whatif.probe_learning_rates` of ``lr_scale`` x the run's peak rate, the run's batch shape
@@ -27,8 +30,10 @@ probe deltas, OP-Mix's ``theta_0 + sum_c w_c dLoRA_c`` (`pipeline/pretrain.py:22
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,8 +170,11 @@ def whatif_cost(model: Any, setting: ProbeSetting, request: WhatIfRequest) -> fl
     return flops / training_flops(params, params, step_tokens)
 
 
-def simulate(model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np.random.SeedSequence) -> WhatIfResult:
-    """Train the request's adapters on a copy of `model` and evaluate (module docstring)."""
+def simulate(
+    model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np.random.SeedSequence, in_place: bool = False
+) -> WhatIfResult:
+    """Train the request's adapters on a copy of `model` -- or, `in_place`, on `model` itself
+    -- and evaluate (module docstring)."""
     import torch
 
     peft = import_peft()
@@ -178,14 +186,14 @@ def simulate(model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np
     if request.method == "exact":
         branches += [(f"candidate{c}", m) for c, m in enumerate(request.candidate_mixtures)]
     cuda = setting.device.type == "cuda"
-    with torch.random.fork_rng(devices=[setting.device.index or 0] if cuda else []):
+    with torch.random.fork_rng(devices=[setting.device.index or 0] if cuda else []), _restored(model, in_place):
         wrapped = None
         for name, mixture in branches:
             torch.manual_seed(torch_seed)
             with warnings.catch_warnings():  # peft calls a transformers 5 API it deprecated; not ours to fix
                 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
                 if wrapped is None:
-                    wrapped = peft.get_peft_model(copy.deepcopy(model), config, adapter_name=name)
+                    wrapped = peft.get_peft_model(model if in_place else copy.deepcopy(model), config, adapter_name=name)
                 else:
                     wrapped.add_adapter(name, config)
             _train_adapter(wrapped, name, mixture, request, setting, seed)
@@ -212,6 +220,35 @@ def simulate(model: Any, setting: ProbeSetting, request: WhatIfRequest, seed: np
         cost=whatif_cost(model, setting, request),
         wall_time=0.0,
     )
+
+
+@contextlib.contextmanager
+def _restored(model: Any, in_place: bool) -> Iterator[None]:
+    """With `in_place`, give `model` back as it was after peft worked on it: every LoRA layer
+    replaced by the layer it wraps (the same module, so the same parameters the run's optimizer
+    holds), then every parameter's ``requires_grad`` and every module's train/eval mode as they
+    were (peft freezes the base weights; the probes switch modes), and no attribute peft added
+    (``peft_config``) left on any module. Runs on errors too."""
+    if not in_place:
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    modes = [(m, m.training, set(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        from peft.tuners.lora import LoraLayer
+
+        wrapped = [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+        for name, module in wrapped:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+        for module, training, attributes in modes:
+            module.training = training
+            for added in set(vars(module)) - attributes:  # peft's bookkeeping, e.g. peft_config
+                delattr(module, added)
 
 
 def _set_active(model: Any, names: list[str], scales: list[float]) -> None:
