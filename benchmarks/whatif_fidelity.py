@@ -16,6 +16,7 @@ trained on the uniform mixture; the probes and 12 Dirichlet(1) candidates are OP
 
     python benchmarks/whatif_fidelity.py toy           # ~10 min on 2 busy cores
     python benchmarks/whatif_fidelity.py hf --seeds 2  # pythia-tiny; ~1 h on 2 busy cores
+    python benchmarks/whatif_fidelity.py hf --seeds 1 --total-steps 150 --seq-len 64 --steps 15  # ~15 min
 
 Writes benchmarks/results/whatif_fidelity_<part>.csv/.md/.png.
 """
@@ -136,11 +137,11 @@ def _example(env: MixingEnv, seed: int, steps: int, lr_scale: float, rank: int |
     return {"merge": merge, "exact": exact, "continuation": truth}
 
 
-def hf(seeds: int, out: Path, corpus: str, steps: int) -> pd.DataFrame:
+def hf(seeds: int, out: Path, corpus: str, steps: int, total_steps: int, seq_len: int) -> pd.DataFrame:
     import torch
 
     torch.set_num_threads(1)
-    env = MixingEnv(backend="hf", model="pythia-tiny", corpus=corpus, total_steps=300, seq_len=128,
+    env = MixingEnv(backend="hf", model="pythia-tiny", corpus=corpus, total_steps=total_steps, seq_len=seq_len,
                     micro_batch_size=8, grad_accumulation=4)  # fmt: skip
     weights = env.objective_weights
     k = len(env.domains)
@@ -161,7 +162,12 @@ def hf(seeds: int, out: Path, corpus: str, steps: int) -> pd.DataFrame:
         if seed == 0:
             example = {"merge": merge.candidate_loss @ weights, "exact": exact.candidate_loss @ weights}
     table = pd.DataFrame(rows)
-    _report(table, example, out, "hf", f"pythia-tiny on {corpus}, 300 steps; state after 60 uniform steps; LoRA r 16, lr 2x")
+    prefix = int(PREFIX * total_steps)
+    setting = (
+        f"pythia-tiny on {corpus}, {total_steps} steps of 32 x {seq_len} tokens; state after {prefix} uniform steps; "
+        f"{steps} probe steps, LoRA r 16, lr 2x"
+    )
+    _report(table, example, out, "hf", setting)
     return table
 
 
@@ -216,6 +222,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="run seeds (toy 10, hf 3)")
     parser.add_argument("--corpus", default="runs/corpus5", help="hf: the corpus folder")
     parser.add_argument("--steps", type=int, default=30, help="hf: probe steps")
+    parser.add_argument("--total-steps", type=int, default=300, help="hf: the run's optimizer steps")
+    parser.add_argument("--seq-len", type=int, default=128, help="hf: tokens per sequence")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}")
@@ -223,7 +231,7 @@ def main() -> None:
     if args.part == "toy":
         toy(args.seeds or 10, args.out)
     else:
-        hf(args.seeds or 3, args.out, args.corpus, args.steps)
+        hf(args.seeds or 3, args.out, args.corpus, args.steps, args.total_steps, args.seq_len)
     print(f"{time.perf_counter() - start:.0f} s; load average at end: {os.getloadavg()}")
 
 
