@@ -319,12 +319,13 @@ def _environment(agent: str, options: dict[str, Any], reward: str) -> tuple[tupl
     if agent == "oracle":
         raise ValueError("the oracle is the toy backend's best static mixture; it cannot run on an 'hf' backend")
     from mixgym.envs.action_maps import ActionMap
+    from mixgym.envs.mixing_env import BUDGETS
+    from mixgym.envs.phases import parse_phases
     from mixgym.envs.rewards import make_reward
     from mixgym.llm_backend.corpus import domain_files
     from mixgym.llm_backend.hf import HFConfig
 
-    env_keys = {"action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs"}
-    env_options = {k: options.pop(k) for k in list(options) if k in env_keys}
+    env_options = {k: options.pop(k) for k in list(options) if k in _ENV_KEYS}
     options.pop("backend")
     unknown = sorted(set(options) - set(HFConfig.__dataclass_fields__))
     if unknown:
@@ -339,6 +340,11 @@ def _environment(agent: str, options: dict[str, Any], reward: str) -> tuple[tupl
     make_reward(reward, **reward_kwargs)
     for key in ("steps_per_action", "eval_every"):
         integer(key, env_options.get(key, 1), 1)
+    budget = env_options.get("budget", "steps")
+    if not isinstance(budget, str) or budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if "phases" in env_options:
+        parse_phases(env_options["phases"], domains, hf.total_steps)
     return domains, action_map
 
 
