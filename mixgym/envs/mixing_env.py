@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from typing import Any
@@ -13,7 +14,15 @@ from mixgym.envs.action_maps import ActionMap
 from mixgym.envs.features import ObservationLayout
 from mixgym.envs.phases import Phase, mask_mixture, parse_phases, phase_index
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
-from mixgym.llm_backend import WHATIF_BACKENDS, Backend, Signal, make_backend, require_signals
+from mixgym.llm_backend import (
+    WHATIF_BACKENDS,
+    Backend,
+    Signal,
+    backend_options,
+    check_options,
+    make_backend,
+    require_signals,
+)
 from mixgym.llm_backend.whatif import WhatIfResult, validate_request
 from mixgym.validation import integer
 
@@ -40,8 +49,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     eps 0.05, so each domain keeps at least 1% at K=5). ``"normalize"`` clips to >= 0 and
     divides by the sum (same floor); ``"simplex"`` (``Box(0, 1, (K,))``) takes the mixture
     weights, divided by their sum, for bandits and fixed schedules. See
-    `mixgym.envs.action_maps`. Actions with NaN or inf, of the wrong shape, outside the space
-    (beyond 1e-5) or, for "simplex", all zero raise `ValueError`.
+    `mixgym.envs.action_maps`.
+
+    Actions outside the space are clipped to it (``out_of_bounds="clip"``, the default): that
+    is what a Gymnasium user expects, since MuJoCo's and Pendulum's environments clip, and
+    what stock Gaussian policies rely on (skrl's samples beyond the bounds and leaves clipping
+    to the environment). ``out_of_bounds="raise"`` refuses them (beyond 1e-5) with a
+    `ValueError` that names `gymnasium.wrappers.ClipAction`. Actions with NaN or inf, of the
+    wrong shape or, for "simplex", with no positive weight always raise `ValueError`.
 
     ## Observation Space
 
@@ -84,6 +99,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``reset(seed=s)`` starts a fresh run: the backend's model, optimizer and data order are
     seeded from the environment's ``np_random``, so the same seed and actions give
     bit-identical observations and rewards on CPU.
+
+    ``copy.deepcopy(env)`` and a pickle round trip, at any point of an episode, give an env
+    that continues bit-identically to the original and apart from it (branch-and-compare,
+    look-ahead, sending a live run to a worker). A toy backend's pickle carries its
+    configuration and training state, a few hundred KB, and rebuilds the task's data from its
+    seed (checked by checksum); an HF backend's carries configuration, model, optimizer and
+    RNG states and reads its corpus folder again.
 
     ## Episode End
 
@@ -162,8 +184,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
                    eval_every=1, reward_kwargs=None, info_timings=False, budget="steps",
-                   phases=None, **backend_kwargs)
+                   phases=None, render_mode=None, out_of_bounds="clip", **backend_kwargs)
     ```
+
+    An unknown keyword raises `mixgym.llm_backend.UnexpectedOptionError`, a `TypeError`
+    worded as Python's own (``MixingEnv() got an unexpected keyword argument 'frameskip'``,
+    which TorchRL's ``GymEnv`` relies on) that lists the known options; it is also a
+    `ValueError`.
 
     - ``backend``: ``"toy"``, ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
       `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf;
@@ -175,12 +202,18 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``budget``: ``"steps"`` (the episode is ``total_steps`` optimizer steps) or
       ``"compute"`` (optimizer steps plus what-if compute; see Episode End).
     - ``phases``: None, or a list of ``(steps, domains)`` (see Phases).
+    - ``render_mode``: ``"human"`` prints the ``"ansi"`` table at every reset and step (what
+      RL Zoo3's ``enjoy`` and Tianshou's watch mode ask for; no pygame needed), ``"ansi"``
+      returns it from `render`, ``"rgb_array"`` returns a bar chart image.
 
     ## Version History
 
     - v0: initial version; ``info`` flattened (``info["rewards"][name]`` became
       ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
-      the same keys at reset as at step, ``realised_mixture`` added; ``compute/*`` keys, what-if
+      the same keys at reset as at step, ``realised_mixture`` added; ``out_of_bounds``
+      (clip by default: out-of-bounds actions used to raise) and ``render_mode="human"``
+      added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`);
+      copies (deepcopy, pickle) continue bit-identically; ``compute/*`` keys, what-if
       simulation, ``budget`` and ``phases`` added (the default layout is unchanged).
 
     >>> import gymnasium, mixgym
@@ -193,7 +226,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     (1.0, 10)
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata = {"render_modes": ["human", "ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -210,8 +243,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         budget: str = "steps",
         phases: Any = None,
         render_mode: str | None = None,
+        out_of_bounds: str = "clip",
         **backend_kwargs: Any,
     ) -> None:
+        own = [name for name in inspect.signature(MixingEnv.__init__).parameters if name not in ("self", "backend_kwargs")]
+        # a backend instance comes configured: then MixingEnv takes no backend options at all
+        backend_known = backend_options(backend) if isinstance(backend, str) else ()
+        check_options(type(self).__name__, backend_kwargs, own + list(backend_known))
         integer("steps_per_action", steps_per_action, 1)
         integer("eval_every", eval_every, 1)
         if total_steps is not None:
@@ -231,8 +269,6 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                 backend_kwargs["total_steps"] = int(total_steps)
             self.backend: Backend = make_backend(backend, **backend_kwargs)
         else:
-            if backend_kwargs:
-                raise ValueError(f"backend options {sorted(backend_kwargs)} cannot be applied to a backend instance")
             if total_steps is not None and total_steps != backend.total_steps:
                 raise ValueError(
                     f"total_steps={total_steps!r} differs from the backend instance's budget {backend.total_steps!r}"
@@ -251,7 +287,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         """The last decision's reward components (also in ``info`` as ``reward/<name>``)."""
         self._has_weights = Signal.WEIGHT_NORMS in self.backend.signals
 
-        self.action_mapper = ActionMap(action_map, k, temperature, eps)
+        self.action_mapper = ActionMap(action_map, k, temperature, eps, out_of_bounds)
         self.steps_per_action = int(steps_per_action)
         self.eval_every = int(eval_every)
         self.render_mode = render_mode
@@ -278,6 +314,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._snapshot: Snapshot | None = None
         self._whatif = {"compute": 0.0, "probe_steps": 0, "calls": 0}
         self._whatif_wall = 0.0
+        self._shown = False  # "human" mode: this decision's table is printed
 
     @property
     def domains(self) -> list[str]:
@@ -392,6 +429,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         info = self._info(initial, self._snapshot, fresh=True, learning_rate=0.0)
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(0.0) for key in _TIMED})
+        self._shown = False
+        if self.render_mode == "human":
+            self.render()
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -448,6 +488,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(value) for key, value in last.items()})
+        self._shown = False
+        if self.render_mode == "human":
+            self.render()
         return obs, result.value, terminated, False, info
 
     def _observation(self, snap: Snapshot, previous_train_loss: np.ndarray) -> np.ndarray:
@@ -495,6 +538,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def render(self) -> str | np.ndarray | None:
         """The last decision: ``"ansi"`` gives a text table of mixture and held-out losses;
+        ``"human"`` prints that table once per decision (reset and step call it themselves, so a
+        client's own ``render()`` call after them prints nothing more) and returns None;
         ``"rgb_array"`` a (120, 24K, 3) image with one bar per domain, its height the
         domain's weight (blue) beside its held-out loss relative to reset (orange, capped at 1).
         """
@@ -503,9 +548,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         snap = self._snapshot
         k = len(self.domains)
         mixture = snap.mixture if snap.mixture is not None else np.full(k, 1.0 / k)
-        if self.render_mode == "ansi":
+        if self.render_mode in ("ansi", "human"):
             rows = [f"step {snap.step}/{self.backend.total_steps}"]
             rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
+            if self.render_mode == "human":
+                if not self._shown:
+                    print("\n".join(rows), flush=True)
+                    self._shown = True
+                return None
             return "\n".join(rows)
         height, width = 120, 24
         image = np.full((height, width * k, 3), 255, dtype=np.uint8)
