@@ -7,6 +7,9 @@ training). Its folder holds:
 - ``config.json``: the configuration (a resume must use the same one);
 - ``decisions.csv``: one row per decision, appended as it happens (`Results.load` reads the
   folder), so the history lives on disk, not in memory;
+- ``whatif/``: the answers of the backend's what-if simulations (`MixingEnv.what_if`, OP-Mix's
+  probes), one ``.npz`` each, so that a run resumed from a checkpoint taken before a what-if
+  call reads its answer instead of training the probes again;
 - ``checkpoints/``: the last `keep` checkpoints (`mixgym.checkpoint.CheckpointStore`), each
   with the agent (SB3 model with optimisers and replay buffer, warm-up progress, bandit
   weights), the environment (backend model, optimiser, scheduler, data positions and RNGs;
@@ -55,6 +58,9 @@ from mixgym.checkpoint import CheckpointStore, StopRequest, atomic_write_bytes, 
 from mixgym.envs.mixing_env import MixingEnv
 from mixgym.runlock import RunLock
 from mixgym.validation import integer
+
+
+WHATIF_DIR = "whatif"
 
 
 class RunStopped(KeyboardInterrupt):
@@ -366,6 +372,9 @@ def run_experiment(
 
 def _run(config: ExperimentConfig, directory: Path, store: CheckpointStore, log: _DecisionLog, payload: dict[str, Any] | None) -> ExperimentResult:
     env = env_for(config.agent, config.env)
+    cache = getattr(env.backend, "whatif_cache", None)
+    if cache is not None:  # what-if answers survive a crash between checkpoints
+        cache.directory = directory / WHATIF_DIR
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
     facts = {"experiment": _config_json(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}

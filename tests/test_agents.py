@@ -409,13 +409,14 @@ def test_mixture_logger_writes_mixture_and_losses_to_tensorboard(name: str, tmp_
 
 def test_mixture_logger_logs_the_realised_mixture_when_it_differs_from_the_chosen_one(tmp_path) -> None:
     env = env_for("fixed", forced_fraction=0.5)
-    agent = make_agent("fixed", env, mixture=[1, 0, 0, 0, 0], tensorboard_log=str(tmp_path))
+    # forced examples go to the domains of positive weight (a weight of 0 masks a domain out)
+    agent = make_agent("fixed", env, mixture=[1, 1e-9, 1e-9, 1e-9, 1e-9], tensorboard_log=str(tmp_path))
     agent.learn(3, callback=MixtureLogger())
     events = EventAccumulator(str(next(tmp_path.iterdir())))
     events.Reload()
     chosen = [e.value for e in events.Scalars("mixture/hard")]
     realised = [e.value for e in events.Scalars("realised_mixture/hard")]
-    assert chosen == [0.0] * 3 and all(0.05 < r < 0.2 for r in realised)  # half the examples spread evenly: 10%
+    assert all(c < 1e-6 for c in chosen) and all(0.05 < r < 0.2 for r in realised)  # half spread evenly: 10%
 
 
 # ---------------------------------------------------------------- bad input

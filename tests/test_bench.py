@@ -82,6 +82,24 @@ def test_bad_cells_fail_before_anything_runs(tmp_path: Path) -> None:
         run_bench(parse_config(dict(GRID, backends={"toy3": {"num_domains": 3, "hidden_dim": 0}})), tmp_path / "out", progress=False)
 
 
+def test_an_hf_backend_in_phases_is_checked_before_anything_runs(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("code", "prose"):
+        (corpus / f"{name}.txt").write_text(f"{name} one\n\n{name} two\n")
+
+    def lm(**options) -> dict:
+        return dict(GRID, backends={"lm": {"backend": "hf", "corpus": str(corpus), "total_steps": 20, **options}})
+
+    validate(parse_config(lm(phases=[[10, ["code"]], [10, ["code", "prose"]]], budget="compute")))
+    with pytest.raises(ValueError, match=r"backends.lm, reward 'alignment': phases\[1\]: unknown domain\(s\) \['poetry'\]"):
+        validate(parse_config(lm(phases=[[10, ["code"]], [10, ["poetry"]]])))
+    with pytest.raises(ValueError, match=r"add up to 15, but the run's budget is total_steps=20"):
+        validate(parse_config(lm(phases=[[10, ["code"]], [5, ["prose"]]])))
+    with pytest.raises(ValueError, match="backends.lm, reward 'alignment': unknown budget 'flops'"):
+        validate(parse_config(lm(budget="flops")))
+
+
 @pytest.mark.parametrize("name", ["../../escape", "/tmp/escape", ".hidden", "a/b", ""])
 def test_a_name_cannot_leave_the_output_folder(name: str) -> None:
     with pytest.raises(ValueError, match="'name' must be a plain folder name"):

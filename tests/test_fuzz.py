@@ -65,7 +65,7 @@ def run_env(env: MixingEnv) -> None:
 
 
 ENV_KEYWORDS = ["action_map", "temperature", "eps", "steps_per_action", "total_steps", "eval_every", "reward", "reward_kwargs",
-                "info_timings", "render_mode", "num_domains", "hidden_dim", "batch_size", "task_seed", "observation"]  # fmt: skip
+                "info_timings", "render_mode", "num_domains", "hidden_dim", "batch_size", "task_seed", "observation", "budget", "phases"]  # fmt: skip
 
 
 def test_mixing_env_keywords() -> None:

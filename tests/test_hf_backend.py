@@ -124,11 +124,14 @@ def test_the_run_trains_on_the_mixture_chosen_unless_forced_micro_batches_are_as
     plain = HFBackend(model="pythia-tiny", total_steps=10, **TINY)
     stats = plain.train(one_hot, n_steps=2)  # 6 micro-batches, all from the mixture
     assert stats.samples.tolist() == [12, 0, 0, 0, 0] and np.isnan(stats.train_loss[1])
+    skewed = np.array([0.96, 0.01, 0.01, 0.01, 0.01])
     forced = HFBackend(model="pythia-tiny", total_steps=10, forced_fraction=5 / 6, **TINY)
-    stats = forced.train(one_hot, n_steps=2)  # 5 of 6 forced: one per domain, one drawn
-    assert stats.samples.tolist() == [4, 2, 2, 2, 2] and np.all(np.isfinite(stats.train_loss))
-    stats = forced.train(one_hot, n_steps=1)  # 3 micro-batches: round(2.5) = 2 forced, to 2 distinct domains
-    assert stats.samples.sum() == 6 and stats.samples[0] >= 2 and np.count_nonzero(stats.samples[1:]) <= 2
+    stats = forced.train(skewed, n_steps=2)  # 5 of 6 forced: one per domain, one drawn
+    assert np.all(stats.samples >= 2) and stats.samples.sum() == 12 and np.all(np.isfinite(stats.train_loss))
+    stats = forced.train(skewed, n_steps=1)  # 3 micro-batches: round(2.5) = 2 forced, to 2 distinct domains
+    assert stats.samples.sum() == 6 and np.count_nonzero(stats.samples) <= 3
+    stats = forced.train(np.array([0.5, 0.5, 0, 0, 0]), n_steps=2)  # a domain of weight 0 (masked by a phase) gets none
+    assert stats.samples[2:].sum() == 0 and stats.samples[:2].min() >= 4
     with pytest.raises(ValueError, match="forced_fraction.*2"):
         HFBackend(model="pythia-tiny", forced_fraction=2, **TINY)
     with pytest.raises(ValueError, match="unexpected keyword argument .every_domain."):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mixgym.envs import MixingEnv
-from mixgym.llm_backend.base import draw_domains
+from mixgym.llm_backend.base import domains_of, draw_domains
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective, search_schedule
 from mixgym.llm_backend.toy import DomainSpec, ToyBackend, ToyConfig, default_domains
 
@@ -36,9 +36,12 @@ def test_the_run_trains_on_the_mixture_chosen_unless_forced_examples_are_asked_f
     assert np.array_equal(plain.train(hard, 10).samples, [0, 320, 0, 0, 0])  # 10 steps x 32 examples
     forced = ToyBackend(forced_fraction=22 / 144)
     # round(0.1528 * 320) = 49 forced examples: 9 per domain, 4 more to distinct domains
-    samples = forced.train(hard, 10).samples
+    nearly_hard = np.array([1e-9, 1.0 - 4e-9, 1e-9, 1e-9, 1e-9])
+    samples = forced.train(nearly_hard, 10).samples
     assert samples.sum() == 320 and samples[[0, 2, 3, 4]].min() >= 9 and samples[[0, 2, 3, 4]].max() <= 10
     assert samples[1] == 320 - samples[[0, 2, 3, 4]].sum()
+    # a domain of weight 0 (masked out by a phase) gets no forced example
+    assert np.array_equal(forced.train(hard, 10).samples, [0, 320, 0, 0, 0])
     # the default keeps the fingerprint of every task defined before the option existed
     assert ToyConfig().fingerprint() == ToyConfig(forced_fraction=0.0).fingerprint() != forced.config.fingerprint()
 
@@ -50,8 +53,24 @@ def test_drawn_domains_follow_the_mixture_in_expectation() -> None:
     assert np.allclose(plain, mixture, atol=0.01)
     forced = np.bincount(draw_domains(mixture, 30_000, 0.3, rng), minlength=3) / 30_000
     assert np.allclose(forced, 0.7 * mixture + 0.3 / 3, atol=0.01)
-    one_hot = draw_domains(np.array([1.0, 0.0, 0.0]), 7, 3 / 7, rng)  # 3 forced: one per domain
-    assert sorted(np.bincount(one_hot, minlength=3)) == [1, 1, 5]
+    tiny = draw_domains(np.array([0.998, 0.001, 0.001]), 7, 3 / 7, rng)  # 3 forced: one per domain
+    assert sorted(np.bincount(tiny, minlength=3))[:2] == [1, 1]
+    one_hot = draw_domains(np.array([1.0, 0.0, 0.0]), 7, 3 / 7, rng)  # weight 0: no forced draw
+    assert np.bincount(one_hot, minlength=3).tolist() == [7, 0, 0]
+
+
+def test_a_domain_of_weight_zero_is_never_drawn() -> None:
+    # a phase masks the last domain out; the CDF's rounding error (0.1 + 0.2 + 0.7 < 1 in floats)
+    # must not hand a uniform number just under 1 to it
+    mixture = np.array([0.1, 0.2, 0.7 - 1e-12, 0.0])
+    edges = np.array([0.0, 0.1, 0.3 - 1e-15, 0.31, 1.0 - 1e-13, np.nextafter(1.0, 0.0)])
+    assert domains_of(mixture, edges).tolist() == [0, 1, 1, 2, 2, 2]
+    assert domains_of(np.array([0.0, 0.5, 0.0, 0.5, 0.0]), np.array([0.0, 0.49, 0.5, 0.999999])).tolist() == [1, 1, 3, 3]
+    rng = np.random.default_rng(0)
+    assert not np.isin(draw_domains(np.array([0.0, 0.3, 0.0, 0.7, 0.0]), 50_000, 0.2, rng), [0, 2, 4]).any()
+    backend = ToyBackend(num_domains=4)  # the toy's own draws (no forced share) too
+    backend.reset(seed=0)
+    assert backend.train(mixture, 50).samples[3] == 0
 
 
 def test_train_reports_the_weight_norms_after_every_step() -> None:

@@ -15,7 +15,7 @@ machinery they share (and td3, ppo), `static` the fixed mixtures. See DESIGN.md,
 1
 """
 
-from mixgym.agents import acodm, doremi, hds, odm, sb3_presets, static, tuned  # noqa: F401  (each registers its agents)
+from mixgym.agents import acodm, doremi, hds, odm, opmix, sb3_presets, static, tuned  # noqa: F401  (each registers its agents)
 from mixgym.agents.base import AGENTS, Agent, EnvFacts, InfoObserver, load_agent, make_agent, make_config
 from mixgym.agents.callbacks import MixtureLogger
 from mixgym.agents.mixer import MixerAgent

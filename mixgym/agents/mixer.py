@@ -121,6 +121,14 @@ class MixerAgent:
         """Attach the environment that ``learn`` drives (no run is in progress on it yet)."""
         self._env = DummyVecEnv([lambda: env])
         self._last_obs = None
+        self.attach(env)
+
+    def attach(self, env: gym.Env) -> None:
+        """Tell a mixer that queries its run (OP-Mix's what-if probes) which env it acts on;
+        `mixgym.agents.runner.evaluate` calls this for the env it evaluates on."""
+        attach = getattr(self.mixer, "attach", None)
+        if attach is not None:
+            attach(env.unwrapped)
 
     def get_env(self) -> VecEnv | None:
         """The attached environment, vectorised as SB3 models keep theirs."""

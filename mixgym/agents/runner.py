@@ -32,6 +32,7 @@ import pandas as pd
 from stable_baselines3.common.callbacks import BaseCallback
 
 from mixgym.agents.base import Agent, EnvFacts, InfoObserver, make_agent
+from mixgym.agents.mixer import MixerAgent
 
 TABLE = "decisions.csv"
 CONFIG = "config.json"
@@ -48,7 +49,8 @@ class Results:
     Attributes:
         decisions: one row per (episode, decision); columns ``episode``, ``seed``,
             ``decision``, ``step``, ``tokens``, ``objective``, ``reward``, ``wall_time``,
-            ``"<key>/<domain>"`` for `PER_DOMAIN` keys, ``"reward/<component>"`` (or
+            ``compute`` (optimizer steps plus what-if compute, in main-step equivalents),
+            ``whatif_compute``, ``"<key>/<domain>"`` for `PER_DOMAIN` keys, ``"reward/<component>"`` (or
             ``"reward/<component>/<domain>"`` for per-domain components), and the agent's
             own report, ``"agent/<name>[/<domain>]"`` (DoReMi's time-averaged weights).
         config: what produced them (agent, its options, environment facts, seeds).
@@ -136,6 +138,8 @@ def decision_row(
         "objective": float(info["objective"]),
         "reward": reward,
         "wall_time": wall,
+        "compute": float(info.get("compute/total", info.get("step", 0))),
+        "whatif_compute": float(info.get("compute/whatif", 0.0)),
     }
     for key in PER_DOMAIN:
         values = None if key in _CHOSEN and row["decision"] == 0 else info.get(key)
@@ -186,6 +190,8 @@ def evaluate(
         raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
     facts = EnvFacts.of(env)
     observer = agent if isinstance(agent, InfoObserver) else None
+    if isinstance(agent, MixerAgent):
+        agent.attach(env)
     rows = []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)

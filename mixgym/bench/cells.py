@@ -64,10 +64,12 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
 
 
 def oracle_objective(backend_options: dict[str, Any]) -> float | None:
-    """Mean objective of the toy's oracle static mixture over `ORACLE_EVAL_SEEDS` (None: not toy)."""
+    """Mean objective of the toy's oracle static mixture over `ORACLE_EVAL_SEEDS` (None: not toy,
+    or a run in phases, for which a static mixture over all domains is no oracle)."""
     options = dict(backend_options)
-    if options.pop("backend", "toy") != "toy":
+    if options.pop("backend", "toy") != "toy" or "phases" in options:
         return None
+    options.pop("budget", None)  # an env option, not the toy's
     from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
     from mixgym.llm_backend.toy import ToyBackend
 

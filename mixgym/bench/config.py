@@ -7,8 +7,9 @@ seeds: [0, 1, 2]
 agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides;
                                # {hds: {rewards: [holistic]}} pins the rewards an agent runs with
 rewards: [alignment]
-backends:                      # label -> options of `make_backend` (and `backend:` = kind)
-  toy5: {backend: toy, num_domains: 5, total_steps: 1000}
+backends:                      # label -> options of `make_backend` (and `backend:` = kind);
+  toy5: {backend: toy, num_domains: 5, total_steps: 1000}   # a backend may carry its own
+  # `phases: [[300, [easy, hard]], [700, [easy, hard, noise]]]` (a continual task, MixingEnv)
 env: {steps_per_action: 10}    # other `MixingEnv` options, shared by every cell
 train_decisions: 2000          # proxy: decisions the agent learns for before evaluation
 proxy: {}                      # proxy: backend options changed for training (e.g. a smaller model)
@@ -49,7 +50,9 @@ from mixgym.validation import integer
 
 MODES = ("proxy", "non-proxy")
 _KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "observation")
+_ENV_KEYS = (
+    "action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "observation", "budget", "phases",
+)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -318,12 +321,13 @@ def _environment(agent: str, options: dict[str, Any], reward: str) -> tuple[tupl
     if agent == "oracle":
         raise ValueError("the oracle is the toy backend's best static mixture; it cannot run on an 'hf' backend")
     from mixgym.envs.action_maps import ActionMap
+    from mixgym.envs.mixing_env import BUDGETS
+    from mixgym.envs.phases import parse_phases
     from mixgym.envs.rewards import make_reward
     from mixgym.llm_backend.corpus import domain_files
     from mixgym.llm_backend.hf import HFConfig
 
-    env_keys = {"action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs"}
-    env_options = {k: options.pop(k) for k in list(options) if k in env_keys}
+    env_options = {k: options.pop(k) for k in list(options) if k in _ENV_KEYS}
     options.pop("backend")
     unknown = sorted(set(options) - set(HFConfig.__dataclass_fields__))
     if unknown:
@@ -338,6 +342,11 @@ def _environment(agent: str, options: dict[str, Any], reward: str) -> tuple[tupl
     make_reward(reward, **reward_kwargs)
     for key in ("steps_per_action", "eval_every"):
         integer(key, env_options.get(key, 1), 1)
+    budget = env_options.get("budget", "steps")
+    if not isinstance(budget, str) or budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if "phases" in env_options:
+        parse_phases(env_options["phases"], domains, hf.total_steps)
     return domains, action_map
 
 

@@ -1,7 +1,10 @@
 """Tables and plots of a finished grid, read back from the cells' files.
 
 Per cell: final objective (target-weighted mean held-out loss), per-domain final held-out
-loss, regret against the oracle static mixture (toy backends), decisions / optimizer steps /
+loss, the objective *at equal compute* -- at the last decision whose compute (optimizer steps
+plus what-if compute, `MixingEnv.what_if`) was within the run's step budget, which is the final
+objective for agents that simulate nothing and an earlier one for OP-Mix -- and the what-if
+compute, regret against the oracle static mixture (toy backends), decisions / optimizer steps /
 tokens to reach the uniform baseline's final objective on the same backend and seed (and the
 percentage of the budget saved), wall time and reward-computation time. Per group (agent,
 reward, backend): mean and standard deviation over seeds.
@@ -34,6 +37,13 @@ def _reach(trajectory: pd.DataFrame, target: float) -> tuple[float, float, float
     return float(row["decision"]), float(row["step"]), float(row["tokens"])
 
 
+def objective_at_compute(trajectory: pd.DataFrame, budget: float) -> float:
+    """The objective at the last decision whose compute (steps + what-if) is within `budget`."""
+    compute = trajectory["compute"] if "compute" in trajectory else trajectory["step"]
+    within = trajectory[compute <= budget + 1e-9]
+    return float(within["objective"].iloc[-1])
+
+
 def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """One row per finished cell, and each cell's per-decision trajectory (by cell key)."""
     rows, trajectories = [], {}
@@ -55,6 +65,8 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "wall_time_s": summary["wall_time"],
             "reward_time_s": summary["reward_time"],
             "total_steps": int(trajectory["step"].iloc[-1]),
+            "objective_equal_compute": objective_at_compute(trajectory, float(trajectory["step"].max())),
+            "whatif_compute": float(trajectory["whatif_compute"].iloc[-1]) if "whatif_compute" in trajectory else 0.0,
         }
         row.update({f"final_{domain}": loss for domain, loss in summary["final_eval"].items()})
         rows.append(row)
@@ -85,6 +97,8 @@ def markdown(summary: pd.DataFrame) -> str:
     """The headline columns as a Markdown table (mean +- std over seeds)."""
     columns = [
         ("final_objective", "final held-out loss", 4),
+        ("objective_equal_compute", "at equal compute", 4),
+        ("whatif_compute", "what-if compute (steps)", 0),
         ("regret", "regret vs oracle", 4),
         ("decisions_to_uniform", "decisions to uniform's loss", 1),
         ("percent_saved", "% budget saved", 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -12,12 +13,23 @@ import numpy as np
 
 from mixgym.envs.action_maps import ActionMap
 from mixgym.envs.features import LAYER_FEATURES, TWIN_FEATURES, ObservationLayout, resolve_features
+from mixgym.envs.phases import Phase, mask_mixture, parse_phases, phase_index
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
-from mixgym.llm_backend import Backend, Signal, backend_options, check_options, make_backend, require_signals
+from mixgym.llm_backend import (
+    WHATIF_BACKENDS,
+    Backend,
+    Signal,
+    backend_options,
+    check_options,
+    make_backend,
+    require_signals,
+)
+from mixgym.llm_backend.whatif import WhatIfResult, validate_request
 from mixgym.validation import integer
 
 _DEFAULT_LAYERS = 3
-TIMED = ("train", "eval", "signals", "reward", "twin")
+BUDGETS = ("steps", "compute")
+TIMED = ("train", "eval", "signals", "reward", "twin", "whatif")
 """Parts of a decision whose wall-clock time `MixingEnv.timings` keeps."""
 
 
@@ -82,6 +94,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     weight norms is an error). All features are size-invariant, so a policy moves between
     backends with the same K (details in `mixgym.envs.features`).
 
+    Only with ``phases``, K more entries follow, after whichever layout:
+
+    | index              | observation                                           | min | max |
+    |--------------------|-------------------------------------------------------|-----|-----|
+    | last K             | 1 if the domain is available in the next decision's   | 0   | 1   |
+    |                    | phase, else 0                                         |     |     |
+
     ## Rewards
 
     - ``"alignment"`` (default; AC-ODM): mixture-weighted z-scored gradient-alignment score
@@ -120,8 +139,31 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     Terminated when the backend's optimizer-step budget ``total_steps`` is spent (the last
     decision may train fewer than ``steps_per_action`` steps), after
-    ``ceil(total_steps / steps_per_action)`` decisions. Truncation is left to a
-    ``TimeLimit`` wrapper (``gymnasium.make(..., max_episode_steps=n)``).
+    ``ceil(total_steps / steps_per_action)`` decisions (with ``phases``, that count per phase:
+    a decision never straddles two phases). With ``budget="compute"`` the budget is compute:
+    the run's optimizer steps plus what-if compute (`what_if`, in main-step equivalents), so
+    the episode ends when that total reaches ``total_steps`` (a decision trains at most the
+    steps left, rounded up; the backend's learning-rate schedule still spans ``total_steps``,
+    since it cannot know what the agent will spend). Truncation is left to a ``TimeLimit``
+    wrapper (``gymnasium.make(..., max_episode_steps=n)``).
+
+    ## What-if simulation
+
+    On a backend with `Signal.WHATIF` (toy and hf), ``env.unwrapped.what_if(probes, steps,
+    candidates, method="merge", lr_scale=2.0, rank=None)`` returns the held-out losses that
+    probe mixtures, and interpolations of their parameter deltas, would give from the current
+    state, leaving the run bit-identical (`mixgym.llm_backend.whatif`; OP-Mix, the ``opmix``
+    agent, uses it). Its compute is charged to the run: ``info["compute/*"]`` counts it, and
+    under ``budget="compute"`` it is part of the budget. ``what_if_cost`` prices a request
+    without running it.
+
+    ## Phases
+
+    ``phases=[(steps, [domains...]), ...]`` cuts the run into phases, each with the domains
+    that exist in it (a continual run whose domain set grows; `mixgym.envs.phases`). The
+    steps must add up to ``total_steps``. K stays fixed: the mixture is masked to the
+    available domains and renormalised (an action with no weight on any of them is an
+    error), and the observation gains the availability mask above.
 
     ## Info
 
@@ -144,12 +186,22 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     | ``decision``         | int: decisions since reset                                     |
     | ``learning_rate``    | learning rate of the last optimizer step (reset: 0)            |
     | ``reward/<name>``    | each component of the reward (scalar or (K,); reset: zeros)    |
+    | ``compute/main``     | int: the run's optimizer steps since reset (= ``step``)        |
+    | ``compute/whatif``   | what-if compute since reset, in main-step equivalents          |
+    | ``compute/total``    | main + what-if: what ``budget="compute"`` counts               |
+    | ``compute/probe_steps`` | int: optimizer steps taken in what-if branches since reset  |
+    | ``compute/whatif_calls`` | int: `what_if` calls since reset                           |
+    | ``phase``            | int: the next decision's phase (only with ``phases``)          |
+    | ``available``        | (K,) 1.0 for the domains of that phase (only with ``phases``)  |
 
     The reward's components are those it declares (`Reward.components`); a plain callable's
     appear from the first ``step`` (or at reset too, if it has a ``components`` dict). The
     last decision's components are also on ``env.unwrapped.reward_components`` as a dict.
+    With ``phases``, ``mixture`` is the masked mixture the backend sampled from, and at reset
+    the uniform mixture over the first phase's domains.
     Wall-clock ``timings`` (seconds in train, eval, twin -- the baseline twin's training and
-    evaluation, 0 without one --, signals and reward: the last decision's,
+    evaluation, 0 without one --, signals, reward and what-if calls made before the decision:
+    the last decision's,
     and summed over the env's life, across resets, so that an auto-reset at the end of a run
     does not erase them) are on ``env.unwrapped.timings``, and in ``info["timings/<part>"]``
     only with ``info_timings=True`` (zeros at reset): by default ``info`` is exactly
@@ -160,8 +212,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ```python
     gymnasium.make("mixgym/Mixing-v1", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
-                   eval_every=1, reward_kwargs=None, info_timings=False, render_mode=None,
-                   observation="v1", out_of_bounds="clip", **backend_kwargs)
+                   eval_every=1, reward_kwargs=None, info_timings=False, budget="steps",
+                   phases=None, render_mode=None, observation="v1", out_of_bounds="clip",
+                   **backend_kwargs)
     ```
 
     An unknown keyword raises `mixgym.llm_backend.UnexpectedOptionError`, a `TypeError`
@@ -177,6 +230,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
     - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
     - ``observation``: ``"v1"``, ``"v0"`` or a list of blocks (see Observation Space).
+    - ``budget``: ``"steps"`` (the episode is ``total_steps`` optimizer steps) or
+      ``"compute"`` (optimizer steps plus what-if compute; see Episode End).
+    - ``phases``: None, or a list of ``(steps, domains)`` (see Phases).
     - ``render_mode``: ``"human"`` prints the ``"ansi"`` table at every reset and step (what
       RL Zoo3's ``enjoy`` and Tianshou's watch mode ask for; no pygame needed), ``"ansi"``
       returns it from `render`, ``"rgb_array"`` returns a bar chart image.
@@ -188,8 +244,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       the same keys at reset as at step, ``realised_mixture`` added; ``out_of_bounds``
       (clip by default: out-of-bounds actions used to raise) and ``render_mode="human"``
       added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`);
-      copies (deepcopy, pickle) continue bit-identically. The ``"advantage"`` rewards work
-      with every version (rewards are options, not versions).
+      copies (deepcopy, pickle) continue bit-identically; ``compute/*`` keys, what-if
+      simulation, ``budget`` and ``phases`` added. The ``"advantage"`` rewards work with every
+      version (rewards are options, not versions).
     - v1: observation layout "v1": the previous chosen mixture, the share of all data seen so
       far and, under the advantage rewards, the twin's held-out losses added; the weight-norm
       blocks opt-in (they barely move on the toy). ``-v0`` ids keep the v0 layout bit for bit;
@@ -219,6 +276,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         eval_every: int = 1,
         reward_kwargs: dict[str, Any] | None = None,
         info_timings: bool = False,
+        budget: str = "steps",
+        phases: Any = None,
         render_mode: str | None = None,
         observation: str | Sequence[str] = "v1",
         out_of_bounds: str = "clip",
@@ -232,6 +291,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         integer("eval_every", eval_every, 1)
         if total_steps is not None:
             integer("total_steps", total_steps, 1)
+        if not isinstance(budget, str) or budget not in BUDGETS:
+            raise ValueError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if not isinstance(info_timings, (bool, np.bool_)):
@@ -287,11 +348,25 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         if asked & set(TWIN_FEATURES) and self.twin is None:
             raise ValueError(f"observation block 'baseline_ratio' needs a reward with a baseline twin, not {reward!r}")
         self.layout = ObservationLayout(k, num_layers, features)
+        self.budget = budget
+        self.phases: tuple[Phase, ...] | None = (
+            None if phases is None else parse_phases(phases, self.domains, self.backend.total_steps)
+        )
+        """The run's phases (`mixgym.envs.phases`), or None: every domain always available."""
         self.action_space = self.action_mapper.space
         self.observation_space = self.layout.space()
+        if self.phases is not None:
+            box = self.observation_space
+            self.observation_space = gym.spaces.Box(
+                np.concatenate([box.low, np.zeros(k, dtype=np.float32)]),
+                np.concatenate([box.high, np.ones(k, dtype=np.float32)]),
+                dtype=np.float32,
+            )
         weights = self.backend.info.objective_weights
         self.objective_weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
         self._snapshot: Snapshot | None = None
+        self._whatif = {"compute": 0.0, "probe_steps": 0, "calls": 0}
+        self._whatif_wall = 0.0
         self._shown = False  # "human" mode: this decision's table is printed
 
     @property
@@ -300,8 +375,87 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     @property
     def num_decisions(self) -> int:
-        """Decisions in one episode: ceil(total_steps / steps_per_action)."""
-        return -(-self.backend.total_steps // self.steps_per_action)
+        """Decisions in one episode: ceil(total_steps / steps_per_action), summed over the phases
+        when there are phases (a decision never straddles two); fewer when what-if compute ends
+        a ``budget="compute"`` episode early."""
+        spans = [p.steps for p in self.phases] if self.phases is not None else [self.backend.total_steps]
+        return sum(-(-span // self.steps_per_action) for span in spans)
+
+    @property
+    def phase(self) -> Phase | None:
+        """The phase the next decision trains in (None without phases)."""
+        return None if self.phases is None else self.phases[phase_index(self.phases, self.backend.step)]
+
+    @property
+    def compute(self) -> float:
+        """Compute spent since reset, in main optimizer steps: the run's steps plus what-if
+        compute in main-step equivalents."""
+        return self.backend.step + self._whatif["compute"]
+
+    def what_if(
+        self,
+        probes: np.ndarray,
+        steps: int,
+        candidates: np.ndarray,
+        method: str = "merge",
+        lr_scale: float = 2.0,
+        rank: int | None = None,
+    ) -> WhatIfResult:
+        """Ask the backend what held-out losses probe mixtures and interpolations of their
+        deltas would give from the current state (`mixgym.llm_backend.whatif`), and charge the
+        compute to this run (``info["compute/whatif"]``; under ``budget="compute"`` it counts
+        towards the budget). The run itself is left bit-identical. An answer served from the
+        backend's cache is charged the compute it stands for, so a resumed run accounts exactly
+        as the uninterrupted one did.
+
+        Raises `ValueError` for a backend without the capability, a malformed request, a probe
+        weighting a domain outside the current phase, or (``budget="compute"``) a request that
+        would leave no compute for another optimizer step; `RuntimeError` outside an episode.
+        """
+        self._require_whatif()
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        if self._snapshot is None:
+            raise RuntimeError("call reset() before what_if()")
+        if self._done():
+            raise RuntimeError("the episode has terminated (budget spent); call reset()")
+        phase = self.phase
+        if phase is not None and np.any(request.probes[:, ~phase.available] > 0):
+            outside = [d for d, a, w in zip(self.domains, phase.available, request.probes.max(axis=0)) if not a and w > 0]
+            raise ValueError(f"what-if probes weight domain(s) {outside} outside the current phase {list(phase.domains)}")
+        if self.budget == "compute":
+            cost = self.what_if_cost(probes, steps, candidates, method, rank)
+            if self.compute + cost >= self.backend.total_steps:
+                raise ValueError(
+                    f"the what-if request costs {cost:.1f} main-step equivalents, and only "
+                    f"{self.backend.total_steps - self.compute:.1f} of the compute budget remain (budget='compute')"
+                )
+        result = self.backend.simulate(  # type: ignore[attr-defined]
+            request.probes, request.steps, request.candidates, method, lr_scale, rank
+        )
+        self._whatif["compute"] += result.cost
+        self._whatif["probe_steps"] += result.probe_steps
+        self._whatif["calls"] += 1
+        self._whatif_wall += result.wall_time
+        return result
+
+    def what_if_cost(
+        self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None
+    ) -> float:
+        """What `what_if` would charge, in main-step equivalents, without running it."""
+        self._require_whatif()
+        return float(self.backend.whatif_cost(probes, steps, candidates, method, rank))  # type: ignore[attr-defined]
+
+    def _require_whatif(self) -> None:
+        if Signal.WHATIF not in self.backend.signals:
+            raise ValueError(
+                f"what-if simulation needs a backend with the {Signal.WHATIF.value!r} signal, which "
+                f"{type(self.backend).__name__} does not provide; backends that do: {', '.join(WHATIF_BACKENDS)}"
+            )
+
+    def _done(self) -> bool:
+        """The budget is spent: every optimizer step taken, or (``budget="compute"``) all compute."""
+        total = self.backend.total_steps
+        return self.backend.step >= total or (self.budget == "compute" and self.compute >= total)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
@@ -314,6 +468,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._initial_eval = eval_loss
         self._decision = 0
         self._tokens = 0
+        self._whatif = {"compute": 0.0, "probe_steps": 0, "calls": 0}
+        self._whatif_wall = 0.0
         self._snapshot = Snapshot(
             step=self.backend.step,
             mixture=None,
@@ -324,9 +480,11 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             cumulative_samples=np.zeros(k, dtype=np.int64),
             baseline_eval_loss=None if self.twin is None else self._evaluate(self.twin),
         )
-        obs = self.layout.build(self._snapshot, self._snapshot.train_loss, self._initial_eval)
+        obs = self._observation(self._snapshot, self._snapshot.train_loss)
         self.reward_components = {name: np.zeros(shape) for name, shape in self._reward_shapes.items()}
-        info = self._info(np.full(k, 1.0 / k), self._snapshot, fresh=True, learning_rate=0.0)
+        phase = self.phase
+        initial = np.full(k, 1.0 / k) if phase is None else phase.available / phase.available.sum()
+        info = self._info(initial, self._snapshot, fresh=True, learning_rate=0.0)
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(0.0) for key in TIMED})
         self._shown = False
@@ -338,10 +496,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._snapshot is None:
             raise RuntimeError("call reset() before step()")
         before = self._snapshot
-        if before.progress >= 1.0:
+        if self._done():
             raise RuntimeError("the episode has terminated (budget spent); call reset()")
         mixture = self.action_mapper(action)
-        n_steps = min(self.steps_per_action, self.backend.total_steps - self.backend.step)
+        phase = self.phase
+        end = self.backend.total_steps if phase is None else phase.end
+        n_steps = min(self.steps_per_action, end - self.backend.step)
+        if phase is not None:
+            mixture = mask_mixture(mixture, phase)
+        if self.budget == "compute":
+            n_steps = min(n_steps, math.ceil(self.backend.total_steps - self.compute))
 
         t0 = time.perf_counter()
         stats = self.backend.train(mixture, n_steps)
@@ -351,14 +515,15 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise FloatingPointError(f"non-finite training loss at step {self.backend.step} in domain(s) {names}")
         t1 = time.perf_counter()
         self._decision += 1
-        terminated = self.backend.step >= self.backend.total_steps
+        terminated = self._done()
         fresh = terminated or self._decision % self.eval_every == 0
         eval_loss = self._evaluate(self.backend) if fresh else before.eval_loss
         t2 = time.perf_counter()
         baseline_eval, twin_time = before.baseline_eval_loss, 0.0
         if self.twin is not None:
             assert self.baseline_mixture is not None
-            self.twin.train(self.baseline_mixture, n_steps)
+            baseline = self.baseline_mixture if phase is None else mask_mixture(self.baseline_mixture, phase)
+            self.twin.train(baseline, n_steps)  # the baseline sees the same phases as the agent
             baseline_eval = self._evaluate(self.twin) if fresh else baseline_eval
             twin_time = time.perf_counter() - t2
         sampled = stats.samples > 0
@@ -381,10 +546,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         t4 = time.perf_counter()
         self._tokens += stats.tokens
         self._snapshot = after
-        obs = self.layout.build(after, before.train_loss, self._initial_eval)
+        obs = self._observation(after, before.train_loss)
         self.reward_components = dict(result.components)
         info = self._info(mixture, after, fresh=fresh, learning_rate=stats.learning_rate)
-        last = {"train": t1 - t0, "eval": t2 - t1, "twin": twin_time, "signals": t3 - t2 - twin_time, "reward": t4 - t3}
+        last = {
+            "train": t1 - t0, "eval": t2 - t1, "twin": twin_time, "signals": t3 - t2 - twin_time, "reward": t4 - t3,
+            "whatif": self._whatif_wall,
+        }
+        self._whatif_wall = 0.0
         total = self.timings["total"]
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
@@ -393,6 +562,12 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self.render_mode == "human":
             self.render()
         return obs, result.value, terminated, False, info
+
+    def _observation(self, snap: Snapshot, previous_train_loss: np.ndarray) -> np.ndarray:
+        """The layout's features, then the availability mask of the next decision's phase."""
+        obs = self.layout.build(snap, previous_train_loss, self._initial_eval)
+        phase = self.phase
+        return obs if phase is None else np.concatenate([obs, phase.available.astype(np.float32)])
 
     def _info(self, mixture: np.ndarray, snap: Snapshot, fresh: bool, learning_rate: float) -> dict[str, Any]:
         """The flat ``info`` dict (see the class docstring's Info table)."""
@@ -409,7 +584,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "step": np.int64(snap.step),
             "decision": np.int64(self._decision),
             "learning_rate": np.float64(learning_rate),
+            "compute/main": np.int64(snap.step),
+            "compute/whatif": np.float64(self._whatif["compute"]),
+            "compute/total": np.float64(snap.step + self._whatif["compute"]),
+            "compute/probe_steps": np.int64(self._whatif["probe_steps"]),
+            "compute/whatif_calls": np.int64(self._whatif["calls"]),
         }
+        if self.phases is not None:
+            index = phase_index(self.phases, snap.step)
+            info["phase"] = np.int64(index)
+            info["available"] = self.phases[index].available.astype(np.float64)
         for name, value in self.reward_components.items():
             info[f"reward/{name}"] = np.asarray(value, dtype=np.float64) if np.ndim(value) else np.float64(value)
         return info
@@ -465,6 +649,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "np_random": self.np_random.bit_generator.state,
             "timings": self.timings,
             "reward_components": self.reward_components,
+            "whatif": dict(self._whatif),
+            "whatif_cache": self.backend.whatif_cache.state_dict() if hasattr(self.backend, "whatif_cache") else {},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -482,3 +668,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.np_random.bit_generator.state = state["np_random"]
         self.timings = state["timings"]
         self.reward_components = state.get("reward_components", {})
+        self._whatif = dict(state.get("whatif") or {"compute": 0.0, "probe_steps": 0, "calls": 0})
+        self._whatif_wall = 0.0
+        if hasattr(self.backend, "whatif_cache"):
+            self.backend.whatif_cache.load_state_dict(state.get("whatif_cache", {}))

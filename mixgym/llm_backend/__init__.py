@@ -21,6 +21,8 @@ from mixgym.llm_backend.base import (
 from mixgym.llm_backend.toy import ToyBackend, ToyConfig
 
 BACKENDS = ("toy", "hf")
+WHATIF_BACKENDS = ("toy (ToyBackend)", "hf (HFBackend)")
+"""The backends that provide `Signal.WHATIF` (what-if simulation, `mixgym.llm_backend.whatif`)."""
 
 
 def backend_options(name: str) -> tuple[str, ...]:
@@ -57,6 +59,7 @@ def make_backend(name: str, **kwargs: Any) -> Backend:
 
 __all__ = [
     "BACKENDS",
+    "WHATIF_BACKENDS",
     "Backend",
     "BackendInfo",
     "Signal",

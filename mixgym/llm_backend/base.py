@@ -32,6 +32,10 @@ class Signal(str, enum.Enum):
     the same seed, replays the same run -- the same initial model and the same random numbers
     (data order, sampling draws) -- on whatever mixture it is given: the baseline twin of a
     counterfactual reward (`mixgym.envs.rewards.AdvantageReward`)."""
+    WHATIF = "whatif"
+    """`simulate(probes, steps, candidates, method)`: held-out losses of hypothetical branches
+    from the current state (probe mixtures and interpolations of their parameter deltas),
+    leaving the run bit-identical (see `mixgym.llm_backend.whatif`)."""
 
 
 @dataclass(frozen=True)
@@ -160,29 +164,43 @@ def check_forced_fraction(value: float) -> None:
         raise ValueError(f"forced_fraction must be a number in [0, 1], got {value!r}")
 
 
+def domains_of(mixture: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """The domain each of `uniforms` (numbers in [0, 1), any shape) falls on under `mixture`:
+    inverse-CDF sampling that never returns a domain of weight 0.
+
+    The CDF's rounding error is absorbed by the last domain of positive weight (its entry and
+    every later one are set to 1), not by the last domain: with a zero-weight last domain (one
+    masked out by a phase) a uniform number just under 1 would otherwise land on it.
+    """
+    cdf = np.cumsum(mixture)
+    cdf[np.flatnonzero(mixture > 0)[-1] :] = 1.0
+    return np.searchsorted(cdf, uniforms, side="right").astype(np.int64)
+
+
 def draw_domains(mixture: np.ndarray, count: int, forced_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """The domains of `count` draws (micro-batches or examples) of one `train` call.
 
-    ``round(forced_fraction * count)`` of them are spread evenly over the K domains (each
-    domain gets the same number; what does not divide evenly goes to distinct domains picked
-    at random), the rest are drawn i.i.d. from `mixture`, and the two are shuffled together.
+    ``round(forced_fraction * count)`` of them are spread evenly over the domains of positive
+    weight -- all K, under the softmax and normalize action maps -- (each gets the same number;
+    what does not divide evenly goes to distinct ones picked at random), the rest are drawn
+    i.i.d. from `mixture`, and the two are shuffled together. A domain of weight 0 gets none:
+    `MixingEnv`'s phases mask the domains outside a phase that way.
     AC-ODM and HDS force one micro-batch per domain per optimizer step -- 22 of the 144
     micro-batches of their 1B runs (DANG-ai/AC-ODM ``megatron/training.py:395-398``:
     ``domain_num`` = 1 round of all domains, ``acodm_config/ddpg_1B.yml:18``, then the rest
     drawn from the weights; 144 = 1152 sequences / micro-batches of 8,
     ``acodm_config/models/1B.yml:19-21``; HDS's ``megatron/training.py:387-391`` is the same)
     -- so that every domain has a loss and a gradient at every step. In expectation the call trains on ``(1 - f) * mixture + f * uniform`` (f the forced
-    share); with ``forced_fraction=0`` (the default of both backends) exactly on `mixture`.
+    share, uniform over the domains of positive weight); with ``forced_fraction=0`` (the default
+    of both backends) exactly on `mixture`.
     """
-    k = len(mixture)
     forced_count = int(round(forced_fraction * count))
-    cdf = np.cumsum(mixture)
-    cdf[-1] = 1.0
-    drawn = np.minimum(np.searchsorted(cdf, rng.random(count - forced_count), side="right"), k - 1)
+    drawn = domains_of(mixture, rng.random(count - forced_count))
     if forced_count == 0:
         return drawn.astype(np.int64)
-    rounds, extra = divmod(forced_count, k)
-    forced = np.concatenate([np.tile(np.arange(k), rounds), rng.choice(k, extra, replace=False)])
+    present = np.flatnonzero(mixture > 0)
+    rounds, extra = divmod(forced_count, len(present))
+    forced = np.concatenate([np.tile(present, rounds), rng.choice(present, extra, replace=False)])
     return rng.permutation(np.concatenate([forced, drawn])).astype(np.int64)
 
 

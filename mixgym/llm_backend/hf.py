@@ -90,6 +90,7 @@ from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
 from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
+from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulation, probe_seed, validate_request
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -146,8 +147,9 @@ class HFConfig:
         micro_batch_size: sequences per micro-batch (one domain per micro-batch).
         grad_accumulation: micro-batches per optimizer step.
         forced_fraction: share of each `train` call's ``n_steps * grad_accumulation``
-            micro-batches spread evenly over the domains, the rest drawn from the mixture and
-            all shuffled together (`mixgym.llm_backend.base.draw_domains`). AC-ODM and HDS give
+            micro-batches spread evenly over the domains of positive weight, the rest drawn from
+            the mixture and all shuffled together (`mixgym.llm_backend.base.draw_domains`; a
+            domain of weight 0, as a phase masks one, gets none). AC-ODM and HDS give
             every domain one micro-batch per optimizer step, 22 of 144, so that every domain
             has a gradient and a loss; their presets set 22/144 through
             `mixgym.agents.compare.env_for`. The realised mixture then leans towards uniform:
@@ -177,6 +179,10 @@ class HFConfig:
             ``"bf16"`` or ``"fp32"``; parameters and optimizer state stay fp32.
         fused_adamw: use the fused AdamW kernel; None: on CUDA only.
         compile: run the model through `torch.compile` (True, or a backend name).
+        whatif_in_place: train the what-if probes' LoRA adapters on the run's model itself
+            instead of a deep copy (no second copy of the weights, for a model too large to
+            hold twice); the answers are the same and the run is left bit-identical either way
+            (`mixgym.llm_backend.hf_lora`), so it is not part of the `fingerprint`.
     """
 
     model: Any = "pythia-tiny"
@@ -205,6 +211,7 @@ class HFConfig:
     precision: str = "auto"
     fused_adamw: bool | None = None
     compile: bool | str = False
+    whatif_in_place: bool = False
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
@@ -238,6 +245,8 @@ class HFConfig:
             raise ValueError(f"fused_adamw must be None (auto), true or false, got {self.fused_adamw!r}")
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise ValueError(f"compile must be true, false or a torch.compile backend name, got {self.compile!r}")
+        if not isinstance(self.whatif_in_place, (bool, np.bool_)):
+            raise TypeError(f"whatif_in_place must be true or false, got {self.whatif_in_place!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers or not all(isinstance(n, str) for n in self.layers):
@@ -249,6 +258,7 @@ class HFConfig:
     def fingerprint(self) -> str:
         """A short hash of the configuration (for checkpoints)."""
         fields = asdict(replace(self, model=None))
+        del fields["whatif_in_place"]  # where the probes run, not what they answer
         fields["model"] = self.model.to_json_string() if hasattr(self.model, "to_json_string") else str(self.model)
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -451,8 +461,10 @@ class HFBackend:
         else:
             self._objective_weights = None
         self.signals = frozenset(
-            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
+            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
         )
+        self.whatif_cache = WhatIfCache()
+        """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
         self.total_steps = config.total_steps
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
@@ -528,6 +540,7 @@ class HFBackend:
         from transformers import AutoModelForCausalLM
 
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
+        self._seed = int(seed)
         # Let the previous run go first: two models and optimizer states alive at once would
         # double the peak memory of every reset.
         self.model = self._training_model = self.optimizer = self.scheduler = self._gradients = None
@@ -755,6 +768,7 @@ class HFBackend:
             "previous_weights": [w.clone() for w in self._previous_weights],
             "gradients": None if self._gradients is None else self._gradients.state(),
             "micro_batch_domains": self.micro_batch_domains.copy(),
+            "seed": self._seed,
             **self.process_state(),
         }
 
@@ -798,3 +812,62 @@ class HFBackend:
         if self._gradients is not None and state["gradients"] is not None:
             self._gradients.load(state["gradients"])
         self.micro_batch_domains = state["micro_batch_domains"].copy()
+        self._seed = int(state.get("seed", 0))
+
+    # ------------------------------------------------------------------ what-if (Signal.WHATIF)
+    def simulate(
+        self,
+        probes: np.ndarray,
+        steps: int,
+        candidates: np.ndarray,
+        method: str = "merge",
+        lr_scale: float = 2.0,
+        rank: int | None = None,
+    ) -> WhatIfResult:
+        """Held-out losses of probe mixtures and candidates from the current state, by LoRA
+        adapters trained on a copy of the model, or on the model itself with
+        ``whatif_in_place`` (`mixgym.llm_backend.hf_lora`); the run is left bit-identical.
+        Needs peft (``pip install "mixgym[hf]"``)."""
+        from mixgym.llm_backend import hf_lora
+
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        key = request.key(self._fingerprint(), self._state_digest())
+        seed = probe_seed(self._seed, self._step)
+        in_place = self.config.whatif_in_place
+        return cached_simulation(
+            self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(), request, seed, in_place)
+        )
+
+    def whatif_cost(
+        self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None
+    ) -> float:
+        """Main-step equivalents `simulate` would spend (`hf_lora.whatif_cost`)."""
+        from mixgym.llm_backend import hf_lora
+
+        request = validate_request(probes, steps, candidates, method, len(self.domains), rank=rank)
+        return hf_lora.whatif_cost(self.model, self._probe_setting(), request)
+
+    def _probe_setting(self) -> Any:
+        from mixgym.llm_backend.hf_lora import ProbeSetting
+
+        cfg = self.config
+        return ProbeSetting(
+            train_chunks=[stream.chunks for stream in self._streams],
+            eval_batches=self._eval_batches,
+            micro_batch_size=cfg.micro_batch_size,
+            grad_accumulation=cfg.grad_accumulation,
+            peak_learning_rate=cfg.learning_rate,
+            betas=cfg.betas,
+            grad_clip=cfg.grad_clip,
+            device=self._device,
+        )
+
+    def _state_digest(self) -> str:
+        """A hash of the model's weights, the step and the run's seed (what a probe depends on)."""
+        import torch
+
+        digest = hashlib.sha256(f"{self._step}|{self._seed}".encode())
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()

@@ -56,8 +56,20 @@ from mixgym.llm_backend.base import (
     WeightStats,
     check_forced_fraction,
     check_options,
+    domains_of,
     draw_domains,
     validate_mixture,
+)
+from mixgym.llm_backend.whatif import (
+    WhatIfCache,
+    WhatIfRequest,
+    WhatIfResult,
+    cached_simulation,
+    forward_flops,
+    probe_learning_rates,
+    probe_seed,
+    training_flops,
+    validate_request,
 )
 from mixgym.resources import check_memory
 from mixgym.validation import check_field_types, integer, number
@@ -165,7 +177,8 @@ class ToyConfig:
         task_seed: seed of the task (teacher, inputs, held-out sets). The run's own seed
             (initialisation and sampling) is the one given to `reset`.
         forced_fraction: share of each `train` call's examples spread evenly over the
-            domains, the rest drawn from the mixture (`mixgym.llm_backend.base.draw_domains`;
+            domains of positive weight, the rest drawn from the mixture
+            (`mixgym.llm_backend.base.draw_domains`;
             AC-ODM and HDS force one micro-batch per domain per step, 22 of 144). 0 (the
             default): every example's domain is drawn from the mixture, so the run trains on
             the mixture chosen, in expectation. The toy's per-domain gradients come from probe
@@ -389,7 +402,7 @@ class ToyBackend:
     True
     """
 
-    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN})
+    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF})
 
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
@@ -412,6 +425,8 @@ class ToyBackend:
         self._objective_weights = config.objective_weights()
         self._params: list[np.ndarray] = []
         self._step = 0
+        self.whatif_cache = WhatIfCache()
+        """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
         self.reset(seed=0)
 
     # ------------------------------------------------------------------ protocol
@@ -430,6 +445,7 @@ class ToyBackend:
     def reset(self, seed: int) -> None:
         """Fresh student (1/sqrt(fan-in) init), zero momentum, sampling RNG from `seed`."""
         init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+        self._seed = int(seed)
         self._allocate()
         for w in self._params:
             w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
@@ -440,7 +456,7 @@ class ToyBackend:
         """Zero flat parameter, gradient and momentum vectors, and the per-matrix views of the
         first two (one vector op then updates every matrix)."""
         d, h = self._task.input_dim, self.config.hidden_dim
-        shapes = [(d, h), (h, h), (h, 1)]
+        self._shapes = shapes = [(d, h), (h, h), (h, 1)]
         self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
         self._grad = np.zeros_like(self._theta)
         self._velocity = np.zeros_like(self._theta)
@@ -479,18 +495,7 @@ class ToyBackend:
         cfg, task = self.config, self._task
         k = len(self.domains)
         self._previous_theta = self._theta.copy()
-        if cfg.forced_fraction:
-            domain = draw_domains(mixture, n_steps * cfg.batch_size, cfg.forced_fraction, self._rng)
-            domain = domain.reshape(n_steps, cfg.batch_size)
-            position = self._rng.random((n_steps, cfg.batch_size))
-        else:
-            draws = self._rng.random((n_steps, cfg.batch_size, 2))
-            cdf = np.cumsum(mixture)
-            cdf[-1] = 1.0
-            domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
-            position = draws[..., 1]
-        index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
-        batches = task.train[index]
+        domain, batches = self._draw(self._rng, mixture, n_steps, cfg.forced_fraction)
         inputs = task.input_dim
         xs, ys, tokens = batches[..., :inputs], batches[..., inputs : inputs + 1], batches[..., inputs + 1 :]
         errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
@@ -512,22 +517,48 @@ class ToyBackend:
             step_weight_norms=self._layer_norms(history),
         )
 
+    def _draw(
+        self, rng: np.random.Generator, mixture: np.ndarray, n_steps: int, forced_fraction: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(domains (n, B), rows (n, B, d' + 1 + tokens) of the task's training table) of
+        `n_steps` batches drawn with `rng`: the run's generator, or a what-if branch's own."""
+        cfg, task = self.config, self._task
+        if forced_fraction:
+            domain = draw_domains(mixture, n_steps * cfg.batch_size, forced_fraction, rng)
+            domain = domain.reshape(n_steps, cfg.batch_size)
+            position = rng.random((n_steps, cfg.batch_size))
+        else:
+            draws = rng.random((n_steps, cfg.batch_size, 2))
+            domain = domains_of(mixture, draws[..., 0])
+            position = draws[..., 1]
+        index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
+        return domain, task.train[index]
+
     def _sgd(
-        self, xs: np.ndarray, ys: np.ndarray, errors: np.ndarray, learning_rates: list[np.float32], thetas: np.ndarray
+        self,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        errors: np.ndarray,
+        learning_rates: list[np.float32],
+        thetas: np.ndarray | None,
+        branch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """One SGD-with-momentum step per batch ``xs[t]`` (forward, backward, update), the
-        errors written to `errors` and the parameters after each step to `thetas`. Every array
+        errors written to `errors` and the parameters after each step to `thetas` (if given).
+        The run's parameters, or a what-if `branch`'s flat (parameters, momentum, gradient)
+        vectors, which are updated in place instead. Every array
         is allocated once per call and written with ``out=``, and products use `np.dot`, whose
         dispatch costs half a microsecond less than `np.matmul`'s (the same BLAS call): at these
         sizes (32 x 32 matrices) numpy's per-call overhead, not arithmetic, is most of the cost."""
-        w1, w2, w3 = self._params
-        g1, g2, g3 = self._grads
+        theta, velocity, grad = (self._theta, self._velocity, self._grad) if branch is None else branch
+        w1, w2, w3 = self._params if branch is None else self._views(theta, self._shapes)
+        g1, g2, g3 = self._grads if branch is None else self._views(grad, self._shapes)
         w2_t, w3_t = w2.T, w3.T
         h1, h2, d1, d2, slope = (np.empty((xs.shape[1], w2.shape[0]), dtype=np.float32) for _ in range(5))
         d_out = np.empty((xs.shape[1], 1), dtype=np.float32)
-        update = np.empty_like(self._theta)
+        update = np.empty_like(theta)
         scale, momentum, one = np.float32(2.0 / self.config.batch_size), np.float32(self.config.momentum), np.float32(1)
-        for x, y, err, learning_rate, theta in zip(xs, ys, errors, learning_rates, thetas):
+        for t, (x, y, err, learning_rate) in enumerate(zip(xs, ys, errors, learning_rates)):
             np.tanh(np.dot(x, w1, out=h1), out=h1)
             np.tanh(np.dot(h1, w2, out=h2), out=h2)
             np.subtract(np.dot(h2, w3, out=err), y, out=err)
@@ -539,10 +570,11 @@ class ToyBackend:
             np.dot(x.T, d1, out=g1)
             np.dot(h1.T, d2, out=g2)
             np.dot(h2.T, d_out, out=g3)
-            self._velocity *= momentum
-            self._velocity += self._grad
-            self._theta -= np.multiply(self._velocity, learning_rate, out=update)
-            theta[...] = self._theta
+            velocity *= momentum
+            velocity += grad
+            theta -= np.multiply(velocity, learning_rate, out=update)
+            if thetas is not None:
+                thetas[t] = theta
 
     def _layer_norms(self, thetas: np.ndarray) -> np.ndarray:
         """(n, L) Frobenius norms of the three matrices in each row of `thetas` (n, P): one
@@ -550,11 +582,12 @@ class ToyBackend:
         starts = [p.start for p in self._layer_slices]
         return np.sqrt(np.add.reduceat(thetas * thetas, starts, axis=1, dtype=np.float64))
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hidden activations and predictions for inputs of shape (..., input_dim); the leading
-        axes (domains, examples) are flattened, so each layer is one matrix product over
-        every domain's examples rather than one per domain."""
-        w1, w2, w3 = self._params
+    def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden activations and predictions for inputs of shape (..., input_dim), at the run's
+        parameters or at flat `theta` (a what-if branch's); the leading axes (domains,
+        examples) are flattened, so each layer is one matrix product over every domain's
+        examples rather than one per domain."""
+        w1, w2, w3 = self._params if theta is None else self._views(theta, self._shapes)
         lead = x.shape[:-1]
         h1 = np.tanh(np.dot(x.reshape(-1, x.shape[-1]), w1))
         h2 = np.tanh(np.dot(h1, w2))
@@ -562,9 +595,13 @@ class ToyBackend:
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
-        _, _, pred = self._forward(self._task.eval_x)
-        losses = ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
-        return dict(zip(self.domains, losses.tolist()))
+        return dict(zip(self.domains, self._held_out_loss().tolist()))
+
+    def _held_out_loss(self, theta: np.ndarray | None = None) -> np.ndarray:
+        """(K,) mean squared error per domain on the held-out sets, at the run's parameters or
+        at flat `theta`."""
+        _, _, pred = self._forward(self._task.eval_x, theta)
+        return ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
 
     def objective(self) -> float:
         """The task's objective: target-weighted mean held-out loss (lower is better)."""
@@ -619,6 +656,7 @@ class ToyBackend:
             "velocity": self._velocity.copy(),
             "previous_theta": self._previous_theta.copy(),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "seed": self._seed,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -638,3 +676,93 @@ class ToyBackend:
         self._velocity[...] = state["velocity"]
         self._previous_theta[...] = state["previous_theta"]
         self._rng.bit_generator.state = copy.deepcopy(state["rng"])
+        self._seed = int(state.get("seed", 0))
+
+    # ------------------------------------------------------------------ what-if (Signal.WHATIF)
+    def simulate(
+        self,
+        probes: np.ndarray,
+        steps: int,
+        candidates: np.ndarray,
+        method: str = "merge",
+        lr_scale: float = 2.0,
+        rank: int | None = None,
+    ) -> WhatIfResult:
+        """Held-out losses of probe mixtures and candidates from the current state
+        (`mixgym.llm_backend.whatif`); the run is left bit-identical.
+
+        Each branch -- a probe, or for ``method="exact"`` a candidate -- copies the
+        parameters, trains them by SGD with fresh momentum for `steps` steps on its mixture
+        (`whatif.probe_learning_rates` of ``lr_scale * learning_rate``), drawing batches
+        from a generator of its own (`whatif.probe_seed`, the same for every branch of the
+        request), and is evaluated; the run's
+        parameters, momentum, step and generator are never written. ``"merge"`` candidates
+        are the current parameters plus the weighted probe deltas, each matrix's delta
+        truncated to its top `rank` singular directions when `rank` is given (a stand-in for
+        a LoRA adapter of that rank; probe losses are then those of the truncated deltas).
+        """
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        digest = hashlib.sha256(self._theta.tobytes() + f"|{self._step}|{self._seed}".encode()).hexdigest()
+        key = request.key(self.config.fingerprint(), digest)
+        return cached_simulation(self.whatif_cache, key, lambda: self._simulate(request))
+
+    def whatif_cost(
+        self, probes: np.ndarray, steps: int, candidates: np.ndarray, method: str = "merge", rank: int | None = None
+    ) -> float:
+        """Main-step equivalents `simulate` spends: branch steps cost one main step each (a
+        full-parameter SGD step on a batch of the same size); an evaluation costs a forward
+        pass over the K held-out sets."""
+        request = validate_request(probes, steps, candidates, method, len(self.domains), rank=rank)
+        return self._cost(request)
+
+    def _cost(self, request: WhatIfRequest) -> float:
+        params, batch = self._theta.size, self.config.batch_size
+        branches = len(request.probes) + (len(request.candidates) if request.method == "exact" else 0)
+        evaluations = 1 + len(request.probes) + len(request.candidates)
+        held_out = len(self.domains) * self.config.eval_size
+        flops = branches * request.steps * training_flops(params, params, batch) + evaluations * forward_flops(params, held_out)
+        return flops / training_flops(params, params, batch)
+
+    def _simulate(self, request: WhatIfRequest) -> WhatIfResult:
+        theta0 = self._theta.copy()
+        rates = probe_learning_rates(request.lr_scale * self.config.learning_rate, request.steps)
+
+        inputs, batch = self._task.input_dim, self.config.batch_size
+
+        def branch(mixture: np.ndarray) -> np.ndarray:
+            theta = theta0.copy()
+            rng = np.random.default_rng(probe_seed(self._seed, self._step))
+            _, rows = self._draw(rng, mixture, request.steps)
+            errors = np.empty((request.steps, batch, 1), dtype=np.float32)
+            weights = (theta, np.zeros_like(theta), np.zeros_like(theta))
+            self._sgd(rows[..., :inputs], rows[..., inputs : inputs + 1], errors, list(rates.astype(np.float32)), None, weights)
+            return theta - theta0
+
+        deltas = [self._truncate(branch(p), request.rank) for p in request.probes]
+        mixtures = request.candidate_mixtures
+        if request.method == "merge":
+            candidates = [theta0 + np.tensordot(w, deltas, axes=1).astype(np.float32) for w in request.candidates]
+        else:
+            candidates = [theta0 + branch(m) for m in mixtures]
+        steps = request.steps * (len(deltas) + (len(candidates) if request.method == "exact" else 0))
+        return WhatIfResult(
+            base_loss=self._held_out_loss(theta0),
+            probe_loss=np.array([self._held_out_loss(theta0 + d) for d in deltas]).reshape(len(deltas), -1),
+            candidate_loss=np.array([self._held_out_loss(c) for c in candidates]).reshape(len(candidates), len(self.domains)),
+            candidate_mixtures=mixtures,
+            probe_steps=steps,
+            evaluations=1 + len(deltas) + len(candidates),
+            cost=self._cost(request),
+            wall_time=0.0,
+        )
+
+    def _truncate(self, delta: np.ndarray, rank: int | None) -> np.ndarray:
+        """`delta` with each weight matrix cut to its best rank-`rank` approximation (SVD); a
+        diverged probe's non-finite delta is left as it is (its losses are then not finite)."""
+        if rank is None or not np.all(np.isfinite(delta)):
+            return delta
+        out = np.empty_like(delta)
+        for matrix, where in zip(self._views(delta, self._shapes), self._layer_slices):
+            u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
+            out[where] = ((u[:, :rank] * s[:rank]) @ vt[:rank]).astype(np.float32).ravel()
+        return out
