@@ -283,7 +283,8 @@ def test_ppo_stopped_inside_a_rollout_resumes_bit_identically(tmp_path, stop_at)
     full = run_experiment(config, tmp_path / "full")
     stop_in_process_after(stop_at, tmp_path / "cut" / "decisions.csv")
     stopped = run_experiment(config, tmp_path / "cut")
-    assert stopped.status == "stopped" and stop_at - 1 <= stopped.decisions <= stop_at + 1  # no rollout-sized overrun
+    # the signal comes from a thread that a loaded machine may run late: a few decisions, never a rollout (32)
+    assert stopped.status == "stopped" and stop_at - 1 <= stopped.decisions <= stop_at + 4
     resumed = run_experiment(config, tmp_path / "cut", resume=True)
     pd.testing.assert_frame_equal(table(tmp_path / "cut"), table(tmp_path / "full"))
     expected, got = full.agent.model.policy.state_dict(), resumed.agent.model.policy.state_dict()
@@ -294,7 +295,7 @@ def test_ppo_on_the_command_line_runs_exactly_decisions_and_stops_on_sigterm(tmp
     command = [sys.executable, "-m", "mixgym.cli", "train", "ppo", "--env", "total_steps=3000", "--decisions", "95",
                "--checkpoint-dir", str(tmp_path), "--checkpoint-every", "10", "--save", str(tmp_path / "p.zip"), "--no-progress"]  # fmt: skip
     assert start_and_signal_at(command, tmp_path / "decisions.csv", 40, signal.SIGTERM) == 128 + signal.SIGTERM
-    assert 39 <= table(tmp_path)["decision"].max() <= 41  # the signal came after decision 39: no rollout-sized overrun
+    assert 39 <= table(tmp_path)["decision"].max() <= 44  # the signal came after decision 39: a late signal, never a rollout-sized overrun
     assert subprocess.run([*command, "--resume"], capture_output=True).returncode == 0
     assert table(tmp_path)["decision"].max() == 95
 
