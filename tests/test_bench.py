@@ -30,16 +30,17 @@ def test_two_cell_grid_runs_through_the_cli_and_a_rerun_skips_finished_cells(tmp
     out = tmp_path / "out"
     assert main(["bench", str(write(tmp_path, GRID)), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "| exp3 | alignment | toy3 | 1 |" in printed and "| uniform |" in printed
+    assert "| exp3 | alignment | toy3 | 1 |" in printed and "| uniform |" in printed and "| natural |" in printed
     results = pd.read_csv(out / "results.csv")
-    assert sorted(results["agent"]) == ["exp3", "uniform"]
+    assert sorted(results["agent"]) == ["exp3", "natural", "uniform"]
     assert results["regret"].notna().all() and (results["final_objective"] > 0).all()
     uniform = results[results["agent"] == "uniform"].iloc[0]
-    assert uniform["decisions_to_uniform"] == 10 and uniform["percent_saved"] == 0.0
+    assert uniform["domain-mean/steps_to_uniform"] == 100 and uniform["domain-mean/saved_vs_uniform"] == 0.0
+    assert (results["domain-mean/final"] == results["final_objective"]).all()
     for name in ("summary.md", "summary.csv", "loss_vs_tokens.png", "mixtures.png", "final_loss.png", "config.yaml"):
         assert (out / name).stat().st_size > 0, name
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")}
-    assert len(stamps) == 2
+    assert len(stamps) == 3
     again = run_bench(load_config(out / "config.yaml"), out, workers=1, progress=False)
     assert {o.status for o in again.outcomes} == {"cached"}
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")} == stamps
@@ -67,6 +68,17 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
         ({"mode": "offline"}, "unknown mode 'offline'"),
         ({"env": {"reward": "holistic"}}, r"unknown key\(s\) \['reward'\] in 'env'"),
         ({"agents": {"hds": {"rewards": ["loss"]}}}, "unknown agents.hds.reward 'loss'"),
+        ({"baselines": ["best"]}, "unknown baseline 'best' in 'baselines'; allowed: natural, uniform, tempered, oracle"),
+        ({"baselines": {"tempered": {"tau": 0}}}, "baseline 'tempered' in 'baselines': tau must be a positive"),
+        ({"baselines": {"tempered": {"tau": -1.0}}}, "tau must be a positive finite number"),
+        ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile"),
+        ({"env": {"objective": "loss"}}, "unknown objective 'loss' in 'env.objective'; allowed: domain-mean, natural, worst-domain"),
+        ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must be 3 numbers"),
+        ({"env": {"objective": [0, 0, 0]}}, "sum to a positive number"),
+        (
+            {"backends": {"lm": {"task": "hf-pile", "corpus": "c"}}, "baselines": ["oracle"]},
+            r"baseline 'oracle' needs toy backends .*not toy: \['lm'\]",
+        ),
     ],
 )
 def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) -> None:
@@ -86,9 +98,40 @@ def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
         "exp3/alignment/toy3/seed0",
         "exp3/eval_loss/toy3/seed0",
         "hds/holistic/toy3/seed0",
+        "natural/alignment/toy3/seed0",
         "uniform/alignment/toy3/seed0",
     ]
     assert all("rewards" not in cell.agent_options for cell in grid.cells())
+
+
+def test_a_task_grid_reports_every_objective_against_natural_and_uniform(tmp_path: Path) -> None:
+    grid = parse_config(
+        {
+            **GRID,
+            "seeds": [0, 1],
+            "agents": ["exp3"],
+            "backends": {"pile": {"task": "pile22", "total_steps": 100}},
+            "baselines": {"tempered": {"tau": 0.3}},
+            "env": {"steps_per_action": 10, "objective": "worst-domain"},
+        }
+    )
+    assert sorted({c.agent for c in grid.cells()}) == ["exp3", "natural", "tempered", "uniform"]
+    result = run_bench(grid, tmp_path, workers=1, progress=False)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 8 and set(results["objective"]) == {"worst-domain"}
+    assert (results["worst-domain/final"] == results["final_objective"]).all()
+    for objective in ("domain-mean", "natural", "worst-domain"):
+        for reference in ("natural", "uniform"):
+            own = results[results["agent"] == reference]
+            assert (own[f"{objective}/steps_to_{reference}"] <= 100).all(), (objective, reference)
+            assert f"{objective}/saved_vs_{reference}" in results
+    natural, uniform = (results[results["agent"] == name].set_index("seed") for name in ("natural", "uniform"))
+    assert (natural["tv_uniform"] > 0.4).all() and (uniform["tv_uniform"] < 0.1).all() and (natural["tv_natural"] < 0.1).all()
+    assert (natural["natural/final"] < uniform["natural/final"]).all()  # natural wins on its own objective
+    text = (tmp_path / "summary.md").read_text()
+    assert text.count("| agent |") == 3 and "worst-domain (the env's objective)" in text
+    assert "% steps saved vs natural" in text and "% steps saved vs uniform" in text and "| tempered |" in text
+    assert result.summary["seeds"].tolist() == [2, 2, 2, 2]
 
 
 def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
-"""Static baselines: uniform, natural, fixed, random (Dirichlet each decision) and oracle.
+"""Static baselines: uniform, natural, tempered, fixed, random (Dirichlet each decision), oracle.
 
 Every online mixing method must beat these to matter. ``natural`` samples in proportion to
-the domains' sizes (the Pile's default weights are of this kind); ``oracle`` is the toy
+the domains' sizes (the Pile's default weights are of this kind); ``tempered`` samples in
+proportion to size^tau, between natural (tau = 1) and uniform (tau -> 0), the temperature
+sampling of multilingual pretraining (mT5's alpha = 0.3, XLM's 0.5-0.7); ``oracle`` is the toy
 backend's best static mixture, found by search (`mixgym.llm_backend.oracle.oracle_mixture`),
 the yardstick of regret. ``random`` draws a fresh Dirichlet mixture every decision, the
 floor any policy should clear. All drive an env with ``action_map="simplex"``.
@@ -70,6 +72,25 @@ class FixedConfig(MixerConfig):
 
 
 @dataclass(frozen=True)
+class TemperedConfig(MixerConfig):
+    """Options of the ``tempered`` agent."""
+
+    tau: float = field(
+        default=0.5, metadata={"help": "temperature: mixture proportional to size^tau (1: natural, towards 0: uniform)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.tau, (int, float)) and np.isfinite(self.tau) and self.tau > 0):
+            raise ValueError(f"tau must be a positive finite number (1 is natural, towards 0 uniform), got {self.tau!r}")
+
+
+def tempered_mixture(natural: np.ndarray, tau: float) -> np.ndarray:
+    """``natural ** tau``, normalised: the natural mixture flattened (tau < 1) or sharpened."""
+    weights = np.asarray(natural, dtype=np.float64) ** tau
+    return weights / weights.sum()
+
+
+@dataclass(frozen=True)
 class RandomConfig(MixerConfig):
     """Options of the ``random`` agent."""
 
@@ -134,6 +155,10 @@ def _natural(env: gym.Env, config: MixerConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(np.array(facts.natural))
 
 
+def _tempered(env: gym.Env, config: TemperedConfig, facts: EnvFacts) -> StaticMixer:
+    return StaticMixer(tempered_mixture(_natural(env, config, facts).mixture(), config.tau))
+
+
 def _fixed(env: gym.Env, config: FixedConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(normalised_mixture(config.mixture, facts.num_domains, "agent 'fixed': option mixture"))
 
@@ -155,6 +180,7 @@ def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
 
 register_mixer("uniform", "the uniform mixture", MixerConfig, _uniform, _restore_static)
 register_mixer("natural", "proportional to the backend's domain sizes", MixerConfig, _natural, _restore_static)
+register_mixer("tempered", "proportional to domain size^tau (option tau, default 0.5)", TemperedConfig, _tempered, _restore_static)
 register_mixer("fixed", "a given mixture (option mixture=[...])", FixedConfig, _fixed, _restore_static)
 register_mixer("random", "a fresh Dirichlet mixture every decision", RandomConfig, _random, _restore_random)
 register_mixer("oracle", "the toy backend's best static mixture, by search", OracleConfig, _oracle, _restore_static)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mixgym.bench.config import Cell
 
 ORACLE_EVAL_SEEDS = tuple(range(100, 105))
@@ -54,10 +56,26 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
         "final_eval": {d: float(final[f"eval_loss/{d}"]) for d in results.domains},
         "wall_time": time.perf_counter() - start,
         "reward_time": reward_time,
+        **scoring(target if cell.mode == "proxy" else finished.env),
     }
     if oracles and cell.backend_label in oracles:
         summary["oracle_objective"] = oracles[cell.backend_label]
     return summary
+
+
+def scoring(env: Any) -> dict[str, Any]:
+    """How the report scores a cell's run: the env's objective, every named objective's
+    weights (`mixgym.llm_backend.objectives.all_objectives`) and the natural mixture."""
+    from mixgym.llm_backend.objectives import all_objectives
+
+    inner = env.unwrapped
+    objectives = {**all_objectives(inner.backend.info, len(inner.domains)), inner.objective.name: inner.objective}
+    sizes = np.asarray(inner.backend.info.domain_sizes, dtype=np.float64)
+    return {
+        "objective": inner.objective.name,
+        "objectives": {name: {"weights": o.weights.tolist(), "worst": o.worst} for name, o in objectives.items()},
+        "natural_mixture": (sizes / sizes.sum()).tolist(),
+    }
 
 
 def oracle_objective(backend_options: dict[str, Any]) -> float | None:
@@ -67,7 +85,10 @@ def oracle_objective(backend_options: dict[str, Any]) -> float | None:
         return None
     from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
     from mixgym.llm_backend.toy import ToyBackend
+    from mixgym.tasks import get_task
 
+    if "task" in options:
+        options = get_task(options.pop("task")).backend_kwargs(options)
     backend = ToyBackend(**options)
     oracle = oracle_mixture(backend.config)
     return schedule_objective(backend, oracle.mixtures, ORACLE_EVAL_SEEDS)

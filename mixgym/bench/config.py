@@ -7,15 +7,18 @@ seeds: [0, 1, 2]
 agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides;
                                # {hds: {rewards: [holistic]}} pins the rewards an agent runs with
 rewards: [alignment]
-backends:                      # label -> options of `make_backend` (and `backend:` = kind)
+backends:                      # label -> options of `make_backend` (and `backend:` = kind),
   toy5: {backend: toy, num_domains: 5, total_steps: 1000}
-env: {steps_per_action: 10}    # other `MixingEnv` options, shared by every cell
+  pile: {task: pile22}         # or a named task (`mixgym.tasks`) and overrides of its options
+baselines: [natural, uniform, {tempered: {tau: 0.5}}, oracle]   # natural and uniform always run
+env: {steps_per_action: 10, objective: domain-mean}   # other `MixingEnv` options, for every cell
 train_decisions: 2000          # proxy: decisions the agent learns for before evaluation
 proxy: {}                      # proxy: backend options changed for training (e.g. a smaller model)
 ```
 
-Every mistake (an unknown key, agent, reward or backend kind; an empty list) fails before
-anything runs, naming the key and the allowed values.
+Every mistake (an unknown key, agent, reward, task, baseline, objective or backend kind; an
+empty list; objective weights that do not match a backend's K) fails before anything runs,
+naming the key and the allowed values.
 """
 
 from __future__ import annotations
@@ -28,12 +31,22 @@ from typing import Any
 
 import yaml
 
+import numpy as np
+
 from mixgym.envs.rewards import REWARDS
 from mixgym.llm_backend import BACKENDS
+from mixgym.llm_backend.base import BackendInfo
+from mixgym.llm_backend.objectives import OBJECTIVES, make_objective
+from mixgym.tasks import TASK_PRESETS, get_task
 
 MODES = ("proxy", "non-proxy")
-_KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs")
+_KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "baselines", "env", "train_decisions", "proxy")
+_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "objective")
+BASELINES = ("natural", "uniform", "tempered", "oracle")
+"""Reference mixtures a grid can run beside its agents (agents of the same names)."""
+ALWAYS = ("natural", "uniform")
+"""Baselines every grid runs: every table shows both (the papers compare with natural, which
+is uniform on a balanced corpus and far from it on The Pile)."""
 
 
 def _known_agents() -> list[str]:
@@ -80,7 +93,9 @@ class BenchConfig:
         seeds: run seeds; each cell uses one.
         agents: agent name -> option overrides for `make_agent`.
         rewards: reward names.
-        backends: label -> backend options (``backend`` is the kind, default "toy").
+        backends: label -> backend options (``backend`` is the kind, default "toy"; ``task``
+            a named task whose options the others override).
+        baselines: baseline name -> its options (`BASELINES`; always natural and uniform).
         env: `MixingEnv` options shared by every cell.
         train_decisions: proxy mode's learning budget, in decisions.
         proxy: backend options replaced when training in proxy mode.
@@ -95,12 +110,14 @@ class BenchConfig:
     env: dict[str, Any] = field(default_factory=dict)
     train_decisions: int = 2000
     proxy: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: {name: {} for name in ALWAYS})
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid, plus a "uniform" baseline per backend and seed.
+        """Every cell of the grid, plus one cell per baseline, backend and seed.
 
-        The uniform run is the reference that "decisions to reach uniform's final loss" is
-        measured against; its trajectory does not depend on the reward, so one suffices.
+        The baselines (natural and uniform at least) are the references that "steps to reach
+        a baseline's final loss" is measured against; a static mixture's trajectory does not
+        depend on the reward, so one cell each suffices (the first reward).
         """
         cells = []
         for label, options in self.backends.items():
@@ -108,11 +125,12 @@ class BenchConfig:
                 for agent, agent_options in self.agents.items():
                     agent_options = dict(agent_options)
                     pinned = tuple(agent_options.pop("rewards", ()))
-                    rewards = pinned or (self.rewards[:1] if agent == "uniform" else self.rewards)
+                    rewards = pinned or (self.rewards[:1] if agent in BASELINES else self.rewards)
                     for reward in rewards:
                         cells.append(self._cell(agent, agent_options, reward, label, options, seed))
-                if "uniform" not in self.agents:
-                    cells.append(self._cell("uniform", {}, self.rewards[0], label, options, seed))
+                for baseline, baseline_options in self.baselines.items():
+                    if baseline not in self.agents:
+                        cells.append(self._cell(baseline, baseline_options, self.rewards[0], label, options, seed))
         return cells
 
     def _cell(self, agent: str, agent_options: dict[str, Any], reward: str, label: str, options: dict[str, Any], seed: int) -> Cell:
@@ -167,10 +185,14 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
             _names(options["rewards"], f"agents.{name}.rewards", sorted(REWARDS))
     backends = raw["backends"]
     if not isinstance(backends, dict) or not backends:
-        raise ValueError("'backends' must be a non-empty mapping: label -> {backend: toy|hf, ...options}")
+        raise ValueError("'backends' must be a non-empty mapping: label -> {backend: toy|hf, ...options} or {task: NAME, ...}")
     checked: dict[str, dict[str, Any]] = {}
     for label, options in backends.items():
         options = dict(options or {})
+        if "task" in options:
+            if options["task"] not in TASK_PRESETS:
+                raise ValueError(f"unknown task {options['task']!r} in 'backends.{label}'; allowed: {', '.join(TASK_PRESETS)}")
+            options.setdefault("backend", TASK_PRESETS[options["task"]].backend)
         kind = options.setdefault("backend", "toy")
         if kind not in BACKENDS:
             raise ValueError(f"unknown backend {kind!r} in 'backends.{label}'; allowed: {', '.join(BACKENDS)}")
@@ -179,6 +201,21 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
     bad_env = sorted(set(env) - set(_ENV_KEYS))
     if bad_env:
         raise ValueError(f"unknown key(s) {bad_env} in 'env'; allowed: {', '.join(_ENV_KEYS)}")
+    if "objective" in env:
+        for label, options in checked.items():
+            _check_objective(env["objective"], label, options)
+    baselines = {**{name: {} for name in ALWAYS}, **_names(raw.get("baselines", list(ALWAYS)), "baselines", list(BASELINES))}
+    if "oracle" in baselines:
+        not_toy = [label for label, options in checked.items() if options["backend"] != "toy"]
+        if not_toy:
+            raise ValueError(f"baseline 'oracle' needs toy backends (its mixture is found by search); not toy: {not_toy}")
+    from mixgym.agents import make_config
+
+    for name, options in baselines.items():
+        try:
+            make_config(name, **options)
+        except ValueError as error:
+            raise ValueError(f"baseline {name!r} in 'baselines': {error}") from None
     train_decisions = raw.get("train_decisions", 2000)
     if not isinstance(train_decisions, int) or train_decisions < 1:
         raise ValueError(f"'train_decisions' must be an integer >= 1, got {train_decisions!r}")
@@ -192,7 +229,43 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
         env=env,
         train_decisions=train_decisions,
         proxy=dict(raw.get("proxy") or {}),
+        baselines=baselines,
     )
+
+
+def _check_objective(objective: Any, label: str, options: dict[str, Any]) -> None:
+    """Fail on an unknown objective name, or weights that do not fit backend `label`'s K
+    (known without building it: a toy's domains, a corpus folder's entries)."""
+    if isinstance(objective, str):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r} in 'env.objective'; allowed: {', '.join(OBJECTIVES)} or K weights")
+        return
+    k = _num_domains(options)
+    try:
+        make_objective(objective, BackendInfo(), k if k is not None else len(np.ravel(objective)))
+    except ValueError as error:
+        raise ValueError(f"'env.objective' for backend {label!r}: {error}") from None
+
+
+def _num_domains(options: dict[str, Any]) -> int | None:
+    """K of a backend's options when it is known without building the backend."""
+    options = dict(options)
+    kind = options.pop("backend")
+    if "task" in options:
+        options = get_task(options.pop("task")).backend_kwargs(options) if kind == "toy" else options
+    if kind == "toy":
+        from mixgym.llm_backend.toy import ToyConfig
+
+        return ToyConfig(**{k: v for k, v in options.items() if k in ToyConfig.__dataclass_fields__}).num_domains
+    corpus = options.get("corpus")
+    if corpus is not None and Path(corpus).is_dir():
+        from mixgym.llm_backend.corpus import CorpusError, _domain_entries
+
+        try:
+            return len(_domain_entries(Path(corpus)))
+        except CorpusError:
+            return None
+    return None
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -12,6 +12,8 @@ from mixgym.envs.action_maps import ActionMap
 from mixgym.envs.features import ObservationLayout
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
 from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
+from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
+from mixgym.tasks import get_task
 
 _DEFAULT_LAYERS = 3
 
@@ -60,7 +62,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       with ``s_i = sum_{j!=i} <g_i, g_j> / mean_k ||g_k||``.
     - ``"holistic"`` (HDS): ``w_align * alignment + w_div * diversity + w_stab * stability``,
       weights 1, 10, 10 (``reward_kwargs`` sets them and ``diversity="mtld"|"ttr-progress"``).
-    - ``"eval_loss"``: decrease of the target-weighted mean held-out loss.
+    - ``"eval_loss"``: decrease of the objective (``objective=``, below).
     - any callable ``(before: Snapshot, after: Snapshot, env) -> float | (float, dict)``.
 
     Formulas and sources are in `mixgym.envs.rewards`; components go to ``info["reward/<name>"]``.
@@ -92,7 +94,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     |                      | sampled, its last known value (reset: the held-out loss)       |
     | ``eval_loss``        | (K,) held-out loss at the last evaluation                      |
     | ``eval_fresh``       | bool: evaluated at this decision                               |
-    | ``objective``        | target-weighted mean held-out loss                             |
+    | ``objective``        | the run's objective of the held-out losses (``objective=``)    |
     | ``samples``          | (K,) int: examples trained per domain (reset: zeros)           |
     | ``tokens``           | int: tokens trained on since reset                             |
     | ``step``             | int: optimizer steps since reset                               |
@@ -114,11 +116,19 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ```python
     gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
-                   eval_every=1, reward_kwargs=None, info_timings=False, **backend_kwargs)
+                   eval_every=1, reward_kwargs=None, info_timings=False, task=None,
+                   objective=None, **backend_kwargs)
     ```
 
-    - ``backend``: ``"toy"``, ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
-      `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf).
+    - ``backend``: ``"toy"`` (default), ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go
+      to `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf).
+    - ``task``: a named task (`mixgym.tasks`: ``"classic5"``, ``"pile22"``, ``"hf-pile"``), which
+      sets the backend, its options and the objective; ``backend_kwargs`` override them.
+    - ``objective``: what ``info["objective"]`` and the ``"eval_loss"`` reward score:
+      ``"domain-mean"`` (the papers' unweighted mean over the domains that are not junk),
+      ``"natural"`` (size-weighted), ``"worst-domain"``, or K weights
+      (`mixgym.llm_backend.objectives`); None is the task's, else the backend's
+      ``target_weights``, else "domain-mean".
     - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
     - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
 
@@ -126,7 +136,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     - v0: initial version; ``info`` flattened (``info["rewards"][name]`` became
       ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
-      the same keys at reset as at step, ``realised_mixture`` added.
+      the same keys at reset as at step, ``realised_mixture`` added; ``task=`` and named
+      ``objective=`` added (the default objective is unchanged: the mean over non-noise
+      domains on the toy, over all domains of an ordinary corpus).
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
@@ -134,7 +146,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     >>> obs.shape
     (19,)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-    >>> round(float(info["mixture"].sum()), 6), info["step"]
+    >>> round(float(info["mixture"].sum()), 6), int(info["step"])
     (1.0, 10)
     """
 
@@ -142,7 +154,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(
         self,
-        backend: str | Backend = "toy",
+        backend: str | Backend | None = None,
         reward: str | Reward | RewardFn = "alignment",
         action_map: str = "softmax",
         temperature: float = 0.5,
@@ -153,6 +165,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         reward_kwargs: dict[str, Any] | None = None,
         info_timings: bool = False,
         render_mode: str | None = None,
+        task: str | None = None,
+        objective: ObjectiveSpec | None = None,
         **backend_kwargs: Any,
     ) -> None:
         if not isinstance(steps_per_action, (int, np.integer)) or steps_per_action < 1:
@@ -167,6 +181,15 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             not isinstance(backend_kwargs["num_domains"], (int, np.integer)) or backend_kwargs["num_domains"] < 2
         ):
             raise ValueError(f"num_domains (K) must be an integer >= 2, got {backend_kwargs['num_domains']!r}")
+        if task is not None:
+            preset = get_task(task)
+            if backend is not None and backend != preset.backend:
+                raise ValueError(f"task {task!r} runs on the {preset.backend!r} backend, not {backend!r}")
+            backend = preset.backend
+            backend_kwargs = preset.backend_kwargs(backend_kwargs)
+            objective = preset.objective if objective is None else objective
+        self.task = task
+        backend = "toy" if backend is None else backend
         if isinstance(backend, str):
             if total_steps is not None:
                 backend_kwargs["total_steps"] = int(total_steps)
@@ -202,8 +225,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.layout = ObservationLayout(k, num_layers)
         self.action_space = self.action_mapper.space
         self.observation_space = self.layout.space()
-        weights = self.backend.info.objective_weights
-        self.objective_weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.objective: Objective = make_objective(objective, self.backend.info, k)
+        """What ``info["objective"]`` and the "eval_loss" reward score (`mixgym.llm_backend.objectives`)."""
         self._snapshot: Snapshot | None = None
 
     @property
@@ -295,7 +318,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "train_loss": snap.train_loss,
             "eval_loss": snap.eval_loss,
             "eval_fresh": np.bool_(fresh),
-            "objective": np.float64(self.objective_weights @ snap.eval_loss),
+            "objective": np.float64(self.objective(snap.eval_loss)),
             "samples": np.asarray(snap.samples, dtype=np.int64),
             "tokens": np.int64(self._tokens),
             "step": np.int64(snap.step),

@@ -245,7 +245,7 @@ class HolisticReward(Reward):
 
 
 class EvalLossReward(Reward):
-    """Decrease of the target-weighted mean held-out loss over the decision.
+    """Decrease of the environment's objective (`MixingEnv.objective`) over the decision.
 
     A plain, honest signal: what the objective gained. With ``eval_every > 1`` the held-out
     loss is refreshed only on evaluation decisions, so the reward arrives there.
@@ -257,8 +257,7 @@ class EvalLossReward(Reward):
         return {"eval_loss": ()}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
-        w = env.objective_weights
-        value = float(w @ before.eval_loss - w @ after.eval_loss)
+        value = env.objective(before.eval_loss) - env.objective(after.eval_loss)
         return RewardResult(value, {"eval_loss": value})
 
 

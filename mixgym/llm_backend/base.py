@@ -76,6 +76,9 @@ class BackendInfo:
     tokens_per_sample: int = 1
     objective_weights: np.ndarray | None = None
     """Weights of the per-domain held-out losses in the run's objective; None is uniform."""
+    domain_kinds: tuple[str, ...] | None = None
+    """What each domain is (the toy's kinds; a corpus' "text", "noise", "duplicate"), so that
+    objectives can leave out junk domains (`mixgym.envs.objectives.JUNK_KINDS`); None: unknown."""
 
 
 @runtime_checkable
