@@ -567,8 +567,8 @@ def build_corpus(
     injected = [name for name, size in ((NOISE_DOMAIN, noise_bytes), (DUPLICATE_DOMAIN, duplicate_bytes)) if size]
     if injected and all(missing[s.domain] for s in chosen):
         raise CorpusError(
-            f"a {' and a '.join(injected)} domain is made from the other domains' text, and none of the sources "
-            f"{names} is available here (missing: {', '.join(f'{d}: {m}' for d, m in missing.items())})"
+            f"no other domain to draw the {' and '.join(injected)} domain from: none of the sources {names} is "
+            f"available here (missing: {', '.join(f'{d}: {m}' for d, m in missing.items())})"
         )
     if out.exists() and any(out.iterdir()):
         shutil.rmtree(out)
