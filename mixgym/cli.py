@@ -67,7 +67,7 @@ class DemoSettings:
 DEMO = DemoSettings(
     total_steps=1000,
     seeds=5,
-    train_decisions=3000,
+    train_decisions=2000,
     proxy_hidden_dim=16,
     target_hidden_dim=32,
     oracle_search={"n_random": 8, "rounds": 3},

@@ -120,11 +120,11 @@ def test_a_task_grid_reports_every_objective_against_natural_and_uniform(tmp_pat
     results = pd.read_csv(tmp_path / "results.csv")
     assert len(results) == 8 and set(results["objective"]) == {"worst-domain"}
     assert (results["worst-domain/final"] == results["final_objective"]).all()
-    for objective in ("domain-mean", "natural", "worst-domain"):
+    for objective in ("domain-mean", "natural"):
         for reference in ("natural", "uniform"):
             own = results[results["agent"] == reference]
             assert (own[f"{objective}/steps_to_{reference}"] <= 100).all(), (objective, reference)
-            assert f"{objective}/saved_vs_{reference}" in results
+            assert (own[f"{objective}/saved_vs_{reference}"] == 0).all()  # a baseline saves nothing on itself
     natural, uniform = (results[results["agent"] == name].set_index("seed") for name in ("natural", "uniform"))
     assert (natural["tv_uniform"] > 0.4).all() and (uniform["tv_uniform"] < 0.1).all() and (natural["tv_natural"] < 0.1).all()
     assert (natural["natural/final"] < uniform["natural/final"]).all()  # natural wins on its own objective

@@ -40,7 +40,8 @@ def run_bench(config: BenchConfig, out: str | Path, workers: int | None = None, 
     """Run every unfinished cell of `config` under `out`, then write tables and plots there."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    oracles = {label: value for label, options in config.backends.items() if (value := oracle_objective(options)) is not None}
+    search = {key: value for key, value in {**config.baselines, **config.agents}.get("oracle", {}).items() if key != "rewards"}
+    oracles = {label: value for label, options in config.backends.items() if (value := oracle_objective(options, search)) is not None}
     outcomes = run_cells(config.cells(), out, functools.partial(run_cell, oracles=oracles), workers, progress)
     summary, text = write_report(outcomes, out)
     return BenchResult(outcomes, summary, text)

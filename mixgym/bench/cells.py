@@ -78,11 +78,14 @@ def scoring(env: Any) -> dict[str, Any]:
     }
 
 
-def oracle_objective(backend_options: dict[str, Any]) -> float | None:
-    """Mean objective of the toy's oracle static mixture over `ORACLE_EVAL_SEEDS` (None: not toy)."""
+def oracle_objective(backend_options: dict[str, Any], search: dict[str, Any] | None = None) -> float | None:
+    """Mean objective of the toy's oracle static mixture over `ORACLE_EVAL_SEEDS` (None: not toy),
+    searched with the ``oracle`` agent's options `search` (`mixgym.agents.static.OracleConfig`):
+    regret is measured against the oracle the grid runs."""
     options = dict(backend_options)
     if options.pop("backend", "toy") != "toy":
         return None
+    from mixgym.agents import make_config
     from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
     from mixgym.llm_backend.toy import ToyBackend
     from mixgym.tasks import get_task
@@ -90,5 +93,6 @@ def oracle_objective(backend_options: dict[str, Any]) -> float | None:
     if "task" in options:
         options = get_task(options.pop("task")).backend_kwargs(options)
     backend = ToyBackend(**options)
-    oracle = oracle_mixture(backend.config)
+    how = make_config("oracle", **(search or {}))
+    oracle = oracle_mixture(backend.config, seeds=how.search_seeds, n_random=how.n_random, rounds=how.rounds)
     return schedule_objective(backend, oracle.mixtures, ORACLE_EVAL_SEEDS)

@@ -149,9 +149,12 @@ class BenchConfig:
 
 
 def _names(value: Any, key: str, allowed: list[str]) -> dict[str, dict[str, Any]]:
-    """A list of names or a {name: options} mapping, each name checked against `allowed`."""
+    """A list of names (or of one-key {name: options} mappings) or a {name: options} mapping,
+    each name checked against `allowed`."""
     if isinstance(value, list):
-        value = {name: {} for name in value}
+        if not all(isinstance(item, str) or (isinstance(item, dict) and len(item) == 1) for item in value):
+            raise ValueError(f"'{key}' lists names or one-key {{name: options}} mappings, got {value!r}")
+        value = {name: options for item in value for name, options in (item.items() if isinstance(item, dict) else [(item, {})])}
     if not isinstance(value, dict) or not value:
         raise ValueError(f"'{key}' must be a non-empty list or mapping of names; allowed: {', '.join(allowed)}")
     for name, options in value.items():
