@@ -73,8 +73,8 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
         ({"baselines": {"tempered": {"tau": -1.0}}}, "tau must be a positive finite number"),
         ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile"),
         ({"env": {"objective": "loss"}}, "unknown objective 'loss' in 'env.objective'; allowed: domain-mean, natural, worst-domain"),
-        ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must be 3 numbers"),
-        ({"env": {"objective": [0, 0, 0]}}, "sum to a positive number"),
+        ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must have 3 entries"),
+        ({"env": {"objective": [0, 0, 0]}}, "have a positive sum"),
         (
             {"backends": {"lm": {"task": "hf-pile", "corpus": "c"}}, "baselines": ["oracle"]},
             r"baseline 'oracle' needs toy backends .*not toy: \['lm'\]",

@@ -19,21 +19,9 @@ import numpy as np
 
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
+from mixgym.llm_backend.base import normalised_mixture
 from mixgym.llm_backend.oracle import oracle_mixture
 from mixgym.llm_backend.toy import ToyBackend
-
-
-def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
-    """`values` as a mixture over `num_domains` domains; an error naming `what` otherwise."""
-    try:
-        m = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be {num_domains} numbers, got {values!r}") from None
-    if m.shape != (num_domains,):
-        raise ValueError(f"{what} must have {num_domains} entries (one per domain), got {values!r}")
-    if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
-        raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
-    return m / m.sum()
 
 
 class StaticMixer:

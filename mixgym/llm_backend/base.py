@@ -159,3 +159,16 @@ def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:
     if not np.all(np.isfinite(m)) or np.any(m < 0) or abs(m.sum() - 1.0) > 1e-6:
         raise ValueError(f"mixture must be finite, non-negative and sum to 1, got {m!r}")
     return m
+
+
+def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
+    """`values` (K non-negative weights) divided by their sum; an error naming `what` otherwise."""
+    try:
+        m = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be {num_domains} numbers, got {values!r}") from None
+    if m.shape != (num_domains,):
+        raise ValueError(f"{what} must have {num_domains} entries (one per domain), got {values!r}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
+        raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
+    return m / m.sum()

@@ -20,7 +20,7 @@ repeated documents): what the model should learn, not the junk it is fed. Explic
 score exactly the domains they weigh.
 
 >>> import numpy as np
->>> from mixgym.llm_backend.base import BackendInfo
+>>> from mixgym.llm_backend.base import BackendInfo, normalised_mixture
 >>> info = BackendInfo(domain_sizes=np.array([6.0, 3.0, 1.0]), domain_kinds=("text", "text", "noise"))
 >>> losses = np.array([1.0, 2.0, 5.0])
 >>> [make_objective(name, info)(losses) for name in OBJECTIVES]
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo
+from mixgym.llm_backend.base import BackendInfo, normalised_mixture
 
 OBJECTIVES = ("domain-mean", "natural", "worst-domain")
 """Objectives by name (explicit weights are the fourth kind)."""
@@ -103,15 +103,7 @@ def make_objective(spec: ObjectiveSpec | None, info: BackendInfo, num_domains: i
             weights = sizes * scored
             return Objective(spec, weights / weights.sum())
         raise ValueError(f"unknown objective {spec!r}; choose one of {', '.join(OBJECTIVES)} or give {k} weights")
-    try:
-        weights = np.asarray(spec, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"objective weights must be {k} numbers, got {spec!r}") from None
-    if weights.shape != (k,):
-        raise ValueError(f"objective weights must be {k} numbers (one per domain), got {len(np.ravel(weights))}: {spec!r}")
-    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or not weights.sum() > 0:
-        raise ValueError(f"objective weights must be finite, non-negative and sum to a positive number, got {spec!r}")
-    return Objective("weights", weights / weights.sum())
+    return Objective("weights", normalised_mixture(spec, k, "objective weights"))
 
 
 def all_objectives(info: BackendInfo, num_domains: int) -> dict[str, Objective]:
