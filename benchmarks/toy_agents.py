@@ -8,8 +8,9 @@ Target: the default toy task (K=5: easy, hard, noise, redundant, conflict; stude
 100-104) and is compared with the oracle static mixture on those runs (regret) and with the
 uniform mixture (decisions needed to reach uniform's final held-out loss).
 
-- static mixtures, ODM's bandits and DoReMi act on the target directly (the bandits and
-  DoReMi adapt online within each run);
+- static mixtures, ODM's bandits, DoReMi (online, and its static protocol) and AC-ODM's
+  released frozen actor act on the target directly (the bandits and DoReMi adapt online
+  within each run);
 - RL presets run in proxy mode: they learn for ``--train-decisions`` decisions (30 runs by
   default, as benchmarks/configs/toy.yaml) on a proxy toy with a smaller student (width 16,
   same domains), then act deterministically on the target. Each learns once with its paper's
@@ -38,11 +39,12 @@ import torch
 
 from mixgym.agents.compare import Contender, compare, markdown
 
-RL = ("acodm", "acodm-frozen-actor", "hds", "td3", "ppo")
+RL = ("acodm", "hds", "td3", "ppo")
 
 
 def contenders(seed: int) -> list[Contender]:
-    static = [Contender(name) for name in ("natural", "odm", "exp3", "doremi")]
+    static = [Contender(name) for name in ("natural", "odm", "exp3", "doremi", "doremi-static")]
+    static.append(Contender("acodm-frozen-actor", overrides={"seed": seed}))
     static.append(Contender("random", overrides={"seed": seed}))
     proxy = [Contender(name, "proxy", {"seed": seed}) for name in RL]
     proxy += [Contender(name, "proxy", {"seed": seed}, reward="eval_loss") for name in RL]

@@ -36,7 +36,7 @@ The corpus tools plug in by adding ``"mixgym.llm_backend.corpus:add_corpus_cli"`
 are imported only when the parser is built."""
 
 DEMO_AGENTS = ("natural", "uniform", "random", "odm", "exp3", "doremi", "acodm", "hds")
-RL_AGENTS = ("acodm", "acodm-frozen-actor", "hds", "td3", "ppo")
+RL_AGENTS = ("acodm", "hds", "td3", "ppo")
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,10 @@ def train(args: argparse.Namespace) -> int:
         results, agents = learn_online(args.agent, env, [args.seed], on_decision=tick, callback=callback, **options)
     agents[0].save(save)
     folder = results.save(args.results or f"{args.agent}-online")
+    averaged = results.final_report("time_averaged_mixture")
+    if averaged is not None:
+        weights = ", ".join(f"{d} {w:.3f}" for d, w in averaged.items())
+        console.print(f"{args.agent}: time-averaged mixture (DoReMi's output): {weights}")
     console.print(
         f"{args.agent}: one online run, final held-out loss {results.final_objectives()[0]:.4f} "
         f"({time.perf_counter() - start:.1f} s); policy {save}, per-decision results {folder}/"

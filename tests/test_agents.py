@@ -11,16 +11,17 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mixgym.agents import AGENTS, MixtureLogger, Results, SB3Agent, evaluate, learn_online, load_agent, make_agent
+from mixgym.agents.acodm import ReleasedActor
 from mixgym.agents.doremi import doremi_update, reference_losses
 from mixgym.agents.odm import BanditState, exp3_update, exploration_rate, smoothed_mean_mixer, smoothed_mean_update
 from mixgym.envs import MixingEnv
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
 
 SMALL = {"total_steps": 60}  # 6 decisions of 10 optimizer steps
-SB3 = {"acodm", "acodm-frozen-actor", "hds", "td3", "ppo"}
+SB3 = {"acodm", "hds", "td3", "ppo"}
 TINY = {
     "acodm": {"net_width": 16, "net_depth": 2, "batch_size": 8},
-    "acodm-frozen-actor": {"net_width": 16, "net_depth": 2, "batch_size": 8},
+    "acodm-frozen-actor": {"net_width": 16, "net_depth": 2},
     "hds": {"net_width": 16, "batch_size": 8},
     "td3": {"sb3_kwargs": {"learning_starts": 4, "batch_size": 8, "policy_kwargs": {"net_arch": [16]}}},
     "ppo": {"sb3_kwargs": {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}},
@@ -73,21 +74,69 @@ def test_acodm_warms_up_with_odm_then_its_actor_learns() -> None:
     start = actor_weights(agent)
     agent.learn(16)  # warm-up: the first 4 decisions act with ODM
     buffer = agent.model.replay_buffer
-    # ODM starts from the natural mixture (uniform here) and stays uniform while eps_t = 1/K:
-    uniform_action = env.action_mapper.inverse(np.full(5, 0.2))
-    assert np.allclose(buffer.actions[:4, 0], uniform_action)
-    assert not np.allclose(buffer.actions[4:16, 0], uniform_action)
+    # ODM starts from the natural mixture (uniform here): the centred action 0, then its updates
+    assert np.array_equal(buffer.actions[0, 0], np.zeros(5))
+    assert np.abs(buffer.actions[:4, 0]).max() < 0.1  # near-uniform ODM mixtures: near-zero actions
+    assert not np.allclose(buffer.actions[4:16, 0], buffer.actions[:4, 0].mean(axis=0))
     assert any(not torch.equal(a, b) for a, b in zip(start, actor_weights(agent)))
 
 
-def test_frozen_actor_never_changes_while_the_critic_learns() -> None:
-    env = env_for("acodm-frozen-actor")
-    agent = make_agent("acodm-frozen-actor", env, seed=0, **TINY["acodm-frozen-actor"])
-    actor = actor_weights(agent)
-    critic = [p.detach().clone() for p in agent.model.critic.parameters()]
-    agent.learn(20)
-    assert all(torch.equal(a, b) for a, b in zip(actor, actor_weights(agent)))
-    assert any(not torch.equal(a, b) for a, b in zip(critic, agent.model.critic.parameters()))
+def test_acodm_behaviour_cloning_no_longer_saturates_the_tanh_actor() -> None:
+    env = env_for("acodm", total_steps=400)
+    agent = make_agent("acodm", env, seed=0, warmup_fraction=0.9, net_width=32, net_depth=2, batch_size=16)
+    agent.learn(40)  # 36 warm-up decisions of behaviour cloning towards ODM's (centred) actions
+    buffer = agent.model.replay_buffer
+    observations = torch.as_tensor(buffer.observations[:36, 0])
+    with torch.no_grad():
+        actions = agent.model.actor(observations).numpy()
+    # the former inverse put the behaviour actions on +1 and the cloned actor at a mean action of 0.96
+    assert np.abs(actions).mean() < 0.3 and np.abs(buffer.actions[:36, 0]).max() < 0.99
+
+
+def test_frozen_actor_is_acodms_released_softmax_actor_after_an_odm_warm_up(tmp_path) -> None:
+    env = env_for("acodm-frozen-actor", total_steps=200)
+    agent = make_agent("acodm-frozen-actor", env, seed=3, net_width=64, warmup_fraction=0.1)
+    actor = ReleasedActor(env.observation_space.shape[0], 5, 64, 5, seed=3)
+    obs, info = env.reset(seed=0)
+    agent.reset_run(info)
+    for decision in range(20):
+        action = agent.predict(obs)[0]
+        if decision < 2:  # warm-up: ODM's smoothed mean (from the natural mixture, uniform here)
+            assert np.array_equal(action, agent.mixer.warmup.mixture().astype(np.float32))
+        else:
+            state = obs.astype(np.float64)
+            state[-1] *= 100.0  # AC-ODM's iter_coe on the progress feature
+            assert np.allclose(action, actor(state), atol=2e-3)  # minus U[0, 1e-3) noise, renormalised
+        obs, _, _, _, info = env.step(action)
+        agent.observe(info)
+    assert agent.predict(obs)[0].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def torch_policy_net(state_dim: int, k: int, width: int, seed: int) -> torch.nn.Module:
+    """AC-ODM's PolicyNet (agent.py:106-127) with PyTorch's default initialisation."""
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for fan_in in [state_dim] + [width] * 4:
+        layers += [torch.nn.Linear(fan_in, width), torch.nn.LayerNorm(width), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers, torch.nn.Linear(width, k), torch.nn.Softmax(dim=-1))
+
+
+@pytest.mark.parametrize("k", [5, 22])
+def test_frozen_actor_mixtures_sit_where_the_released_actors_do(k: int) -> None:
+    """Total variation from uniform of random AC-ODM actors: ours (numpy) and PyTorch's, on the
+    same random states (z-scores and progress x 100), about 0.14 at K=5 and 0.16 at K=22."""
+    rng = np.random.default_rng(k)
+    dim, ours, theirs = 4 * k + 7, [], []
+    for seed in range(40):
+        states = np.clip(rng.standard_normal((4, dim)), -3, 3)
+        states[:, -1] = rng.uniform(0, 100, 4)
+        actor = ReleasedActor(dim, k, 128, 5, seed)
+        ours += [0.5 * np.abs(actor(x) - 1 / k).sum() for x in states]
+        with torch.no_grad():
+            mixtures = torch_policy_net(dim, k, 128, seed)(torch.as_tensor(states, dtype=torch.float32)).numpy()
+        theirs += list(0.5 * np.abs(mixtures - 1 / k).sum(axis=1))
+    assert 0.10 < np.mean(ours) < 0.19 and 0.10 < np.mean(theirs) < 0.19
+    assert abs(np.mean(ours) - np.mean(theirs)) < 0.025
 
 
 def test_warm_up_runs_once_and_survives_saving_before_learning(tmp_path) -> None:
@@ -97,7 +146,7 @@ def test_warm_up_runs_once_and_survives_saving_before_learning(tmp_path) -> None
     loaded = load_agent(tmp_path / "fresh.zip", env)
     loaded.learn(8)
     assert loaded.model.learning_starts == 2 and loaded.warmed_up
-    assert np.allclose(loaded.model.replay_buffer.actions[:2, 0], env.action_mapper.inverse(np.full(5, 0.2)))
+    assert np.allclose(loaded.model.replay_buffer.actions[0, 0], env.action_mapper.inverse(np.full(5, 0.2)))
     loaded.learn(8)  # no second warm-up: SB3 would act at random before learning_starts
     assert loaded.model.learning_starts == 0
     td3 = make_agent("td3", env_for("td3"), seed=0)
@@ -163,15 +212,41 @@ def test_exp3_stays_finite_where_plain_exponentials_overflow() -> None:
     assert np.all(np.isfinite(new.mixture)) and new.mixture[0] == pytest.approx(1 - 2 * EPS_10)
 
 
-def test_bandit_mixer_keeps_the_initial_mixture_during_warm_up_and_counts_rounds() -> None:
+def test_bandit_mixer_keeps_the_initial_mixture_during_warm_up_and_counts_optimizer_steps() -> None:
     natural = np.array([0.5, 0.3, 0.2])
     mixer = smoothed_mean_mixer(natural, smoothing=0.5, warmup_decisions=9)
     mixer.reset({})
-    for _ in range(9):
-        mixer.observe({"train_loss": np.array([1.0, 2.0, 0.5]), "samples": np.array([1, 1, 1])})
+    for decision in range(1, 10):
+        mixer.observe({"train_loss": np.array([1.0, 2.0, 0.5]), "samples": np.array([1, 1, 1]), "step": decision})
         assert np.array_equal(mixer.mixture(), natural)
-    mixer.observe({"train_loss": ROUNDS[0][1], "samples": np.array([1, 1, 1])})  # decision 10: round t = 10
+    # decision 10 at optimizer step 10: round t = 10
+    mixer.observe({"train_loss": ROUNDS[0][1], "samples": np.array([1, 1, 1]), "step": 10})
     assert np.allclose(mixer.mixture(), [0.2898442912, 0.4590601573, 0.2510955515])
+
+
+@pytest.mark.parametrize("name", ["odm", "exp3"])
+def test_bandits_update_once_per_decision_with_t_in_optimizer_steps(name: str) -> None:
+    """ODM's t is the LM step (training.py:1242-1267), not the decision: with 10 steps a
+    decision, the first update uses t = 10 and the decision's per-domain mean losses."""
+    env = env_for(name, total_steps=200)
+    agent = make_agent(name, env, warmup_fraction=0.0, initial="uniform")
+    _, info = env.reset(seed=0)
+    agent.reset_run(info)
+    _, _, _, _, info = env.step(agent.predict(None)[0])
+    agent.observe(info)
+    assert info["step"] == 10 and agent.mixer.state.eps == pytest.approx(math.sqrt(math.log(5) / 50))
+    losses, pi = info["train_loss"], np.full(5, 0.2)
+    eps = math.sqrt(math.log(5) / (5 * 10))
+    if name == "odm":  # R = 0.5 exp(L); pi = (1 - 5 eps) R / sum R + eps
+        r = 0.5 * np.exp(losses)
+        want = (1 - 5 * eps) * r / r.sum() + eps
+    else:  # R = 0.1 L / 0.2; pi = (1 - 5 eps) softmax(eps_0 R) + eps, eps_0 = 1/5
+        r = 0.1 * losses / pi
+        want = (1 - 5 * eps) * np.exp(r / 5) / np.exp(r / 5).sum() + eps
+    assert np.allclose(agent.mixer.mixture(), want, atol=1e-12)
+    _, _, _, _, info = env.step(agent.predict(None)[0])
+    agent.observe(info)
+    assert info["step"] == 20 and agent.mixer.state.eps == pytest.approx(math.sqrt(math.log(5) / 100))
 
 
 def test_doremi_update_matches_hand_computation() -> None:
@@ -190,6 +265,46 @@ def test_doremi_reference_is_a_uniform_run_and_noise_loses_weight() -> None:
     assert final["noise"] < 0.2  # the pure-noise domain has no learnable excess loss
     given = make_agent("doremi", env, reference_loss=[0.1, 0.2, 1.0, 0.2, 0.1])
     assert np.array_equal(given.mixer.reference, [0.1, 0.2, 1.0, 0.2, 0.1])
+
+
+def test_doremi_reports_its_time_averaged_weights() -> None:
+    env = env_for("doremi", total_steps=100)
+    agent = make_agent("doremi", env, reference_loss=[0.1, 0.2, 1.0, 0.2, 0.1])
+    results = evaluate(agent, env, episodes=1, seed=0)
+    chosen = results.per_domain("mixture").dropna().to_numpy()  # w_0 .. w_9, each chosen before its update
+    final = agent.mixer.mixture()  # w_10, after the last update
+    # DoReMi's average includes the initial weights and every update's (trainer.py:157-160)
+    expected = (chosen.sum(axis=0) + final) / (len(chosen) + 1)
+    assert np.allclose(agent.mixer.time_averaged_mixture(), expected)
+    assert np.allclose(results.final_report("time_averaged_mixture").to_numpy(), expected)
+    assert results.final_report("nothing") is None
+    online, _ = learn_online("doremi", env, seeds=[0], reference_loss=[0.1, 0.2, 1.0, 0.2, 0.1])
+    assert np.allclose(online.final_report("time_averaged_mixture").to_numpy(), expected)
+
+
+def test_doremi_static_is_the_published_protocol(tmp_path) -> None:
+    target = env_for("doremi-static", total_steps=200)
+    proxy = {"hidden_dim": 8, "total_steps": 200}
+    agent = make_agent("doremi-static", target, proxy=proxy, eta=2.0)
+    # by hand: reference on the natural mixture (uniform at K=5), a DoReMi proxy run, its average
+    proxy_env = MixingEnv(action_map="simplex", reward="eval_loss", **proxy)
+    reference = reference_losses(proxy_env, (12345,), mixture=np.full(5, 0.2))
+    weights = np.full(5, 0.2)
+    history = [weights]
+    _, info = proxy_env.reset(seed=23456)
+    done = False
+    while not done:
+        _, _, done, _, info = proxy_env.step(weights)
+        weights = doremi_update(weights, np.maximum(info["eval_loss"] - reference, 0.0), 2.0, 1e-3)
+        history.append(weights)
+    expected = np.mean(history, axis=0)
+    assert np.allclose(agent.predict(None)[0], expected / expected.sum(), atol=1e-6)
+    results = evaluate(agent, target, episodes=1, seed=0)  # a static run of the target
+    assert np.allclose(results.per_domain("mixture").dropna().std(), 0.0)
+    agent.save(tmp_path / "doremi-static.zip")
+    assert np.array_equal(load_agent(tmp_path / "doremi-static.zip", target).predict(None)[0], agent.predict(None)[0])
+    with pytest.raises(ValueError, match="domains.*differ"):
+        make_agent("doremi-static", target, proxy={"num_domains": 6, "total_steps": 200})
 
 
 def test_static_agents() -> None:
@@ -218,14 +333,16 @@ def test_save_load_round_trip_gives_identical_actions(name: str, tmp_path) -> No
     assert type(agent).load(tmp_path / "policy", env).name == name
 
 
-def test_frozen_actor_stays_frozen_after_loading(tmp_path) -> None:
-    env = env_for("acodm-frozen-actor")
-    agent = make_agent("acodm-frozen-actor", env, seed=0, **TINY["acodm-frozen-actor"])
+def test_frozen_tanh_actor_option_stays_frozen_after_loading(tmp_path) -> None:
+    env = env_for("acodm")
+    agent = make_agent("acodm", env, seed=0, freeze_actor=True, behaviour_cloning=False, **TINY["acodm"])
     agent.save(tmp_path / "frozen.zip")
     loaded = load_agent(tmp_path / "frozen.zip", env)
     before = actor_weights(loaded)
+    critic = [p.detach().clone() for p in loaded.model.critic.parameters()]
     loaded.learn(12)
     assert all(torch.equal(a, b) for a, b in zip(before, actor_weights(loaded)))
+    assert any(not torch.equal(a, b) for a, b in zip(critic, loaded.model.critic.parameters()))
 
 
 def test_proxy_policy_transfers_to_a_larger_model(tmp_path) -> None:
@@ -286,6 +403,18 @@ def test_mixture_logger_writes_mixture_and_losses_to_tensorboard(name: str, tmp_
     tags = set(events.Tags()["scalars"])
     assert {"mixture/noise", "train_loss/easy", "eval_loss/hard", "mix/objective", "mix/final_objective"} <= tags
     assert len(events.Scalars("mixture/noise")) == 6
+    assert "realised_mixture/noise" in tags  # what was trained on, beside what was chosen
+
+
+def test_mixture_logger_logs_the_realised_mixture_when_it_differs_from_the_chosen_one(tmp_path) -> None:
+    env = env_for("fixed", forced_fraction=0.5)
+    agent = make_agent("fixed", env, mixture=[1, 0, 0, 0, 0], tensorboard_log=str(tmp_path))
+    agent.learn(3, callback=MixtureLogger())
+    events = EventAccumulator(str(next(tmp_path.iterdir())))
+    events.Reload()
+    chosen = [e.value for e in events.Scalars("mixture/hard")]
+    realised = [e.value for e in events.Scalars("realised_mixture/hard")]
+    assert chosen == [0.0] * 3 and all(0.05 < r < 0.2 for r in realised)  # half the examples spread evenly: 10%
 
 
 # ---------------------------------------------------------------- bad input
@@ -310,6 +439,11 @@ def test_agent_on_an_env_with_another_action_map() -> None:
         ("random", {"concentration": 0}, "concentration.*0"),
         ("doremi", {"reference_loss": [1, 2]}, "reference_loss must be 5"),
         ("doremi", {"signal": "perplexity"}, "signal.*perplexity"),
+        ("doremi-static", {"baseline": "zipf"}, "baseline.*zipf"),
+        ("doremi-static", {"proxy_seeds": []}, "proxy_seeds"),
+        ("doremi-static", {"proxy": {"action_map": "softmax"}}, "proxy env takes mixtures.*softmax"),
+        ("acodm-frozen-actor", {"net_depth": 0}, "net_depth.*0"),
+        ("acodm-frozen-actor", {"noise": 2.0}, "noise.*2.0"),
         ("acodm", {"net_width": 0}, "net_width.*0"),
         ("hds", {"prior": "zipf"}, "prior.*zipf"),
         ("td3", {"sb3_kwargs": {"lernrate": 1}}, r"TD3 has no argument\(s\) \['lernrate'\]"),

@@ -1,5 +1,6 @@
 """`mixgym bench`: a grid end to end through the CLI, caching, crashing cells, bad configs."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +161,14 @@ def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path)
     run_bench(grid, tmp_path / "cut", workers=1, progress=False)
     full = pd.read_csv(cell_dir(tmp_path / "full", hds) / "decisions.csv").drop(columns=["wall_time"])
     pd.testing.assert_frame_equal(pd.read_csv(csv).drop(columns=["wall_time"]), full)
+
+
+def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(tmp_path: Path) -> None:
+    proxy = {"num_domains": 3, "total_steps": 100, "hidden_dim": 8}
+    grid = dict(GRID, agents={"doremi-static": {"proxy": proxy}, "doremi": {}}, rewards=["eval_loss"])
+    result = run_bench(parse_config(grid), tmp_path, workers=1, progress=False)
+    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "uniform"}
+    summaries = {o.cell.agent: json.loads((o.directory / "summary.json").read_text()) for o in result.outcomes}
+    averaged = summaries["doremi"]["time_averaged_mixture"]
+    assert set(averaged) == {"easy", "hard", "noise"} and sum(averaged.values()) == pytest.approx(1.0)
+    assert "time_averaged_mixture" not in summaries["doremi-static"]

@@ -5,12 +5,14 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 
 from mixgym import cli
 from mixgym.agents import AGENTS, Results, load_agent
 from mixgym.agents.compare import env_for
 from mixgym.envs import MixingEnv
+from mixgym.llm_backend import ToyBackend
 
 SMALL_ENV = ["--env", "total_steps=60"]
 
@@ -144,6 +146,63 @@ def test_mixing_env_defaults_follow_the_agent() -> None:
     assert env_for("odm", {"total_steps": 20}).action_mapper.name == "simplex"
     env = env_for("hds", {"total_steps": 20})
     assert isinstance(env, MixingEnv) and env.action_mapper.name == "softmax" and env.reward_fn.name == "holistic"
+
+
+def test_acodm_and_hds_force_their_papers_micro_batches_and_the_others_train_on_the_mixture_chosen() -> None:
+    for agent in ("acodm", "acodm-frozen-actor", "hds"):
+        assert env_for(agent, {"total_steps": 20}).backend.config.forced_fraction == 22 / 144
+    for agent in ("odm", "exp3", "doremi", "uniform", "td3"):
+        assert env_for(agent, {"total_steps": 20}).backend.config.forced_fraction == 0.0
+    assert env_for("acodm", {"total_steps": 20, "forced_fraction": 0.0}).backend.config.forced_fraction == 0.0
+    mine = ToyBackend(total_steps=20)
+    assert env_for("acodm", {"backend": mine}).backend is mine and mine.config.forced_fraction == 0.0  # untouched
+    # the env reports both mixtures: one-hot chosen, 22/144 of the samples spread over every domain
+    env = env_for("hds", {"total_steps": 100}, action_map="simplex")
+    env.reset(seed=0)
+    info = env.step(np.array([1.0, 0.0, 0.0, 0.0, 0.0]))[4]
+    assert info["mixture"][0] == 1.0 and np.all(info["realised_mixture"][1:] >= 9 / 320)  # 49 of 320 forced
+    plain = env_for("odm", {"total_steps": 100})
+    plain.reset(seed=0)
+    assert np.array_equal(plain.step(np.array([1.0, 0, 0, 0, 0]))[4]["realised_mixture"], [1.0, 0, 0, 0, 0])
+
+
+def test_plots_of_what_was_trained_on_draw_the_realised_mixture(tmp_path, monkeypatch) -> None:
+    import matplotlib.axes
+
+    from mixgym.agents.compare import Contender, compare
+    from mixgym.bench import parse_config, run_bench
+
+    drawn: list[np.ndarray] = []
+    original = matplotlib.axes.Axes.stackplot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "stackplot", lambda self, x, *ys, **kw: drawn.append(np.asarray(ys[0])) or original(self, x, *ys, **kw)
+    )
+    options = {"total_steps": 60, "forced_fraction": 0.5}
+    comparison = compare([Contender("fixed", overrides={"mixture": [1, 0, 0, 0, 0]})], options, options, seeds=1, first_seed=0)
+    comparison.plot(tmp_path / "demo.png")
+    realised = comparison.results["fixed"].mixture_curve("realised_mixture").to_numpy().T
+    assert any(d.shape == realised.shape and np.allclose(d, realised) for d in drawn)
+    assert not np.allclose(realised[0], 1.0)  # forced examples: the realised mixture is not the one chosen
+    drawn.clear()
+    grid = {"mode": "non-proxy", "seeds": [0], "agents": {"fixed": {"mixture": [1, 0, 0]}}, "rewards": ["eval_loss"],
+            "backends": {"toy3": {"num_domains": 3, "total_steps": 60, "forced_fraction": 0.5}}}
+    run_bench(parse_config(grid), tmp_path / "bench", workers=1, progress=False)
+    cells = [Results.load(p.parent) for p in (tmp_path / "bench").glob("cells/*/summary.json")]
+    fixed = next(r for r in cells if r.config["agent"] == "fixed")
+    acted = fixed.decisions[fixed.decisions["decision"] > 0]
+    realised = acted[[f"realised_mixture/{d}" for d in fixed.domains]].to_numpy().T
+    assert any(d.shape == realised.shape and np.allclose(d, realised) for d in drawn)
+
+
+def test_train_doremi_static_and_print_doremis_time_averaged_mixture(tmp_path, capsys) -> None:
+    policy = tmp_path / "doremi-static.zip"
+    proxy = ["-o", "proxy={hidden_dim: 8, total_steps: 60}"]
+    assert run("train", "doremi-static", "--mode", "online", *SMALL_ENV, *proxy, "--save", str(policy),
+               "--results", str(tmp_path / "run"), "--no-progress") == 0
+    assert load_agent(policy).name == "doremi-static"
+    assert run("train", "doremi", "--mode", "online", *SMALL_ENV, "--save", str(tmp_path / "d.zip"),
+               "--results", str(tmp_path / "d"), "--no-progress") == 0
+    assert "time-averaged mixture (DoReMi's output): easy" in capsys.readouterr().out
 
 
 def test_corpus_build_through_the_cli_is_loadable_with_datasets(tmp_path) -> None:

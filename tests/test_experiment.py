@@ -147,3 +147,16 @@ def test_resume_refuses_another_configuration_and_a_fresh_run_refuses_old_checkp
         ExperimentConfig("sac")
     with pytest.raises(ValueError, match="checkpoint_every must be >= 1, got 0"):
         ExperimentConfig("uniform", checkpoint_every=0)
+
+
+@pytest.mark.parametrize(
+    ("agent", "options"),
+    [("acodm-frozen-actor", {"net_width": 32, "warmup_fraction": 0.1}), ("doremi", {"reference_loss": [0.1, 0.2, 1.0, 0.2, 0.1]})],
+)
+def test_the_released_acodm_actor_and_doremis_average_resume_exactly(agent, options, tmp_path) -> None:
+    config = ExperimentConfig(agent, env={"total_steps": 400}, seed=4, checkpoint_every=3, agent_options=options)
+    run_experiment(config, tmp_path / "full")
+    stop_in_process_after(14, tmp_path / "cut" / "decisions.csv")  # past the frozen actor's 4-decision warm-up
+    assert run_experiment(config, tmp_path / "cut").status == "stopped"
+    run_experiment(config, tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(table(tmp_path / "cut"), table(tmp_path / "full"))

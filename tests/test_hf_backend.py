@@ -48,7 +48,8 @@ def test_loss_falls_for_gpt_neox_gpt2_and_llama(preset: str) -> None:
 
 
 def test_differencing_equals_separate_backward_passes_with_no_extra_forward() -> None:
-    backend = HFBackend(model="pythia-tiny", seq_len=32, micro_batch_size=2, grad_accumulation=8, total_steps=10)
+    config = {"seq_len": 32, "micro_batch_size": 2, "grad_accumulation": 8, "total_steps": 10, "forced_fraction": 5 / 8}
+    backend = HFBackend(model="pythia-tiny", **config)
     backend.train(UNIFORM, n_steps=2)  # move off the initial weights first
     state = backend.state_dict()
     forwards = []
@@ -58,9 +59,9 @@ def test_differencing_equals_separate_backward_passes_with_no_extra_forward() ->
     hook.remove()
     assert len(forwards) == 8  # one forward per training micro-batch, none for the gradients
     plan = backend.micro_batch_domains.ravel()
-    assert set(plan) == set(range(5))  # every domain got a micro-batch (every_domain)
+    assert set(plan) == set(range(5))  # every domain got a micro-batch (forced_fraction 5/8)
 
-    reference = HFBackend(model="pythia-tiny", seq_len=32, micro_batch_size=2, grad_accumulation=8, total_steps=10)
+    reference = HFBackend(model="pythia-tiny", **config)
     reference.load_state_dict(state)
     names = backend.weight_stats().names
     params = [reference.model.get_parameter(n) for n in names]
@@ -125,15 +126,30 @@ def test_state_dict_round_trip_resumes_bit_identically() -> None:
         HFBackend(model="llama-tiny", total_steps=13, **TINY).load_state_dict(state)
 
 
-def test_every_domain_gets_a_micro_batch_when_asked_and_only_then() -> None:
+def test_the_run_trains_on_the_mixture_chosen_unless_forced_micro_batches_are_asked_for() -> None:
     one_hot = np.array([1.0, 0, 0, 0, 0])
+    plain = HFBackend(model="pythia-tiny", total_steps=10, **TINY)
+    stats = plain.train(one_hot, n_steps=2)  # 6 micro-batches, all from the mixture
+    assert stats.samples.tolist() == [12, 0, 0, 0, 0] and np.isnan(stats.train_loss[1])
+    forced = HFBackend(model="pythia-tiny", total_steps=10, forced_fraction=5 / 6, **TINY)
+    stats = forced.train(one_hot, n_steps=2)  # 5 of 6 forced: one per domain, one drawn
+    assert stats.samples.tolist() == [4, 2, 2, 2, 2] and np.all(np.isfinite(stats.train_loss))
+    stats = forced.train(one_hot, n_steps=1)  # 3 micro-batches: round(2.5) = 2 forced, to 2 distinct domains
+    assert stats.samples.sum() == 6 and stats.samples[0] >= 2 and np.count_nonzero(stats.samples[1:]) <= 2
+    with pytest.raises(ValueError, match="forced_fraction.*2"):
+        HFBackend(model="pythia-tiny", forced_fraction=2, **TINY)
+    with pytest.raises(ValueError, match="unknown HFBackend option.*every_domain"):
+        HFBackend(model="pythia-tiny", every_domain=True, **TINY)
+
+
+def test_train_reports_the_weight_norms_after_every_step() -> None:
     backend = HFBackend(model="pythia-tiny", total_steps=10, **TINY)
-    stats = backend.train(one_hot, n_steps=2)  # 6 micro-batches >= 5 domains
-    assert np.all(stats.samples >= 2) and stats.samples[0] == 4 and np.all(np.isfinite(stats.train_loss))
-    stats = backend.train(one_hot, n_steps=1)  # 3 micro-batches < 5 domains: all from the mixture
-    assert stats.samples.tolist() == [6, 0, 0, 0, 0] and np.isnan(stats.train_loss[1])
-    plain = HFBackend(model="pythia-tiny", total_steps=10, every_domain=False, **TINY)
-    assert plain.train(one_hot, n_steps=2).samples.tolist() == [12, 0, 0, 0, 0]
+    before = backend.weight_stats().norms
+    stats = backend.train(UNIFORM, n_steps=3)
+    assert stats.step_weight_norms.shape == (4, 3)
+    np.testing.assert_allclose(stats.step_weight_norms[0], before)
+    np.testing.assert_allclose(stats.step_weight_norms[-1], backend.weight_stats().norms)
+    assert np.all(np.diff(stats.step_weight_norms, axis=0) != 0)
 
 
 @pytest.mark.parametrize("reward", sorted(REWARDS))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mixgym.envs import MixingEnv
+from mixgym.llm_backend.base import draw_domains
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective, search_schedule
 from mixgym.llm_backend.toy import DomainSpec, ToyBackend, ToyConfig, default_domains
 
@@ -27,6 +28,40 @@ def test_training_in_chunks_equals_one_call_bit_for_bit() -> None:
     for _ in range(3):
         many.train(mixture, 10)
     assert one.evaluate() == many.evaluate()
+
+
+def test_the_run_trains_on_the_mixture_chosen_unless_forced_examples_are_asked_for() -> None:
+    hard = np.array([0.0, 1.0, 0.0, 0.0, 0.0])
+    plain = ToyBackend()
+    assert np.array_equal(plain.train(hard, 10).samples, [0, 320, 0, 0, 0])  # 10 steps x 32 examples
+    forced = ToyBackend(forced_fraction=22 / 144)
+    # round(0.1528 * 320) = 49 forced examples: 9 per domain, 4 more to distinct domains
+    samples = forced.train(hard, 10).samples
+    assert samples.sum() == 320 and samples[[0, 2, 3, 4]].min() >= 9 and samples[[0, 2, 3, 4]].max() <= 10
+    assert samples[1] == 320 - samples[[0, 2, 3, 4]].sum()
+    # the default keeps the fingerprint of every task defined before the option existed
+    assert ToyConfig().fingerprint() == ToyConfig(forced_fraction=0.0).fingerprint() != forced.config.fingerprint()
+
+
+def test_drawn_domains_follow_the_mixture_in_expectation() -> None:
+    rng = np.random.default_rng(0)
+    mixture = np.array([0.7, 0.2, 0.1])
+    plain = np.bincount(draw_domains(mixture, 30_000, 0.0, rng), minlength=3) / 30_000
+    assert np.allclose(plain, mixture, atol=0.01)
+    forced = np.bincount(draw_domains(mixture, 30_000, 0.3, rng), minlength=3) / 30_000
+    assert np.allclose(forced, 0.7 * mixture + 0.3 / 3, atol=0.01)
+    one_hot = draw_domains(np.array([1.0, 0.0, 0.0]), 7, 3 / 7, rng)  # 3 forced: one per domain
+    assert sorted(np.bincount(one_hot, minlength=3)) == [1, 1, 5]
+
+
+def test_train_reports_the_weight_norms_after_every_step() -> None:
+    backend = ToyBackend()
+    backend.reset(seed=2)
+    before = backend.weight_stats().norms
+    stats = backend.train(np.full(5, 0.2), 7)
+    assert stats.step_weight_norms.shape == (8, 3)
+    assert np.allclose(stats.step_weight_norms[0], before) and np.allclose(stats.step_weight_norms[-1], backend.weight_stats().norms)
+    assert np.all(np.diff(stats.step_weight_norms, axis=0) != 0)  # every step moved every matrix
 
 
 def test_domain_gradients_match_finite_differences() -> None:
@@ -86,6 +121,8 @@ def test_any_k_from_2_to_32() -> None:
         ({"learning_rate": -1.0}, "learning_rate.*-1.0"),
         ({"target_weights": (1.0, 2.0)}, "target_weights"),
         ({"batch_size": 0}, "batch_size.*0"),
+        ({"forced_fraction": 1.5}, "forced_fraction.*1.5"),
+        ({"forced_fraction": -0.1}, "forced_fraction.*-0.1"),
     ],
 )
 def test_bad_config_raises(kwargs: dict, match: str) -> None:
@@ -105,20 +142,23 @@ def test_bad_domain_spec_and_mixture_raise() -> None:
         backend.train(np.full(5, 0.2), 0)
 
 
-def alignment_reward_after_warmup(domains: tuple[DomainSpec, ...], **config: object) -> float:
+def alignment_reward_after_warmup(domains: tuple[DomainSpec, ...], alignment: str, **config: object) -> float:
     """Mean alignment reward over a few decisions, after the model has learned the mean target."""
-    env = MixingEnv(backend=ToyBackend(ToyConfig(domains=domains, total_steps=400, **config)), reward="alignment")
+    backend = ToyBackend(ToyConfig(domains=domains, total_steps=400, **config))
+    env = MixingEnv(backend=backend, reward="alignment", reward_kwargs={"alignment": alignment})
     env.reset(seed=0)
     rewards = [env.step(np.zeros(2, dtype=np.float32))[1] for _ in range(20)]
     return float(np.mean(rewards[10:]))
 
 
-def test_alignment_reward_is_positive_for_shared_structure_and_negative_for_conflict() -> None:
+@pytest.mark.parametrize("alignment", ["raw", "cosine"])
+def test_alignment_reward_is_positive_for_shared_structure_and_negative_for_conflict(alignment: str) -> None:
+    # the uncentred forms keep the sign (the default z-scored form is centred: m . z = 0 at uniform)
     shared = (DomainSpec("hard", "hard", 2.5, 0.05, 5000), DomainSpec("copy", "redundant", 2.5, 0.05, 5000))
     conflicting = (DomainSpec("easy", "easy", 0.5, 0.05, 5000), DomainSpec("anti", "conflict", 0.5, 0.05, 5000))
-    assert alignment_reward_after_warmup(shared) > 0
+    assert alignment_reward_after_warmup(shared, alignment) > 0
     # with no domain tag and identical inputs, the conflict cannot be resolved by the model
-    assert alignment_reward_after_warmup(conflicting, domain_tag=0.0, conflict_offset=0.0) < 0
+    assert alignment_reward_after_warmup(conflicting, alignment, domain_tag=0.0, conflict_offset=0.0) < 0
 
 
 def test_oracle_is_clearly_non_uniform_and_beats_uniform() -> None:

@@ -1,8 +1,11 @@
-"""Agents that choose the mixture: SB3 presets, ODM's bandits, static mixtures, DoReMi.
+"""Agents that choose the mixture: AC-ODM, HDS, SB3 presets, ODM's bandits, static mixtures, DoReMi.
 
 ``make_agent(name, env, **overrides)`` makes any of them (`AGENTS` lists the names);
 ``load_agent(path, env=None)`` loads any saved one; `evaluate` and `learn_online` run them and
-return `Results`. See DESIGN.md, "Agents", and each module's docstring for the sources.
+return `Results`. One module per published method, its docstring citing paper and code:
+`acodm` (AC-ODM's DDPG and its released frozen actor), `hds` (HDS's SAC), `odm` (ODM's
+bandits), `doremi` (DoReMi online and its static protocol); `sb3_presets` holds the SB3
+machinery they share (and td3, ppo), `static` the fixed mixtures. See DESIGN.md, "Agents".
 
 >>> from mixgym.envs import MixingEnv
 >>> from mixgym.agents import make_agent, evaluate
@@ -12,12 +15,17 @@ return `Results`. See DESIGN.md, "Agents", and each module's docstring for the s
 1
 """
 
-from mixgym.agents import doremi, odm, sb3_presets, static  # noqa: F401  (each registers its agents)
+from mixgym.agents import acodm, doremi, hds, odm, sb3_presets, static  # noqa: F401  (each registers its agents)
 from mixgym.agents.base import AGENTS, Agent, EnvFacts, InfoObserver, load_agent, make_agent, make_config
 from mixgym.agents.callbacks import MixtureLogger
 from mixgym.agents.mixer import MixerAgent
 from mixgym.agents.runner import Results, evaluate, learn_online
-from mixgym.agents.sb3_presets import PAPER_REWARDS, SB3Agent
+from mixgym.agents.sb3_presets import SB3Agent
+
+PAPER_REWARDS: dict[str, str] = {
+    name: spec.env_options["reward"] for name, spec in AGENTS.items() if "reward" in spec.env_options
+}
+"""The env reward each paper trains its agent with (AC-ODM: gradient alignment; HDS: holistic)."""
 
 __all__ = [
     "AGENTS",

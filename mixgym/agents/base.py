@@ -145,6 +145,10 @@ class AgentSpec:
         build: makes the agent for an environment from a config.
         load: rebuilds a saved agent from its file, its metadata and an optional env.
         action_maps: the action maps the agent can drive.
+        env_options: `MixingEnv` options of the agent's paper set-up, applied by
+            `mixgym.agents.compare.env_for` unless the caller gives them: the reward it
+            learns from (AC-ODM: "alignment", HDS: "holistic") and backend options such as
+            AC-ODM's and HDS's forced per-domain micro-batches (``forced_fraction``).
     """
 
     name: str
@@ -153,6 +157,7 @@ class AgentSpec:
     build: Callable[[gym.Env, Any], Agent]
     load: Callable[[Path, dict[str, Any], gym.Env | None], Agent]
     action_maps: tuple[str, ...]
+    env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 AGENTS: dict[str, AgentSpec] = {}

@@ -4,7 +4,8 @@ SB3 logs its own losses; what a data-mixing run needs besides is *what the agent
 *what each domain did*. `MixtureLogger` reads them from ``info`` after every decision and
 records, under SB3's logger (so into TensorBoard when the agent has ``tensorboard_log``):
 
-- ``mixture/<domain>``, ``train_loss/<domain>``, ``eval_loss/<domain>``,
+- ``mixture/<domain>`` (chosen), ``realised_mixture/<domain>`` (trained on: the share of the
+  decision's samples), ``train_loss/<domain>``, ``eval_loss/<domain>``,
 - ``mix/objective`` (the env's objective of the held-out losses) and ``mix/reward``,
 - ``mix/final_objective`` at the end of each run,
 
@@ -24,7 +25,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 
 class MixtureLogger(BaseCallback):
-    """Log the mixture, per-domain losses, objective and reward of every decision.
+    """Log the mixture chosen and trained on, per-domain losses, objective and reward of every
+    decision.
 
     Args:
         log_every: dump to the logger's outputs every this many decisions.
@@ -42,7 +44,7 @@ class MixtureLogger(BaseCallback):
 
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
-        for key in ("mixture", "train_loss", "eval_loss"):
+        for key in ("mixture", "realised_mixture", "train_loss", "eval_loss"):
             for domain, value in zip(self.domains, info[key]):
                 self.logger.record(f"{key}/{domain}", float(value))
         self.logger.record("mix/objective", float(info["objective"]))

@@ -21,8 +21,8 @@ which on a skewed corpus is far from uniform).
 vs the oracle (absolute and relative), for natural and for uniform the first decision at
 which the mean objective curve reaches that baseline's final objective and how many fewer
 that is than the baseline needs, and wall time (learning plus evaluation).
-`Comparison.plot` draws the mean mixture of each contender over the run (stacked areas) and
-the held-out loss curves.
+`Comparison.plot` draws the mean mixture each contender trained on over the run (the
+realised one, stacked areas) and the held-out loss curves.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from mixgym.agents.base import agent_spec, make_agent
 from mixgym.agents.runner import Results, evaluate, learn_online
-from mixgym.agents.sb3_presets import PAPER_REWARDS
 from mixgym.envs.mixing_env import MixingEnv
 
 MODES = ("act", "proxy", "online")
@@ -55,8 +54,8 @@ class Contender:
         agent: registered agent name.
         mode: "act", "proxy" or "online" (see the module docstring).
         overrides: the agent's options.
-        reward: the env reward it learns from; None is the paper's (`PAPER_REWARDS`) or,
-            for agents without one, the env's default. Acting does not depend on it.
+        reward: the env reward it learns from; None is the paper's (`AgentSpec.env_options`)
+            or, for agents without one, the env's default. Acting does not depend on it.
         label: its name in tables (default: the agent name, plus the reward when given).
     """
 
@@ -86,13 +85,20 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     """A `MixingEnv` for `agent` from env/backend `options`.
 
     Unless given (as arguments or in `options`): the agent's first action map ("simplex"
-    for mixers, "softmax" for SB3 presets) and its paper's reward (`PAPER_REWARDS`).
+    for mixers, "softmax" for SB3 presets) and its paper's set-up (`AgentSpec.env_options`):
+    the reward it learns from and, for acodm, acodm-frozen-actor and hds, the forced
+    per-domain micro-batches of AC-ODM and HDS (``forced_fraction`` 22/144). Backend options
+    apply only to a backend built here by name; a `Backend` instance in `options` is used as
+    it is (give it ``forced_fraction`` yourself).
     """
-    kwargs = {"action_map": action_map or agent_spec(agent).action_maps[0], **options}
+    spec = agent_spec(agent)
+    kwargs = {"action_map": action_map or spec.action_maps[0], **options}
+    built_here = isinstance(kwargs.get("backend", "toy"), str)
+    for key, value in spec.env_options.items():
+        if key == "reward" or built_here:
+            kwargs.setdefault(key, value)
     if reward is not None:
         kwargs["reward"] = reward
-    elif agent in PAPER_REWARDS:
-        kwargs.setdefault("reward", PAPER_REWARDS[agent])
     return MixingEnv(**kwargs)
 
 
@@ -132,7 +138,8 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path, dpi: int = 110) -> Path:
-        """Stacked-area mixture trajectories per contender and held-out loss curves, as a PNG."""
+        """Stacked-area trajectories of the mixture trained on (the realised one: shares of the
+        samples) per contender and held-out loss curves, as a PNG."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -147,10 +154,10 @@ class Comparison:
         colours = plt.get_cmap("tab10")(np.arange(len(domains)) % 10)
         for i, name in enumerate(names):
             ax = fig.add_subplot(grid[i // columns, i % columns])
-            mixture = self.results[name].mixture_curve()
+            mixture = self.results[name].mixture_curve("realised_mixture")
             ax.stackplot(mixture.index, mixture.to_numpy().T, labels=domains, colors=colours)
             ax.set(title=name, xlim=(mixture.index[0], mixture.index[-1]), ylim=(0, 1))
-            ax.set(xlabel="decision", ylabel="mixture")
+            ax.set(xlabel="decision", ylabel="trained on (realised)")
             if i == 0:
                 ax.legend(loc="upper left", fontsize=7, ncol=2)
         curves = fig.add_subplot(grid[rows, :])

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -75,6 +75,16 @@ class Mixer(Protocol):
         ...
 
 
+@runtime_checkable
+class ObservationMixer(Mixer, Protocol):
+    """A mixer whose mixture is a function of the observation (a fixed policy network, such as
+    AC-ODM's released actor, `mixgym.agents.acodm`)."""
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """The mixture for the next decision given the current observation."""
+        ...
+
+
 class MixerAgent:
     """A `Mixer` with SB3's surface (see the module docstring).
 
@@ -113,6 +123,14 @@ class MixerAgent:
     def reset_run(self, info: dict[str, Any]) -> None:
         self.mixer.reset(info)
 
+    def report(self) -> dict[str, np.ndarray]:
+        """What the method reports besides its mixture, as ``info``-style keys
+        ``"agent/<name>"`` (DoReMi: its time-averaged weights); none for most mixers.
+        `learn` and `mixgym.agents.runner.evaluate` add them to each decision's ``info``, so
+        they reach callbacks and the per-decision table."""
+        report = getattr(self.mixer, "report", None)
+        return {} if report is None else {f"agent/{key}": value for key, value in report().items()}
+
     def observe(self, info: dict[str, Any]) -> None:
         self.mixer.observe(info)
 
@@ -123,7 +141,8 @@ class MixerAgent:
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """The current mixture as a "simplex" action; the observation is not used.
+        """The current mixture as a "simplex" action; the observation is used only by an
+        `ObservationMixer`.
 
         `deterministic` changes nothing: the mixture is the method's output (a random
         mixture is drawn from the agent's own seeded generator either way).
@@ -133,6 +152,10 @@ class MixerAgent:
                 f"agent {self.name!r} follows one run at a time; predict takes one observation, "
                 f"got a batch of shape {np.shape(observation)}"
             )
+        if isinstance(self.mixer, ObservationMixer):
+            if observation is None:
+                raise ValueError(f"agent {self.name!r} acts on the observation; predict got None")
+            return self.mixer.act(np.asarray(observation, dtype=np.float64)).astype(np.float32), state
         return self.mixer.mixture().astype(np.float32), state
 
     def learn(
@@ -172,6 +195,7 @@ class MixerAgent:
             self._last_obs, rewards, dones, infos = env.step(actions)
             self.num_timesteps += 1
             self.observe(infos[0])
+            infos[0].update(self.report())
             if dones[0]:
                 self.reset_run(env.reset_infos[0])
             callbacks.update_locals(locals())
@@ -226,6 +250,7 @@ def register_mixer(
     config: type,
     build: Callable[[gym.Env, Any, EnvFacts], Mixer],
     restore: Callable[[Any, EnvFacts, dict[str, Any]], Mixer],
+    env_options: dict[str, Any] | None = None,
 ) -> None:
     """Register a mixer agent.
 
@@ -235,6 +260,7 @@ def register_mixer(
         config: its options (a `MixerConfig` subclass).
         build: ``build(env, config, facts) -> Mixer`` for a fresh agent on `env`.
         restore: ``restore(config, facts, state) -> Mixer`` from a saved state.
+        env_options: `MixingEnv` options of the paper's set-up (`AgentSpec.env_options`).
     """
 
     def make(env: gym.Env, cfg: MixerConfig) -> MixerAgent:
@@ -252,7 +278,7 @@ def register_mixer(
             raise ValueError(f"{str(path)!r} holds a corrupt {name!r} state: {error!r}") from None
         return MixerAgent(name, cfg, mixer, facts, env)
 
-    register(AgentSpec(name, summary, config, make, load, MixerAgent.action_maps))
+    register(AgentSpec(name, summary, config, make, load, MixerAgent.action_maps, dict(env_options or {})))
 
 
 def as_json(array: np.ndarray) -> list[float]:

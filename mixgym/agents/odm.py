@@ -3,13 +3,21 @@
 Source: Albalak et al., "Efficient Online Data Mixing for Language Model Pre-Training"
 (arXiv 2312.02406), code alon-albalak/online-data-mixing, file
 `megatron/data/data_sampling_utils.py` (commit edbfdad). The arm's reward is the domain's mean
-training loss in the batch: a domain the model still finds hard is sampled more. One of our
-decisions is one bandit round (ODM: one LM step with ``update_frequency`` 1), so ``t`` below
-counts decisions of the current run, warm-up included, as ODM's ``iteration`` counts steps.
+training loss in the batch: a domain the model still finds hard is sampled more.
+
+When it updates, and t. ODM updates after every optimizer step (``update_frequency`` 1) with
+that step's per-domain mean losses, ``t`` = the optimizer steps taken since the start of the
+run, warm-up included (``megatron/training.py``: ``iteration += 1`` at line 1242, then
+``group_update(iteration, ...)`` at line 1267; the warm-up loop at lines 1047-1056 counts the
+same ``iteration``). Here the mixture is fixed for a decision of several steps, so the update
+runs once per decision, with the decision's per-domain mean losses, and ``t`` is the
+backend's optimizer step at the end of the decision (``info["step"]``), as in ODM -- not the
+number of decisions, which would keep the floor far higher (at K=5 and 10 steps a decision,
+eps after 100 decisions is 0.057 counted in decisions, 0.018 in steps: floors of 28% and 9%).
 
 Exploration rate (both mixers, `exploration_rate`): eps_t = min(1/K, sqrt(ln K / (K t))),
-starting at eps_0 = 1/K. While eps_t = 1/K (t <= K ln K, eight decisions at K=5) the mixture
-is exactly uniform; each domain keeps at least eps_t.
+starting at eps_0 = 1/K. While eps_t = 1/K (t <= K ln K: eight optimizer steps at K=5) the
+mixture is exactly uniform; each domain keeps at least eps_t.
 
 ``odm`` -- `SmoothedMeanWeightUpdater.group_update` (lines 501-528), the method the README
 names as the paper's: for each domain d in the batch,
@@ -117,7 +125,8 @@ Update = Callable[[BanditState, np.ndarray, np.ndarray, int], BanditState]
 
 
 class BanditMixer:
-    """Runs an update function once per decision after a warm-up on the initial mixture."""
+    """Runs an update function once per decision after a warm-up on the initial mixture,
+    with t = the backend's optimizer step (``info["step"]``)."""
 
     def __init__(self, update: Update, initial: BanditState, warmup_decisions: int) -> None:
         self._update = update
@@ -135,7 +144,7 @@ class BanditMixer:
         if self.decision > self.warmup_decisions:
             losses = np.asarray(info["train_loss"], dtype=np.float64)
             present = np.asarray(info["samples"]) > 0
-            self.state = self._update(self.state, losses, present, self.decision)
+            self.state = self._update(self.state, losses, present, int(info["step"]))
 
     def mixture(self) -> np.ndarray:
         return self.state.mixture.copy()

@@ -49,8 +49,9 @@ class Results:
     Attributes:
         decisions: one row per (episode, decision); columns ``episode``, ``seed``,
             ``decision``, ``step``, ``tokens``, ``objective``, ``reward``, ``wall_time``,
-            ``"<key>/<domain>"`` for `PER_DOMAIN` keys, and ``"reward/<component>"`` (or
-            ``"reward/<component>/<domain>"`` for per-domain components).
+            ``"<key>/<domain>"`` for `PER_DOMAIN` keys, ``"reward/<component>"`` (or
+            ``"reward/<component>/<domain>"`` for per-domain components), and the agent's
+            own report, ``"agent/<name>[/<domain>]"`` (DoReMi's time-averaged weights).
         config: what produced them (agent, its options, environment facts, seeds).
     """
 
@@ -99,10 +100,22 @@ class Results:
         """Mean objective over episodes, by decision (0 = after reset)."""
         return self.decisions.groupby("decision")["objective"].mean()
 
-    def mixture_curve(self) -> pd.DataFrame:
-        """Mean mixture over episodes, by decision (from decision 1)."""
+    def mixture_curve(self, key: str = "mixture") -> pd.DataFrame:
+        """Mean mixture over episodes, by decision (from decision 1): the one chosen
+        (``"mixture"``) or the one trained on (``"realised_mixture"``)."""
+        if key not in _CHOSEN:
+            raise ValueError(f"key must be one of {', '.join(_CHOSEN)}, got {key!r}")
         rows = self.decisions[self.decisions["decision"] > 0]
-        return rows.groupby("decision")[[f"mixture/{d}" for d in self.domains]].mean().set_axis(self.domains, axis=1)
+        return rows.groupby("decision")[[f"{key}/{d}" for d in self.domains]].mean().set_axis(self.domains, axis=1)
+
+    def final_report(self, name: str) -> pd.Series | None:
+        """The agent's per-domain report `name` (``"agent/<name>/<domain>"`` columns, e.g.
+        DoReMi's ``"time_averaged_mixture"``) at the last decision, by domain; None if the
+        agent reports no such thing."""
+        columns = [f"agent/{name}/{d}" for d in self.domains]
+        if not all(c in self.decisions.columns for c in columns):
+            return None
+        return self.decisions[columns].iloc[-1].set_axis(self.domains)
 
     def decisions_to_reach(self, target: float) -> int | None:
         """First decision at which the mean objective is at most `target` (None: never)."""
@@ -134,7 +147,7 @@ def decision_row(
         for i, domain in enumerate(domains):
             row[f"{key}/{domain}"] = float(values[i]) if values is not None else np.nan
     for key, value in info.items():
-        if not key.startswith("reward/"):
+        if not key.startswith(("reward/", "agent/")):
             continue
         array = np.asarray(value, dtype=np.float64)
         if array.ndim == 0:
@@ -142,6 +155,12 @@ def decision_row(
         else:
             row.update({f"{key}/{d}": float(v) for d, v in zip(domains, array.ravel())})
     return row
+
+
+def _report(agent: Agent) -> dict[str, Any]:
+    """The agent's own per-decision report (``"agent/<name>"`` keys; `MixerAgent.report`)."""
+    report = getattr(agent, "report", None)
+    return {} if report is None else report()
 
 
 def _config(agent: Agent | None, name: str, facts: EnvFacts, mode: str, **extra: Any) -> dict[str, Any]:
@@ -185,6 +204,7 @@ def evaluate(
             obs, reward, terminated, truncated, info = env.step(action)
             if observer is not None:
                 observer.observe(info)
+            info = {**info, **_report(agent)}
             rows.append(decision_row(episode, seed + episode, facts.domains, info, float(reward), time.perf_counter() - start))
             done = terminated or truncated
             if on_decision is not None:

@@ -1,53 +1,22 @@
-"""Stock stable-baselines3 algorithms configured as the papers ran them: acodm, hds, td3, ppo.
+"""Shared machinery of the stable-baselines3 presets, and the presets without a paper: td3, ppo.
 
-Each preset builds an unmodified SB3 model (`SB3Agent.model`: DDPG, SAC, TD3 or PPO) and
-adds only what the paper's loop has around its learner, through SB3's extension points:
+The published methods live in their own files and register through `register_sb3`:
+`mixgym.agents.acodm` (AC-ODM's DDPG; its released frozen actor is a mixer there) and
+`mixgym.agents.hds` (HDS's SAC). Each preset builds an unmodified SB3 model
+(`SB3Agent.model`: DDPG, SAC, TD3 or PPO) and adds only what the paper's loop has around its
+learner, through SB3's extension points:
 
 - a behaviour warm-up (`BehaviourWarmup`, a Gymnasium wrapper): for the first 2% of the
   decisions ``learn`` is asked for, the environment acts with a behaviour mixer (AC-ODM: ODM's
   smoothed-mean bandit; HDS: a fixed prior mixture) instead of the agent, and says so in
-  ``info["behaviour_action"]`` (the action, via `ActionMap.inverse`, that gives the mixer's
-  mixture); SB3's ``learning_starts`` is set to the same count, so no gradient step is taken
-  before the warm-up ends;
+  ``info["behaviour_action"]`` (the centred action, via `ActionMap.inverse`, that gives the
+  mixer's mixture); SB3's ``learning_starts`` is set to the same count, so no gradient step
+  is taken before the warm-up ends;
 - a replay buffer (`BehaviourReplayBuffer`, SB3's ``replay_buffer_class``) that stores that
   executed action rather than the one SB3 sampled;
-- for acodm, optionally, behaviour cloning of the actor to the warm-up actions
-  (`BehaviourCloning`, an SB3 callback), as AC-ODM's paper intends.
+- optionally, behaviour cloning of the actor to the warm-up actions (`BehaviourCloning`, an
+  SB3 callback), as AC-ODM's paper intends.
 After the warm-up, one gradient step per decision (``train_freq=1, gradient_steps=1``).
-
-acodm -- DDPG as in AC-ODM (Dang et al., arXiv 2505.23878; DANG-ai/AC-ODM at e95863e,
-``acodm_config/ddpg_1B.yml`` and ``megatron/data/agent.py``). Every option's source is in
-its ``help`` (`ACODMConfig`). Deviations, and why:
-- Width: AC-ODM's actor and critic have 5 hidden layers of 1024 units (agent.py:106-158);
-  the default here is 5 x 256, because a toy run of 100 decisions does not need 5M
-  parameters and 2 CPU cores cannot train them quickly. ``net_width=1024`` restores it.
-- LayerNorm: AC-ODM's hidden blocks are Linear + LayerNorm + ReLU. SB3's MLP builder takes
-  only an activation class, so the block is Linear + `LayerNormReLU` (layer normalisation
-  without the learned gain and bias, then ReLU): same normalisation, 2 x 256 fewer
-  parameters per layer.
-- Output: AC-ODM's actor ends in a softmax; SB3's in tanh, and the env's "softmax" action
-  map turns the bounded action into a mixture (``softmax(a / 0.5)`` with a 5% floor).
-- Reward: AC-ODM's critic outputs a K-vector for a K-vector reward; SB3 critics are
-  scalar, so the env's scalar alignment reward (``m . s``) is used.
-- Learning rate: AC-ODM's optimiser (lr 1e-4, weight decay 0.1) is overridden by an
-  annealed schedule from 1e-2 to 1e-3 (agent.py:221-248); here a constant 1e-3 (its floor
-  and SB3's DDPG default) with AdamW's weight decay 0.1.
-- Warm-up: AC-ODM regresses its critic on (1 + gamma) r during the warm-up
-  (agent.py:481-485); here the critic starts learning after it, from the buffer.
-- Exploration: AC-ODM subtracts U[0, 1e-3) from each domain's weight (agent.py:558), about
-  1e-3 in action units under the softmax map; here Gaussian noise of sigma 1e-3.
-
-acodm-frozen-actor -- the same, with the actor never updated (its parameters have
-``requires_grad`` off, no behaviour cloning): in the released AC-ODM code the actor's
-optimiser is never stepped (only ``model_engine_online_Q.step()`` exists, agent.py:477,
-485, 535, 540), so its published policy may be its random initialisation. Comparing the
-two tells whether the learned policy matters.
-
-hds -- SAC as in the Holistic Data Scheduler (DANG-ai/LLM-Training-Holistic-Data-Schedule
-at 4264a65, ``megatron/data/agent.py``): see `HDSConfig`. HDS's networks (per-domain
-transformer encoders, agent.py:173-325) do not run as shipped (the constructor's arguments
-do not match, agent.py:348-353); SB3's MLP (2 x 256) stands in. Its warm-up acts with the
-static initial weights (HDS never updates its warm-up mixer).
 
 td3, ppo -- SB3's defaults, for benchmarking.
 """
@@ -56,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 import io
 from pathlib import Path
@@ -63,17 +33,14 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
-from torch import nn
 
 from mixgym.agents.base import (
     AgentSpec,
@@ -86,26 +53,14 @@ from mixgym.agents.base import (
     zip_path,
 )
 from mixgym.agents.mixer import Mixer
-from mixgym.agents.odm import smoothed_mean_mixer, warmup_decisions
-from mixgym.agents.static import StaticMixer
+from mixgym.agents.odm import warmup_decisions
 from mixgym.checkpoint import to_bytes
 from mixgym.envs.action_maps import ACTION_MAPS
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"DDPG": DDPG, "SAC": SAC, "TD3": TD3, "PPO": PPO}
 
-PAPER_REWARDS: dict[str, str] = {"acodm": "alignment", "acodm-frozen-actor": "alignment", "hds": "holistic"}
-"""The env reward each paper trains its agent with (AC-ODM: gradient alignment; HDS: holistic)."""
-
-
-class LayerNormReLU(nn.Module):
-    """Layer normalisation over the features (no learned gain or bias), then ReLU.
-
-    AC-ODM's hidden block is Linear + LayerNorm + ReLU; SB3 builds its MLPs from an
-    activation class alone, so this is that activation.
-    """
-
-    def forward(self, x: th.Tensor) -> th.Tensor:
-        return F.relu(F.layer_norm(x, x.shape[-1:]))
+Behaviour = Callable[[Any, EnvFacts], "Mixer | None"]
+"""``behaviour(config, facts)``: a preset's warm-up mixer for an environment, or None."""
 
 
 class BehaviourWarmup(gym.Wrapper):
@@ -169,9 +124,11 @@ class BehaviourReplayBuffer(ReplayBuffer):
 class BehaviourCloning(BaseCallback):
     """During the warm-up, one step of the actor towards the behaviour actions per decision.
 
-    AC-ODM's warm-up fits the actor to ODM's weights with an MSE loss (agent.py:474-475; the
-    released code computes the loss but never steps the actor). Here: MSE between the actor's
-    action and the stored (behaviour) action on a replay batch, with the actor's optimiser.
+    AC-ODM's warm-up fits the actor to ODM's weights with an MSE loss (DANG-ai/AC-ODM
+    ``megatron/data/agent.py:474-475``; the released code computes the loss but never steps
+    the actor). Here: MSE between the actor's action and the stored (behaviour) action on a
+    replay batch, with the actor's optimiser. The stored actions are `ActionMap.inverse`'s,
+    centred and inside the bounds, so the tanh actor is not pushed into saturation.
     """
 
     def _on_step(self) -> bool:
@@ -230,56 +187,6 @@ class WarmupConfig(SB3Config):
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
-
-
-@dataclass(frozen=True)
-class ACODMConfig(WarmupConfig):
-    """Options of ``acodm`` and ``acodm-frozen-actor`` (DDPG as in AC-ODM)."""
-
-    net_depth: int = field(default=5, metadata={"help": "hidden layers (AC-ODM: 5, agent.py:106-158)"})
-    net_width: int = field(default=256, metadata={"help": "units per hidden layer (AC-ODM: 1024; small for the toy)"})
-    layer_norm: bool = field(default=True, metadata={"help": "Linear + LayerNorm + ReLU blocks (AC-ODM) or plain ReLU"})
-    batch_size: int = field(
-        default=256, metadata={"help": "replay batch (DeepSpeed train_batch_size 256, agent.py:197)"}
-    )
-    learning_rate: float = field(
-        default=1e-3, metadata={"help": "Adam(W) rate of actor and critic (AC-ODM's annealed schedule ends at 1e-3)"}
-    )
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (AC-ODM: the LM's 0.1)"})
-    noise_sigma: float = field(
-        default=1e-3, metadata={"help": "Gaussian action noise (AC-ODM: -U[0, 1e-3) per weight, agent.py:558)"}
-    )
-    odm_smoothing: float = field(
-        default=0.5, metadata={"help": "the warm-up ODM mixer's smoothing (AC-ODM's run config: 0.5)"}
-    )
-    behaviour_cloning: bool = field(
-        default=True, metadata={"help": "fit the actor to ODM's actions during the warm-up (AC-ODM's paper)"}
-    )
-    freeze_actor: bool = field(
-        default=False, metadata={"help": "never update the actor (the released AC-ODM code; acodm-frozen-actor)"}
-    )
-
-
-@dataclass(frozen=True)
-class HDSConfig(WarmupConfig):
-    """Options of ``hds`` (SAC as in HDS)."""
-
-    prior: str = field(
-        default="natural",
-        metadata={"help": "the warm-up's fixed mixture: 'natural' (HDS: the Pile's initial weights) or 'uniform'"},
-    )
-    batch_size: int = field(default=32, metadata={"help": "replay batch (HDS: train_micro_batch_size_per_gpu 32)"})
-    learning_rate: float = field(
-        default=1e-4, metadata={"help": "Adam rate of actor, critics and entropy coefficient (HDS: 1e-4)"}
-    )
-
-
-@dataclass(frozen=True)
-class FrozenACODMConfig(ACODMConfig):
-    """Options of ``acodm-frozen-actor``: acodm's, with the actor frozen."""
-
-    freeze_actor: bool = field(default=True, metadata={"help": "never update the actor (the released AC-ODM code)"})
-    behaviour_cloning: bool = field(default=False, metadata={"help": "no effect: the actor is frozen"})
 
 
 class SB3Agent:
@@ -420,7 +327,7 @@ def freeze_actor(model: BaseAlgorithm) -> None:
         parameter.requires_grad_(False)
 
 
-def _sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config, **preset: Any) -> dict[str, Any]:
+def sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config, **preset: Any) -> dict[str, Any]:
     """The preset's constructor arguments, overridden by `sb3_kwargs`; unknown names are an error."""
     arguments = {
         "seed": config.seed,
@@ -439,58 +346,24 @@ def _sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config,
     return arguments
 
 
-def _prior(config: WarmupConfig, facts: EnvFacts, name: str) -> np.ndarray:
-    if config.prior == "uniform":
+def prior_mixture(prior: str, facts: EnvFacts, name: str) -> np.ndarray:
+    """A warm-up's starting mixture: "natural" (the corpus' proportions) or "uniform"."""
+    if prior == "uniform":
         return np.full(facts.num_domains, 1.0 / facts.num_domains)
     if facts.natural is None:
         raise ValueError(f"agent {name!r}: the backend reports no domain sizes; use prior='uniform'")
     return np.array(facts.natural)
 
 
-def _behaviour(name: str, config: SB3Config, facts: EnvFacts) -> Mixer | None:
-    """The warm-up's behaviour mixer: ODM's smoothed mean (acodm, AC-ODM runs it without its
-    own warm-up), the fixed prior (hds), none (td3, ppo)."""
-    if isinstance(config, ACODMConfig):
-        return smoothed_mean_mixer(_prior(config, facts, name), config.odm_smoothing, warmup_decisions=0)
-    if isinstance(config, HDSConfig):
-        return StaticMixer(_prior(config, facts, name))
-    return None
-
-
-def _build_acodm(name: str, env: gym.Env, config: ACODMConfig) -> SB3Agent:
-    facts = EnvFacts.of(env)
-    k = facts.num_domains
-    wrapped = BehaviourWarmup(env, _behaviour(name, config, facts))
-    noise = NormalActionNoise(np.zeros(k), np.full(k, config.noise_sigma)) if config.noise_sigma > 0 else None
-    policy_kwargs = {
-        "net_arch": [config.net_width] * config.net_depth,
-        "activation_fn": LayerNormReLU if config.layer_norm else nn.ReLU,
-        "optimizer_class": th.optim.AdamW,
-        "optimizer_kwargs": {"weight_decay": config.weight_decay},
-    }
-    arguments = _sb3_arguments(
-        name,
-        DDPG,
-        config,
-        **_one_update_per_decision(config),
-        action_noise=noise,
-        policy_kwargs=policy_kwargs,
-    )
-    model = DDPG("MlpPolicy", wrapped, **arguments)
-    if config.freeze_actor:
-        freeze_actor(model)
-    return SB3Agent(name, config, model, facts, wrapped)
-
-
-def _one_update_per_decision(config: ACODMConfig | HDSConfig) -> dict[str, Any]:
+def one_update_per_decision(config: WarmupConfig, learning_rate: float, batch_size: int) -> dict[str, Any]:
     """The off-policy settings AC-ODM and HDS share: their config's numbers, one gradient
     step per decision, no random start (the behaviour warm-up delays learning), and the
     replay buffer that stores the warm-up's executed actions."""
     return {
-        "learning_rate": config.learning_rate,
+        "learning_rate": learning_rate,
         "buffer_size": config.buffer_size,
         "learning_starts": 0,
-        "batch_size": config.batch_size,
+        "batch_size": batch_size,
         "tau": config.tau,
         "gamma": config.gamma,
         "train_freq": 1,
@@ -499,27 +372,12 @@ def _one_update_per_decision(config: ACODMConfig | HDSConfig) -> dict[str, Any]:
     }
 
 
-def _build_hds(name: str, env: gym.Env, config: HDSConfig) -> SB3Agent:
-    facts = EnvFacts.of(env)
-    wrapped = BehaviourWarmup(env, _behaviour(name, config, facts))
-    arguments = _sb3_arguments(
-        name,
-        SAC,
-        config,
-        **_one_update_per_decision(config),
-        ent_coef="auto",  # HDS: log_alpha starts at 0 (alpha 1 after the first update), target entropy -K
-        target_entropy="auto",
-        policy_kwargs={"net_arch": [config.net_width] * config.net_depth},
-    )
-    return SB3Agent(name, config, SAC("MlpPolicy", wrapped, **arguments), facts, wrapped)
-
-
 def _build_default(name: str, algorithm: type[BaseAlgorithm], env: gym.Env, config: SB3Config) -> SB3Agent:
-    model = algorithm("MlpPolicy", env, **_sb3_arguments(name, algorithm, config))
+    model = algorithm("MlpPolicy", env, **sb3_arguments(name, algorithm, config))
     return SB3Agent(name, config, model, EnvFacts.of(env))
 
 
-def _load(name: str) -> Any:
+def _load(name: str, behaviour: Behaviour) -> Any:
     def load(path: Path, meta: dict[str, Any], env: gym.Env | None) -> SB3Agent:
         algorithm = ALGORITHMS.get(str(meta.get("algorithm")))
         if algorithm is None:
@@ -528,8 +386,8 @@ def _load(name: str) -> Any:
         config = make_config(name, **saved)
         facts = EnvFacts.of(env) if env is not None else EnvFacts.from_json(meta["env"])
         warmed_up = bool(meta.get("warmed_up", True))
-        behaviour = _behaviour(name, config, facts) if env is not None and not warmed_up else None
-        warmup = BehaviourWarmup(env, behaviour) if behaviour is not None else None
+        mixer = behaviour(config, facts) if env is not None and not warmed_up else None
+        warmup = BehaviourWarmup(env, mixer) if mixer is not None else None
         try:
             model = algorithm.load(path, env=warmup or env, device=config.device)
         except (AssertionError, ValueError, KeyError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
@@ -544,40 +402,51 @@ def _load(name: str) -> Any:
     return load
 
 
-def _register() -> None:
-    maps = ACTION_MAPS
-    presets: list[tuple[str, str, type, Any]] = [
-        ("acodm", "AC-ODM: DDPG with an ODM warm-up", ACODMConfig, _build_acodm),
-        ("acodm-frozen-actor", "AC-ODM with the actor never updated", FrozenACODMConfig, _build_acodm),
-        ("hds", "HDS: SAC with a fixed-prior warm-up", HDSConfig, _build_hds),
-        ("td3", "TD3 with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, TD3, e, c)),
-        ("ppo", "PPO with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, PPO, e, c)),
-    ]
-    for name, summary, config, build in presets:
-        register(
-            AgentSpec(
-                name,
-                summary,
-                config,
-                lambda env, cfg, _n=name, _b=build: _b(_n, env, cfg),
-                _load(name),
-                maps,
-            )
+def register_sb3(
+    name: str,
+    summary: str,
+    config: type,
+    build: Callable[[str, gym.Env, Any], SB3Agent],
+    behaviour: Behaviour = lambda config, facts: None,
+    env_options: dict[str, Any] | None = None,
+) -> None:
+    """Register an SB3 preset.
+
+    Args:
+        name: agent name.
+        summary: one line for listings.
+        config: its options (an `SB3Config` subclass).
+        build: ``build(name, env, config) -> SB3Agent``.
+        behaviour: its warm-up mixer (for rebuilding a saved agent whose warm-up has not run).
+        env_options: `MixingEnv` options of the paper's set-up (`AgentSpec.env_options`).
+    """
+    register(
+        AgentSpec(
+            name,
+            summary,
+            config,
+            lambda env, cfg: build(name, env, cfg),
+            _load(name, behaviour),
+            ACTION_MAPS,
+            dict(env_options or {}),
         )
+    )
 
 
-_register()
+register_sb3("td3", "TD3 with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, TD3, e, c))
+register_sb3("ppo", "PPO with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, PPO, e, c))
 
 __all__ = [
     "ALGORITHMS",
-    "PAPER_REWARDS",
-    "ACODMConfig",
     "BehaviourCloning",
     "BehaviourReplayBuffer",
     "BehaviourWarmup",
-    "FrozenACODMConfig",
-    "HDSConfig",
-    "LayerNormReLU",
     "SB3Agent",
     "SB3Config",
+    "WarmupConfig",
+    "freeze_actor",
+    "one_update_per_decision",
+    "prior_mixture",
+    "register_sb3",
+    "sb3_arguments",
 ]

@@ -46,7 +46,8 @@ class StaticMixer:
         self._mixture = normalised_mixture(state["mixture"], len(self._mixture), "saved mixture")
 
 
-def _restore_static(config: MixerConfig, facts: EnvFacts, state: dict[str, Any]) -> StaticMixer:
+def restore_static(config: MixerConfig, facts: EnvFacts, state: dict[str, Any]) -> StaticMixer:
+    """A saved static mixture (any agent that acts with one)."""
     return StaticMixer(normalised_mixture(state["mixture"], facts.num_domains, "saved mixture"))
 
 
@@ -166,9 +167,9 @@ def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(result.mixture)
 
 
-register_mixer("uniform", "the uniform mixture", MixerConfig, _uniform, _restore_static)
-register_mixer("natural", "proportional to the backend's domain sizes", MixerConfig, _natural, _restore_static)
-register_mixer("tempered", "proportional to domain size^tau (option tau, default 0.5)", TemperedConfig, _tempered, _restore_static)
-register_mixer("fixed", "a given mixture (option mixture=[...])", FixedConfig, _fixed, _restore_static)
+register_mixer("uniform", "the uniform mixture", MixerConfig, _uniform, restore_static)
+register_mixer("natural", "proportional to the backend's domain sizes", MixerConfig, _natural, restore_static)
+register_mixer("tempered", "proportional to domain size^tau (option tau, default 0.5)", TemperedConfig, _tempered, restore_static)
+register_mixer("fixed", "a given mixture (option mixture=[...])", FixedConfig, _fixed, restore_static)
 register_mixer("random", "a fresh Dirichlet mixture every decision", RandomConfig, _random, _restore_random)
-register_mixer("oracle", "the toy backend's best static mixture, by search", OracleConfig, _oracle, _restore_static)
+register_mixer("oracle", "the toy backend's best static mixture, by search", OracleConfig, _oracle, restore_static)

@@ -176,7 +176,8 @@ def markdown(summary: pd.DataFrame) -> str:
 
 
 def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) -> list[Path]:
-    """loss_vs_tokens.png, mixtures.png and final_loss.png in `out`; their paths."""
+    """loss_vs_tokens.png, mixtures.png (the mixture trained on: realised shares of the
+    samples) and final_loss.png in `out`; their paths."""
     paths = []
     combos = table[["reward", "backend"]].drop_duplicates().values.tolist()
     fig, axes = plt.subplots(1, len(combos), figsize=(6 * len(combos), 4), squeeze=False)
@@ -198,10 +199,10 @@ def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) 
     for ax, (_, row) in zip(axes[0], first.iterrows()):
         trajectory = trajectories[row["key"]]
         acted = trajectory[trajectory["decision"] > 0]
-        mix_cols = [c for c in acted.columns if c.startswith("mixture/")]
+        mix_cols = [c for c in acted.columns if c.startswith("realised_mixture/")]
         ax.stackplot(acted["step"], acted[mix_cols].to_numpy().T, labels=[c.split("/", 1)[1] for c in mix_cols])
         ax.set(title=f"{row['agent']}\n{row['reward']} / {row['backend']}", xlabel="step", ylim=(0, 1))
-    axes[0][0].set_ylabel("mixture")
+    axes[0][0].set_ylabel("trained on (realised mixture)")
     axes[0][0].legend(fontsize=6, loc="upper left")
     paths.append(_save(fig, out / "mixtures.png"))
 

@@ -27,6 +27,9 @@ from gymnasium import spaces
 
 ACTION_MAPS = ("softmax", "normalize", "simplex")
 _BOUND_TOLERANCE = 1e-5
+INVERSE_BOUND = 0.99
+"""`ActionMap.inverse` keeps actions in [-0.99, 0.99]: strictly inside the bounds, where a tanh
+actor's pre-activation stays finite (atanh(0.99) = 2.6)."""
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,23 @@ class ActionMap:
         return (1.0 - self.eps) * p + self.eps / self.num_domains
 
     def inverse(self, mixture: np.ndarray) -> np.ndarray:
-        """An action that this map turns into `mixture` (clipped to the action space).
+        """A centred action strictly inside the bounds that this map turns into `mixture`.
 
-        Used to put a warm-up policy's mixture (ODM's, a fixed prior) into a replay buffer
-        as the action that produced it. Exact unless the mixture lies below the eps floor or
-        beyond what the bounded action can reach.
+        Used to put a warm-up policy's mixture (ODM's, a fixed prior) into a replay buffer as
+        the action that produced it, and as the target of behaviour cloning; an action on the
+        bound would teach a tanh actor to saturate. With ``B`` = `INVERSE_BOUND`:
+
+        - "softmax": the logits ``temperature * log p`` (p the mixture with the floor taken
+          out), shifted to mean zero when that fits in [-B, B]; otherwise shifted as little
+          from mean zero as keeps them inside (softmax is shift-invariant, so the mixture is
+          still exact); a mixture beyond reach (log-ratio range over ``2 B / temperature``)
+          gets its logits scaled into [-B, B]: the most extreme reachable mixture with the
+          same order, a tempered version of it.
+        - "normalize": ``p``, scaled down to B at most (the map is scale-invariant, not
+          shift-invariant, so there is no mean-zero form).
+        - "simplex": the mixture itself.
+
+        Exact unless the mixture lies below the eps floor or beyond reach.
         """
         m = np.asarray(mixture, dtype=np.float64)
         if self.name == "simplex":
@@ -93,12 +108,16 @@ class ActionMap:
         k = self.num_domains
         p = np.clip((m - self.eps / k) / max(1.0 - self.eps, 1e-12), 1e-12, None)
         p /= p.sum()
-        if self.name == "softmax":
-            z = np.log(p) * self.temperature
-            a = z - z.max() + 1.0  # softmax is shift-invariant: put the top entry at the bound
+        if self.name == "normalize":
+            return (p * min(1.0, INVERSE_BOUND / p.max())).astype(np.float32)
+        z = np.log(p) * self.temperature
+        top, bottom = z.max(), z.min()
+        if top - bottom <= 2 * INVERSE_BOUND:
+            shift = min(max(z.mean(), top - INVERSE_BOUND), bottom + INVERSE_BOUND)
+            a = z - shift
         else:
-            a = p / p.max()
-        return np.clip(a, -1.0, 1.0).astype(np.float32)
+            a = (z - 0.5 * (top + bottom)) * (2 * INVERSE_BOUND / (top - bottom))
+        return a.astype(np.float32)
 
 
 def _as_vector(action: object, num_domains: int) -> np.ndarray:

@@ -58,10 +58,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Rewards
 
-    - ``"alignment"`` (default; AC-ODM): mixture-weighted gradient-alignment score ``m . s``
-      with ``s_i = sum_{j!=i} <g_i, g_j> / mean_k ||g_k||``.
+    - ``"alignment"`` (default; AC-ODM): mixture-weighted z-scored gradient-alignment score
+      ``m . z(s)`` with ``s_i = sum_{j!=i} <g_i, g_j> / mean_k ||g_k||`` and z AC-ODM's
+      ``mean_std_norm`` (``reward_kwargs={"alignment": "cosine"}`` or ``"raw"`` for ``m . s``).
     - ``"holistic"`` (HDS): ``w_align * alignment + w_div * diversity + w_stab * stability``,
-      weights 1, 10, 10 (``reward_kwargs`` sets them and ``diversity="mtld"|"ttr-progress"``).
+      weights 1, 10, 10, alignment z-scored and stability per optimizer step as HDS computes
+      them (``reward_kwargs`` sets the weights, ``alignment``, ``stability="per-step"|
+      "per-decision"`` and ``diversity="mtld"|"progress-over-mtld"|"released"``).
     - ``"eval_loss"``: decrease of the objective (``objective=``, below).
     - any callable ``(before: Snapshot, after: Snapshot, env) -> float | (float, dict)``.
 
@@ -120,8 +123,11 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                    objective=None, **backend_kwargs)
     ```
 
-    - ``backend``: ``"toy"`` (default), ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go
-      to `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf).
+    - ``backend``: ``"toy"`` (default), ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
+      `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf;
+      ``forced_fraction=f`` for either spreads that share of each decision's samples evenly
+      over the domains, as AC-ODM and HDS do with 22/144; by default 0, so the run trains on
+      the mixture chosen, in expectation).
     - ``task``: a named task (`mixgym.tasks`: ``"classic5"``, ``"pile22"``, ``"hf-pile"``), which
       sets the backend, its options and the objective; ``backend_kwargs`` override them.
     - ``objective``: what ``info["objective"]`` and the ``"eval_loss"`` reward score:
@@ -293,6 +299,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             gradients=self.backend.domain_gradients() if self._needs_gradients else None,
             token_ids=stats.token_ids,
             progress=self.backend.step / self.backend.total_steps,
+            step_weight_norms=stats.step_weight_norms,
         )
         t3 = time.perf_counter()
         result = call_reward(self.reward_fn, before, after, self)

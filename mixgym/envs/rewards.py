@@ -38,6 +38,8 @@ class Snapshot:
         gradients: per-domain gradients (K, D), if a reward asked for them.
         token_ids: the tokens trained on since the previous snapshot, (sequences, length).
         progress: step / total_steps.
+        step_weight_norms: norms of the chosen matrices at the previous snapshot and after
+            every optimizer step since, (steps + 1, L), if the backend reports them.
     """
 
     step: int
@@ -49,6 +51,7 @@ class Snapshot:
     gradients: np.ndarray | None = None
     token_ids: np.ndarray | None = None
     progress: float = 0.0
+    step_weight_norms: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,22 @@ def zscore(values: np.ndarray, clip: float = 3.0) -> np.ndarray:
     return np.minimum(np.maximum(centred / std, -clip), clip)
 
 
+def mean_std_norm(values: np.ndarray, clip: float = 3.0) -> np.ndarray:
+    """AC-ODM's and HDS's normalisation, ``mean_std_norm``: ``(v - mean) / (std + 1e-8)``
+    clamped to [-clip, clip], with torch's default sample standard deviation (n - 1).
+
+    Source: DANG-ai/AC-ODM and DANG-ai/LLM-Training-Holistic-Data-Schedule, both
+    ``megatron/data/agent.py:16-20``. Unlike `zscore` (population std, zeros for a constant
+    vector), a constant vector gives zeros here through the 1e-8, as in the source.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    centred = v - v.mean()
+    std = math.sqrt(float(np.dot(centred, centred)) / max(v.size - 1, 1))
+    return np.clip(centred / (std + 1e-8), -clip, clip)
+
+
 def alignment_scores(gradients: np.ndarray) -> np.ndarray:
-    """AC-ODM's per-domain gradient-alignment score (DANG-ai/AC-ODM `megatron/data/agent.py`).
+    """AC-ODM's per-domain gradient-alignment score (DANG-ai/AC-ODM `megatron/data/agent.py:89-97`).
 
     With G the (K, D) per-domain gradients and W = G G^T, domain i scores
     ``s_i = sum_{j != i} W_ij / mean_k ||G_k||``: how much a step on domain i's gradient
@@ -85,6 +102,45 @@ def alignment_scores(gradients: np.ndarray) -> np.ndarray:
     cross = gram.sum(axis=1) - np.diag(gram)
     mean_norm = np.sqrt(np.diag(gram)).mean()
     return cross / mean_norm if mean_norm > 0 else np.zeros(len(g))
+
+
+def cosine_alignment(gradients: np.ndarray) -> np.ndarray:
+    """Per domain, the mean cosine between its gradient and each other domain's, in [-1, 1]
+    (0 for a domain whose gradient is zero)."""
+    g = np.asarray(gradients, dtype=np.float64)
+    norms = np.linalg.norm(g, axis=1)
+    unit = np.divide(g, norms[:, None], out=np.zeros_like(g), where=norms[:, None] > 0)
+    cosines = unit @ unit.T
+    return (cosines.sum(axis=1) - np.diag(cosines)) / max(len(g) - 1, 1)
+
+
+ALIGNMENT_MODES = ("z", "cosine", "raw")
+"""How the per-domain alignment term is scaled (see `alignment_terms`)."""
+
+
+def alignment_terms(gradients: np.ndarray, mode: str = "z") -> tuple[np.ndarray, np.ndarray]:
+    """(raw scores s, the per-domain term a reward weights by the mixture).
+
+    - ``"z"`` (default): ``mean_std_norm(s)``, what both papers use: AC-ODM's reward vector
+      (``agent.py:98-99``) and HDS's r_align (``agent.py:123-124``), after a clip to
+      [dw_min, dw_max] = [-999, 999] (``acodm_config/ddpg_1B.yml:8-9``) that never binds at
+      the scale of s. Scale-free and centred: ``m . z(s) = (m - uniform) . z(s)`` pays for
+      leaning towards the domains that help the others, whatever the model's size.
+    - ``"cosine"``: `cosine_alignment`, also scale-free but not centred: it says how much the
+      domains agree at all, so a uniform mixture is paid the mean pairwise cosine.
+    - ``"raw"``: s itself, mixgym's former scalar (``m . s``): its scale follows the gradients'
+      (``m . s`` is 0.01-0.04 on pythia-tiny beside HDS's other terms, 10 r_div = 3-5 and
+      10 r_stab = 50; on the toy mean |s| falls ~7x within a run; `benchmarks/hds_reward_terms.py`),
+      so a policy learned on a proxy sees another scale on its target.
+    """
+    if mode not in ALIGNMENT_MODES:
+        raise ValueError(f"unknown alignment mode {mode!r}; choose one of {', '.join(ALIGNMENT_MODES)}")
+    scores = alignment_scores(gradients)
+    if mode == "z":
+        return scores, mean_std_norm(scores)
+    if mode == "cosine":
+        return scores, cosine_alignment(gradients)
+    return scores, scores
 
 
 def mtld(tokens: np.ndarray, threshold: float = 0.72) -> float:
@@ -120,40 +176,70 @@ def type_token_ratio(tokens: np.ndarray) -> float:
     return len(np.unique(t)) / len(t) if len(t) else 0.0
 
 
-DIVERSITY_MODES = ("mtld", "ttr-progress")
+DIVERSITY_MODES = ("mtld", "progress-over-mtld", "released")
 _MTLD_MIN_LENGTH = 50
 
 
 def diversity_reward(token_ids: np.ndarray, progress: float, mode: str = "mtld", max_sequences: int = 8) -> float:
     """HDS's data-diversity term r_div of the tokens trained on in one decision.
 
-    - ``"mtld"`` (the HDS paper): per sequence, (MTLD - 2) / (length - 2), in [0, 1], averaged
-      over at most `max_sequences` sequences (MTLD is a Python loop; the cap bounds its
-      cost). Sequences shorter than 50 tokens, too short for MTLD, use the type-token ratio,
-      as the paper falls back to.
-    - ``"ttr-progress"`` (the released code, DANG-ai/LLM-Training-Holistic-Data-Schedule
-      `megatron/data/agent.py`): progress / TTR of all the tokens, which grows as diversity
-      falls, so late in training it rewards *less* diverse data.
+    What is known. The HDS paper describes lexical diversity by MTLD normalised as
+    ``MTLD_norm = (MTLD - 2) / (seq_len - 2)`` (MTLD's range is [2, seq_len]); whether its
+    r_div is MTLD_norm or ``t' / MTLD_norm`` (t' = step / total steps) is not established.
+    The released code (DANG-ai/LLM-Training-Holistic-Data-Schedule ``megatron/data/agent.py``)
+    computes ``t' / (mtld + 1e-8)`` (lines 129-139) where "mtld" is the mean per-sequence
+    type-token ratio of the step's last micro-batch (``calculate_mtld``, lines 76-97, its
+    docstring: "a simplified proxy for MTLD") and ``t' = neox_args.iteration / train_iters``
+    (line 131); ``neox_args.iteration`` is set once, to 0 for a run that loads no checkpoint
+    (``megatron/training.py:714-726``), and the training loop counts in a local variable
+    (line 148), so the released r_div is identically 0. The modes:
+
+    - ``"mtld"`` (default, the paper as understood): per sequence, MTLD_norm clipped to
+      [0, 1], averaged over at most `max_sequences` sequences (MTLD is a Python loop; the cap
+      bounds its cost). Sequences shorter than 50 tokens, too short for MTLD, use the
+      type-token ratio. Default because it rewards diverse data, as the paper's text says
+      the term should, and is bounded like the other terms.
+    - ``"progress-over-mtld"``: ``progress / MTLD_norm`` (0 when MTLD_norm is 0), the code's
+      formula with MTLD_norm in place of its TTR proxy: it grows as diversity falls and as
+      training goes on.
+    - ``"released"``: what the released code computes, 0.
     """
     if mode not in DIVERSITY_MODES:
         raise ValueError(f"unknown diversity mode {mode!r}; choose one of {', '.join(DIVERSITY_MODES)}")
+    if mode == "released":
+        return 0.0
     rows = np.atleast_2d(np.asarray(token_ids))
-    if mode == "ttr-progress":
-        ttr = type_token_ratio(rows)
-        return progress / ttr if ttr > 0 else 0.0
     values = []
     for row in rows[:max_sequences]:
         if len(row) < _MTLD_MIN_LENGTH:
             values.append(type_token_ratio(row))
         else:
             values.append(float(np.clip((mtld(row) - 2) / (len(row) - 2), 0.0, 1.0)))
-    return float(np.mean(values)) if values else 0.0
+    mtld_norm = float(np.mean(values)) if values else 0.0
+    if mode == "progress-over-mtld":
+        return progress / (mtld_norm + 1e-8) if mtld_norm > 0 else 0.0
+    return mtld_norm
 
 
-def stability_reward(before: WeightStats, after: WeightStats, cap: float = 5.0) -> float:
-    """HDS's weight-norm stability term: min(cap, 1 / (sum_l | ||W_l||_t - ||W_l||_{t-1} | + 1e-8))."""
-    change = float(np.abs(after.norms - before.norms).sum())
-    return min(cap, 1.0 / (change + 1e-8))
+STABILITY_MODES = ("per-step", "per-decision")
+
+
+def stability_reward(norms: np.ndarray, cap: float = 5.0) -> float:
+    """HDS's weight-norm stability term, averaged over consecutive rows of `norms`.
+
+    `norms` is (n + 1, L): the chosen matrices' norms at n + 1 successive points. For each of
+    the n changes, ``min(cap, 1 / (sum_l | ||W_l||_t - ||W_l||_{t-1} | + 1e-8))``
+    (DANG-ai/LLM-Training-Holistic-Data-Schedule ``megatron/data/agent.py:453-457``, cap
+    ``r_stability_cap`` 5.0); the result is their mean. HDS computes it once per optimizer
+    step (``update_pools`` at each gradient-accumulation boundary, lines 432-461), so the
+    holistic reward's default feeds the per-step norms of the decision (`TrainStats.
+    step_weight_norms`); two rows (start and end of a decision) give the per-decision form.
+    """
+    n = np.asarray(norms, dtype=np.float64)
+    if n.ndim != 2 or len(n) < 2:
+        raise ValueError(f"stability needs norms at two or more points, shape (n + 1, L); got shape {n.shape}")
+    change = np.abs(np.diff(n, axis=0)).sum(axis=1)
+    return float(np.minimum(cap, 1.0 / (change + 1e-8)).mean())
 
 
 class Reward:
@@ -170,52 +256,84 @@ class Reward:
         raise NotImplementedError
 
 
+def _check_mode(name: str, value: str, modes: tuple[str, ...]) -> None:
+    if value not in modes:
+        raise ValueError(f"unknown {name} mode {value!r}; choose one of {', '.join(modes)}")
+
+
+@dataclass
 class AlignmentReward(Reward):
     """AC-ODM's gradient-alignment reward, reduced to the scalar SB3 needs.
 
-    The paper feeds the critic the vector z(s) (s from `alignment_scores`, z-scored and
-    clipped to [-3, 3]); z-scores sum to about 0, so their mean carries nothing. The scalar
-    is the mixture-weighted raw score ``m . s``: the first-order benefit of the chosen
-    mixture's update to every other domain. s and z(s) go to ``info["reward/alignment_scores"]``
-    and ``info["reward/alignment_z"]``.
+    AC-ODM feeds its vector-valued critic ``mean_std_norm(s)`` (s from `alignment_scores`;
+    DANG-ai/AC-ODM ``megatron/data/agent.py:89-99``). An SB3 critic is scalar, so the scalar
+    is the mixture-weighted term ``m . a`` with a = `alignment_terms` (`alignment`: ``"z"``,
+    the default, is the paper's vector and scale-free, so a proxy model and its larger target
+    see rewards on the same scale; ``"cosine"`` is scale-free too; ``"raw"`` is mixgym's
+    former ``m . s``, kept for comparison). s and z(s) go to ``info["reward/alignment_scores"]``
+    and ``info["reward/alignment_z"]`` (and the cosines to ``reward/alignment_cosine``).
     """
 
+    alignment: str = "z"
     name = "alignment"
     requires = frozenset({Signal.GRADIENTS})
 
+    def __post_init__(self) -> None:
+        _check_mode("alignment", self.alignment, ALIGNMENT_MODES)
+
     def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
-        return {"alignment": (), "alignment_scores": (num_domains,), "alignment_z": (num_domains,)}
+        extra = {"alignment_cosine": (num_domains,)} if self.alignment == "cosine" else {}
+        return {"alignment": (), "alignment_scores": (num_domains,), "alignment_z": (num_domains,), **extra}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert after.gradients is not None and after.mixture is not None
-        scores = alignment_scores(after.gradients)
-        value = float(after.mixture @ scores)
-        return RewardResult(value, {"alignment": value, "alignment_scores": scores, "alignment_z": zscore(scores)})
+        scores, terms = alignment_terms(after.gradients, self.alignment)
+        value = float(after.mixture @ terms)
+        parts = {"alignment": value, "alignment_scores": scores, "alignment_z": mean_std_norm(scores)}
+        if self.alignment == "cosine":
+            parts["alignment_cosine"] = terms
+        return RewardResult(value, parts)
 
 
 @dataclass
 class HolisticReward(Reward):
     """HDS's holistic reward: ``w_align * r_align + w_div * r_div + w_stab * r_stab``.
 
-    Source: DANG-ai/LLM-Training-Holistic-Data-Schedule `megatron/data/agent.py`; default
-    weights 1, 10, 10 are the released code's. r_align is AC-ODM's per-domain alignment score
-    (`alignment_scores`), r_div the diversity of the tokens trained on (`diversity_reward`,
-    `diversity="mtld"` as in the paper by default, `"ttr-progress"` as in the code), r_stab
-    the weight-norm stability term (`stability_reward`). HDS's reward is a K-vector (one per
-    domain, the shared terms added to each); the scalar is its mixture-weighted sum, and the
-    vector goes to ``info["reward/holistic_vector"]``.
+    Source: DANG-ai/LLM-Training-Holistic-Data-Schedule ``megatron/data/agent.py``; weights
+    1, 10, 10 are the released code's defaults (lines 463-467). The terms and their defaults:
+
+    - r_align (`alignment`): ``"z"``, ``mean_std_norm`` of AC-ODM's alignment score as HDS
+      computes it (lines 115-124; on pythia-tiny ``m . z`` spans 0 to -1.2 across mixtures);
+      ``"raw"`` the unnormalised score, mixgym's former term (0.01-0.04 beside 10 r_stab = 50
+      and 10 r_div = 3-5 on pythia-tiny, so the agent could not see it); ``"cosine"`` (see
+      `alignment_terms`).
+    - r_div (`diversity`): `diversity_reward` -- ``"mtld"`` (default, the paper as
+      understood), ``"progress-over-mtld"`` or ``"released"`` (identically 0, as the released
+      code's; its docstring says what is known).
+    - r_stab (`stability`): `stability_reward` -- ``"per-step"`` (default, as HDS: once per
+      optimizer step, averaged over the decision's steps) or ``"per-decision"`` (the norms'
+      change across the whole decision, mixgym's former term: over 10 steps it pays most for
+      the mixtures whose gradients move the weights least -- on the toy 48.9 for one-hot "hard"
+      against 47.8 for uniform, whose final loss is 42% lower; per step both hit the cap, 50).
+
+    HDS's reward is a K-vector (one per domain, the shared terms added to each, line 467);
+    the scalar SB3 needs is its mixture-weighted sum, and the vector goes to
+    ``info["reward/holistic_vector"]``.
     """
 
     w_align: float = 1.0
     w_div: float = 10.0
     w_stab: float = 10.0
     diversity: str = "mtld"
+    alignment: str = "z"
+    stability: str = "per-step"
     name = "holistic"
     requires = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS})
 
     def __post_init__(self) -> None:
-        if self.diversity not in DIVERSITY_MODES:
-            raise ValueError(f"unknown diversity mode {self.diversity!r}; choose one of {', '.join(DIVERSITY_MODES)}")
+        _check_mode("diversity", self.diversity, DIVERSITY_MODES)
+        _check_mode("alignment", self.alignment, ALIGNMENT_MODES)
+        _check_mode("stability", self.stability, STABILITY_MODES)
         for key in ("w_align", "w_div", "w_stab"):
             if not np.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be finite, got {getattr(self, key)!r}")
@@ -227,15 +345,23 @@ class HolisticReward(Reward):
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert after.gradients is not None and after.mixture is not None
         assert before.weights is not None and after.weights is not None and after.token_ids is not None
-        scores = alignment_scores(after.gradients)
+        scores, r_align = alignment_terms(after.gradients, self.alignment)
         r_div = diversity_reward(after.token_ids, after.progress, self.diversity)
-        r_stab = stability_reward(before.weights, after.weights)
-        vector = self.w_align * scores + self.w_div * r_div + self.w_stab * r_stab
+        if self.stability == "per-decision":
+            r_stab = stability_reward(np.stack([before.weights.norms, after.weights.norms]))
+        elif after.step_weight_norms is None:
+            raise ValueError(
+                f"stability='per-step' needs the per-step weight norms (TrainStats.step_weight_norms), which "
+                f"{type(env.backend).__name__} does not report; use reward_kwargs={{'stability': 'per-decision'}}"
+            )
+        else:
+            r_stab = stability_reward(after.step_weight_norms)
+        vector = self.w_align * r_align + self.w_div * r_div + self.w_stab * r_stab
         value = float(after.mixture @ vector)
         return RewardResult(
             value,
             {
-                "alignment": float(after.mixture @ scores),
+                "alignment": float(after.mixture @ r_align),
                 "diversity": r_div,
                 "stability": r_stab,
                 "alignment_scores": scores,

@@ -42,6 +42,10 @@ class TrainStats:
         learning_rate: learning rate at the last optimizer step of the call.
         token_ids: the token ids trained on in this call, shape (sequences, length), in
             training order, or None if the backend does not provide `Signal.TOKENS`.
+        step_weight_norms: norms of the chosen matrices before the call's first optimizer
+            step and after each of its steps, shape (n_steps + 1, L), or None if the backend
+            does not provide `Signal.WEIGHT_NORMS`. HDS's stability term is computed per
+            optimizer step from these (`mixgym.envs.rewards.stability_reward`).
     """
 
     samples: np.ndarray
@@ -50,6 +54,7 @@ class TrainStats:
     wall_time: float
     learning_rate: float
     token_ids: np.ndarray | None = None
+    step_weight_norms: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,38 @@ def require_signals(backend: Backend, needed: frozenset[Signal], user: str) -> N
             f"{user} needs the backend signal(s) {names}, which "
             f"{type(backend).__name__} does not provide (it provides: {have})"
         )
+
+
+def check_forced_fraction(value: float) -> None:
+    """Refuse a `forced_fraction` outside [0, 1] (see `draw_domains`)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"forced_fraction must be a number in [0, 1], got {value!r}")
+
+
+def draw_domains(mixture: np.ndarray, count: int, forced_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """The domains of `count` draws (micro-batches or examples) of one `train` call.
+
+    ``round(forced_fraction * count)`` of them are spread evenly over the K domains (each
+    domain gets the same number; what does not divide evenly goes to distinct domains picked
+    at random), the rest are drawn i.i.d. from `mixture`, and the two are shuffled together.
+    AC-ODM and HDS force one micro-batch per domain per optimizer step -- 22 of the 144
+    micro-batches of their 1B runs (DANG-ai/AC-ODM ``megatron/training.py:395-398``:
+    ``domain_num`` = 1 round of all domains, ``acodm_config/ddpg_1B.yml:18``, then the rest
+    drawn from the weights; 144 = 1152 sequences / micro-batches of 8,
+    ``acodm_config/models/1B.yml:19-21``; HDS's ``megatron/training.py:387-391`` is the same)
+    -- so that every domain has a loss and a gradient at every step. In expectation the call trains on ``(1 - f) * mixture + f * uniform`` (f the forced
+    share); with ``forced_fraction=0`` (the default of both backends) exactly on `mixture`.
+    """
+    k = len(mixture)
+    forced_count = int(round(forced_fraction * count))
+    cdf = np.cumsum(mixture)
+    cdf[-1] = 1.0
+    drawn = np.minimum(np.searchsorted(cdf, rng.random(count - forced_count), side="right"), k - 1)
+    if forced_count == 0:
+        return drawn.astype(np.int64)
+    rounds, extra = divmod(forced_count, k)
+    forced = np.concatenate([np.tile(np.arange(k), rounds), rng.choice(k, extra, replace=False)])
+    return rng.permutation(np.concatenate([forced, drawn])).astype(np.int64)
 
 
 def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:

@@ -65,7 +65,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.base import (
+    BackendInfo,
+    Signal,
+    TrainStats,
+    WeightStats,
+    check_forced_fraction,
+    draw_domains,
+    validate_mixture,
+)
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 
@@ -120,12 +128,16 @@ class HFConfig:
         seq_len: tokens per sequence; at most the model's maximum positions.
         micro_batch_size: sequences per micro-batch (one domain per micro-batch).
         grad_accumulation: micro-batches per optimizer step.
-        every_domain: give every domain at least one micro-batch per `train` call (HDS and
-            AC-ODM do, so every domain has a gradient and a loss): of the call's
-            ``n_steps * grad_accumulation`` micro-batches, K are one per domain and the rest
-            are drawn from the mixture, all shuffled together. The realised mixture then
-            leans towards uniform by K / (n_steps * grad_accumulation); with fewer
-            micro-batches than domains in a call, all are drawn from the mixture.
+        forced_fraction: share of each `train` call's ``n_steps * grad_accumulation``
+            micro-batches spread evenly over the domains, the rest drawn from the mixture and
+            all shuffled together (`mixgym.llm_backend.base.draw_domains`). AC-ODM and HDS give
+            every domain one micro-batch per optimizer step, 22 of 144, so that every domain
+            has a gradient and a loss; their presets set 22/144 through
+            `mixgym.agents.compare.env_for`. The realised mixture then leans towards uniform:
+            ``(1 - f) * mixture + f * uniform`` in expectation. 0 (the default): every
+            micro-batch is drawn from the mixture, so the run trains on the mixture chosen, in
+            expectation, and a domain may go without a gradient in a decision (its row of
+            `domain_gradients` is then zeros).
         learning_rate: peak AdamW learning rate (Pythia-70M's 1e-3).
         warmup_fraction: share of `total_steps` of linear warm-up (at least one step;
             Pythia's 1%).
@@ -152,7 +164,7 @@ class HFConfig:
     seq_len: int = 128
     micro_batch_size: int = 8
     grad_accumulation: int = 4
-    every_domain: bool = True
+    forced_fraction: float = 0.0
     learning_rate: float = 1e-3
     warmup_fraction: float = 0.01
     min_lr_ratio: float = 0.1
@@ -183,6 +195,7 @@ class HFConfig:
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip!r}")
+        check_forced_fraction(self.forced_fraction)
         if self.gradient_mode not in GRADIENT_MODES:
             raise ValueError(f"unknown gradient_mode {self.gradient_mode!r}; choose one of {', '.join(GRADIENT_MODES)}")
         if self.layers is not None:
@@ -516,19 +529,13 @@ class HFBackend:
 
     def _plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
         """The domain of each micro-batch of a call, (n_steps, grad_accumulation)."""
-        total, k = n_steps * self.config.grad_accumulation, len(self.domains)
-        forced = np.arange(k) if self.config.every_domain and total >= k else np.zeros(0, dtype=np.int64)
-        cdf = np.cumsum(mixture)
-        cdf[-1] = 1.0
-        drawn = np.minimum(np.searchsorted(cdf, self._mixture_rng.random(total - len(forced)), side="right"), k - 1)
-        plan = np.concatenate([forced, drawn]).astype(np.int64)
-        if len(forced):
-            plan = self._mixture_rng.permutation(plan)
+        total = n_steps * self.config.grad_accumulation
+        plan = draw_domains(mixture, total, self.config.forced_fraction, self._mixture_rng)
         return plan.reshape(n_steps, self.config.grad_accumulation)
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """`n_steps` AdamW steps; each micro-batch's domain drawn from `mixture` (see
-        `HFConfig.every_domain`)."""
+        `HFConfig.forced_fraction`)."""
         start = time.perf_counter()
         mixture = validate_mixture(mixture, len(self.domains))
         if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
@@ -541,6 +548,7 @@ class HFBackend:
             self._differencer.clear()
         loss_sums = torch.zeros(k, dtype=torch.float64, device=self._device)
         batches = []
+        step_norms = [self._matrix_norms()]
         self.model.train()
         with self._own_rng():
             for step_domains in plan:
@@ -559,6 +567,7 @@ class HFBackend:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                step_norms.append(self._matrix_norms())
                 self._step += 1
         micro_batches = np.bincount(plan.ravel(), minlength=k)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -571,7 +580,14 @@ class HFBackend:
             wall_time=time.perf_counter() - start,
             learning_rate=self._last_learning_rate(),
             token_ids=token_ids,
+            step_weight_norms=torch.stack(step_norms).cpu().numpy(),
         )
+
+    def _matrix_norms(self) -> Any:
+        """(L,) float64 tensor: the chosen matrices' Frobenius norms, left on the device (one
+        transfer per `train` call, not one per step)."""
+        with self._torch.no_grad():
+            return self._torch.stack([p.detach().double().norm() for _, p in self._matrices])
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[None]:
@@ -624,12 +640,12 @@ class HFBackend:
         return np.stack(rows)
 
     def weight_stats(self) -> WeightStats:
-        norms, updates = [], []
+        updates = []
         with self._torch.no_grad():
             for (_, p), before in zip(self._matrices, self._previous_weights):
-                norms.append(float(p.double().norm()))
                 updates.append(float((p - before).double().norm()))
-        return WeightStats(names=tuple(n for n, _ in self._matrices), norms=np.array(norms), update_norms=np.array(updates))
+        norms = self._matrix_norms().cpu().numpy()
+        return WeightStats(names=tuple(n for n, _ in self._matrices), norms=norms, update_norms=np.array(updates))
 
     def _fingerprint(self) -> str:
         payload = f"{self.config.fingerprint()}|{self.tokenizer.fingerprint()}|{self.domains}|{self._domain_sizes.tolist()}"

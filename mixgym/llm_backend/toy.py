@@ -49,7 +49,15 @@ from typing import Any
 
 import numpy as np
 
-from mixgym.llm_backend.base import BackendInfo, Signal, TrainStats, WeightStats, validate_mixture
+from mixgym.llm_backend.base import (
+    BackendInfo,
+    Signal,
+    TrainStats,
+    WeightStats,
+    check_forced_fraction,
+    draw_domains,
+    validate_mixture,
+)
 from mixgym.llm_backend.objectives import make_objective
 
 DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
@@ -161,6 +169,13 @@ class ToyConfig:
             pool, not in what the model should learn; its loss is irreducible anyway).
         task_seed: seed of the task (teacher, inputs, held-out sets). The run's own seed
             (initialisation and sampling) is the one given to `reset`.
+        forced_fraction: share of each `train` call's examples spread evenly over the
+            domains, the rest drawn from the mixture (`mixgym.llm_backend.base.draw_domains`;
+            AC-ODM and HDS force one micro-batch per domain per step, 22 of 144). 0 (the
+            default): every example's domain is drawn from the mixture, so the run trains on
+            the mixture chosen, in expectation. The toy's per-domain gradients come from probe
+            sets, so it needs no forced examples; the option exists so that a toy run leans
+            towards uniform exactly as an AC-ODM/HDS run of `HFBackend` does.
     """
 
     num_domains: int = 5
@@ -179,6 +194,7 @@ class ToyConfig:
     probe_size: int = 64
     target_weights: tuple[float, ...] | None = None
     task_seed: int = 0
+    forced_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         domains = self.domains if self.domains is not None else default_domains(self.num_domains, self.task_seed)
@@ -202,6 +218,7 @@ class ToyConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        check_forced_fraction(self.forced_fraction)
         if self.target_weights is not None:
             w = np.asarray(self.target_weights, dtype=np.float64)
             if w.shape != (len(domains),) or np.any(w < 0) or not w.sum() > 0:
@@ -219,8 +236,14 @@ class ToyConfig:
         return make_objective(spec, kinds, self.num_domains).weights
 
     def fingerprint(self) -> str:
-        """A short hash identifying the task and training set-up (for caches and checkpoints)."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        """A short hash identifying the task and training set-up (for caches and checkpoints).
+
+        `forced_fraction` enters only when it is not 0, so the default keeps the fingerprints
+        (and cached oracles) of the tasks defined before it existed."""
+        fields = asdict(self)
+        if not self.forced_fraction:
+            del fields["forced_fraction"]
+        payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -413,10 +436,12 @@ class ToyBackend:
         return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
-        """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`.
+        """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`
+        (with `ToyConfig.forced_fraction` > 0, that share of the call's examples is spread
+        evenly over the domains instead).
 
-        Sampling is per step from the run's RNG, so `train(m, 10)` twice equals
-        `train(m, 20)` once, bit for bit.
+        Without forced examples, sampling is per step from the run's RNG, so `train(m, 10)`
+        twice equals `train(m, 20)` once, bit for bit (forced examples are planned per call).
         """
         start = time.perf_counter()
         mixture = validate_mixture(mixture, len(self.domains))
@@ -425,16 +450,24 @@ class ToyBackend:
         cfg, task = self.config, self._task
         k = len(self.domains)
         self._previous_theta = self._theta.copy()
-        draws = self._rng.random((n_steps, cfg.batch_size, 2))
-        cdf = np.cumsum(mixture)
-        cdf[-1] = 1.0
-        domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
-        index = task.offsets[domain] + (draws[..., 1] * task.sizes[domain]).astype(np.int64)
+        if cfg.forced_fraction:
+            domain = draw_domains(mixture, n_steps * cfg.batch_size, cfg.forced_fraction, self._rng)
+            domain = domain.reshape(n_steps, cfg.batch_size)
+            position = self._rng.random((n_steps, cfg.batch_size))
+        else:
+            draws = self._rng.random((n_steps, cfg.batch_size, 2))
+            cdf = np.cumsum(mixture)
+            cdf[-1] = 1.0
+            domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
+            position = draws[..., 1]
+        index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
         xs, ys = task.train_x[index], task.train_y[index][..., None]
         errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
         w1, w2, w3 = self._params
         g1, g2, g3 = self._grads
         scale = np.float32(2.0 / cfg.batch_size)
+        history = np.empty((n_steps + 1, self._theta.size), dtype=np.float32)  # for per-step weight norms
+        history[0] = self._theta
         for t in range(n_steps):
             x = xs[t]
             h1 = np.tanh(x @ w1)
@@ -449,6 +482,7 @@ class ToyBackend:
             self._velocity *= cfg.momentum
             self._velocity += self._grad
             self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
+            history[t + 1] = self._theta
             self._step += 1
         sq_err = errors[..., 0] ** 2
         samples = np.bincount(domain.ravel(), minlength=k)
@@ -463,7 +497,14 @@ class ToyBackend:
             wall_time=time.perf_counter() - start,
             learning_rate=self.learning_rate(self._step - 1),
             token_ids=(bins + task.token_base).reshape(n_steps, -1),
+            step_weight_norms=self._layer_norms(history),
         )
+
+    def _layer_norms(self, thetas: np.ndarray) -> np.ndarray:
+        """(n, L) Frobenius norms of the three matrices in each row of `thetas` (n, P): one
+        ``reduceat`` over the contiguous matrices, summed in float64."""
+        starts = [p.start for p in self._layer_slices]
+        return np.sqrt(np.add.reduceat(thetas * thetas, starts, axis=1, dtype=np.float64))
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w1, w2, w3 = self._params
@@ -494,11 +535,10 @@ class ToyBackend:
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
 
     def weight_stats(self) -> WeightStats:
-        change = self._theta - self._previous_theta
         return WeightStats(
             names=LAYER_NAMES,
-            norms=np.array([math.sqrt(float(np.dot(self._theta[p], self._theta[p]))) for p in self._layer_slices]),
-            update_norms=np.array([math.sqrt(float(np.dot(change[p], change[p]))) for p in self._layer_slices]),
+            norms=self._layer_norms(self._theta[None])[0],
+            update_norms=self._layer_norms((self._theta - self._previous_theta)[None])[0],
         )
 
     def state_dict(self) -> dict[str, Any]:
