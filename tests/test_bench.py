@@ -167,7 +167,7 @@ def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(t
     proxy = {"num_domains": 3, "total_steps": 100, "hidden_dim": 8}
     grid = dict(GRID, agents={"doremi-static": {"proxy": proxy}, "doremi": {}}, rewards=["eval_loss"])
     result = run_bench(parse_config(grid), tmp_path, workers=1, progress=False)
-    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "uniform"}
+    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "natural", "uniform"}
     summaries = {o.cell.agent: json.loads((o.directory / "summary.json").read_text()) for o in result.outcomes}
     averaged = summaries["doremi"]["time_averaged_mixture"]
     assert set(averaged) == {"easy", "hard", "noise"} and sum(averaged.values()) == pytest.approx(1.0)
