@@ -19,7 +19,9 @@ pile22      mixgym/MixingPile-v0      toy     22 domains sized by The Pile's wei
                                               0.46 from uniform; see `PILE22_DOMAINS`
 hf-pile     mixgym/MixingPileLM-v0    hf      a GPT-NeoX pretrained from scratch on a corpus
                                               built with its real size skew, a noise domain
-                                              and a duplicated domain (`HF_PILE_CORPUS`)
+                                              and a duplicated domain (``corpus=`` a folder
+                                              built by ``mixgym corpus build --keep-skew
+                                              --noise-bytes N --duplicate-bytes N``)
 =========== ========================= ======= ==============================================
 
 >>> import gymnasium, mixgym
@@ -34,8 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-
-import numpy as np
 
 from mixgym.llm_backend.toy import DomainSpec
 
@@ -122,14 +122,6 @@ On 10 run seeds the natural mixture's domain-mean held-out loss is about 20% abo
 uniform mixture's, and better on the "natural" objective: the objective decides the winner.
 """
 
-HF_PILE_CORPUS = "runs/corpus-pile"
-"""Where the `hf-pile` bench config expects its corpus, built by::
-
-    mixgym corpus build runs/corpus-pile --allow-apt --keep-skew --max-bytes 3000000 \\
-        --noise-bytes 400000 --duplicate-bytes 400000
-"""
-
-
 @dataclass(frozen=True)
 class TaskPreset:
     """A benchmark task (see the module docstring).
@@ -209,8 +201,3 @@ def get_task(name: str) -> TaskPreset:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_PRESETS)}")
     return TASK_PRESETS[name]
 
-
-def natural_total_variation(sizes: np.ndarray) -> float:
-    """Total variation distance between the natural mixture (sizes normalised) and uniform."""
-    sizes = np.asarray(sizes, dtype=np.float64)
-    return float(0.5 * np.abs(sizes / sizes.sum() - 1.0 / len(sizes)).sum())

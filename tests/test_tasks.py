@@ -13,7 +13,8 @@ from mixgym.envs import MixingEnv
 from mixgym.llm_backend.base import BackendInfo
 from mixgym.llm_backend.objectives import OBJECTIVES, all_objectives, make_objective
 from mixgym.llm_backend.toy import ToyBackend
-from mixgym.tasks import PILE22_DOMAINS, PILE_WEIGHTS, TASK_PRESETS, get_task, natural_total_variation
+from mixgym.bench.report import total_variation
+from mixgym.tasks import PILE22_DOMAINS, PILE_WEIGHTS, TASK_PRESETS, get_task
 
 TOY_TASKS = [name for name, preset in TASK_PRESETS.items() if preset.backend == "toy"]
 
@@ -38,6 +39,10 @@ def test_hf_task_is_registered_and_says_how_to_build_its_corpus() -> None:
     assert preset.env_id in gym.registry and gym.spec(preset.env_id).kwargs == {"task": "hf-pile"}
     with pytest.raises(ValueError, match="task 'hf-pile' needs the backend option corpus=.*mixgym corpus build .*--keep-skew"):
         gym.make(preset.env_id)
+
+
+def natural_total_variation(sizes: np.ndarray) -> float:
+    return total_variation(sizes / sizes.sum(), np.full(len(sizes), 1 / len(sizes)))
 
 
 def test_pile22_has_the_piles_skew_and_structure() -> None:
