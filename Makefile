@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 .venv/ready: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[hf,bench,dev]"
+	$(PY) -m pip install -q -e ".[hf,bench,cluster,dev]"
 	touch $@
 
 demo: .venv/ready

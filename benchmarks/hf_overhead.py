@@ -9,7 +9,7 @@ Same model, corpus, seed and number of optimizer steps, run
     tau 0.001, buffer 10k, batch 32, lr 1e-4, one update per decision, the first 2% of the
     decisions acting with a fixed prior mixture; SB3's MLP networks stand in for HDS's
     transformer-based ones). Per-domain gradients come
-    from micro-batch differencing (the default), weight norms and the tokens trained on feed
+    from the training micro-batches (tensor hooks, the default), weight norms and the tokens trained on feed
     the reward.
 
 Both evaluate the held-out loss at the start and the end only (b: ``eval_every`` = the
@@ -21,7 +21,7 @@ Each run is a fresh Python process (a then b, repeated), so that its peak reside
 (``ru_maxrss``) is its own; both processes import the same libraries (torch, transformers,
 datasets, stable-baselines3) before anything is measured. Reported: wall-clock and peak
 memory ratios b/a (also CPU-time ratios: a busy neighbour on a shared machine inflates wall
-time), where (b)'s time goes, the cost of the gradient differencing alone, and tokens per
+time), where (b)'s time goes, the cost of the per-domain gradient signal alone, and tokens per
 second of the plain loop for each preset.
 
     python benchmarks/hf_overhead.py                 # about 6 minutes on 2 CPU cores
@@ -64,19 +64,28 @@ def _worker(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         "grad_accumulation": options["grad_accumulation"],
     }
     spa, seed = options["steps_per_action"], options["seed"]
-    if kind == "differencing":
-        # The differencing step alone, timed on real gradients (it is private to HFBackend).
-        backend = HFBackend(**backend_options)
+    if kind == "signal":
+        # The per-domain gradient signal alone: a micro-batch's forward and backward pass with
+        # the hooks adding its gradient to a domain's row, against the same pass without.
+        import contextlib
+
+        from mixgym.llm_backend.gradient_signal import DomainGradients
+
+        backend = HFBackend(gradient_mode="off", **backend_options)
         batch = torch.from_numpy(backend.train(np.full(len(backend.domains), 1 / len(backend.domains)), 1).token_ids[: options["micro_batch_size"]])
-        start = time.perf_counter()
-        for _ in range(5):
-            backend.model(input_ids=batch, labels=batch).loss.backward()
-        forward_backward = (time.perf_counter() - start) / 5
-        differencer = backend._differencer
-        start = time.perf_counter()
-        for _ in range(200):
-            differencer.record(0)
-        return {"record": (time.perf_counter() - start) / 200, "forward_backward": forward_backward, "dim": differencer.sums.shape[1]}
+        params = [backend.model.get_parameter(name) for name in backend.weight_stats().names]
+        signal = DomainGradients(params, len(backend.domains), sketch_dim=None)
+
+        def seconds_per_pass(recording: Any) -> float:
+            start = time.perf_counter()
+            for _ in range(10):
+                loss = backend.model(input_ids=batch, labels=batch).loss
+                with recording():
+                    loss.backward()
+            return (time.perf_counter() - start) / 10
+
+        plain, hooked = seconds_per_pass(contextlib.nullcontext), seconds_per_pass(lambda: signal.recording(0))
+        return {"plain": plain, "hooked": hooked, "dim": signal.dim}
     if kind == "plain":
         backend = HFBackend(gradient_mode="off", **backend_options)
         uniform = np.full(len(backend.domains), 1.0 / len(backend.domains))
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--presets", default="pythia-tiny,gpt2-tiny,llama-tiny,pythia-small", help="presets for tokens/s")
     parser.add_argument("--throughput-steps", type=int, default=10, help="optimizer steps per tokens/s run (default 10)")
-    parser.add_argument("--worker", choices=["plain", "env", "differencing"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["plain", "env", "signal"], help=argparse.SUPPRESS)
     parser.add_argument("--options", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -238,11 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{outside / median(r['wall'] for r in plain):.2%} of (a). Run-to-run spread of (a) alone: {spread:.1%} of its "
         "wall time.  "
     )
-    cost = _run("differencing", options)
+    cost = _run("signal", options)
     print(
-        f"Gradient differencing (inside `train`, on {cost['dim']:,} weights of 3 MLP output matrices): "
-        f"{cost['record'] * 1e6:.0f} us per micro-batch against {cost['forward_backward'] * 1e3:.1f} ms for the "
-        f"micro-batch's forward and backward pass ({cost['record'] / cost['forward_backward']:.2%}).  "
+        f"Per-domain gradient signal (tensor hooks inside `train`, exact sums of {cost['dim']:,} weights of 3 MLP output "
+        f"matrices): a micro-batch's forward and backward pass takes {cost['hooked'] * 1e3:.1f} ms with it, "
+        f"{cost['plain'] * 1e3:.1f} ms without ({cost['hooked'] / cost['plain'] - 1:+.2%}).  "
     )
     print("RSS growth = (peak RSS - RSS after imports and backend set-up) of b over the same of a.\n")
 

@@ -9,6 +9,10 @@
   (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
 - ``mixgym agents`` lists every agent and its options with their defaults and sources.
 
+``train`` and ``eval`` also run as the processes of a torchrun job (``torchrun
+--nproc_per_node=G -m mixgym.cli train ...`` with ``--env backend=hf``): rank 0 runs the
+command, the others serve its backend (`mixgym.llm_backend.distributed`).
+
 Other packages add subcommands through `EXTENSIONS` (see there).
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -163,7 +169,6 @@ def train(args: argparse.Namespace) -> int:
     console = Console()
     _set_threads(args.threads)
     options = dict(args.option)
-    env = env_for(args.agent, dict(args.env))
     callback = None
     if args.tensorboard:
         options["tensorboard_log"] = args.tensorboard
@@ -172,6 +177,7 @@ def train(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.checkpoint_dir:
         return _train_checkpointed(args, options, save, console)
+    env = env_for(args.agent, dict(args.env))
     if args.mode == "proxy":
         decisions = args.decisions or 30 * env.unwrapped.num_decisions
         agent = make_agent(args.agent, env, seed=args.seed, **options)
@@ -260,6 +266,39 @@ def evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_command(args: argparse.Namespace) -> None:
+    """A rank > 0 of a torchrun job: build the environment `args` describes, as rank 0 does
+    (its backend is this process's replica of the run), and serve rank 0's commands."""
+    from mixgym.agents.base import read_metadata
+    from mixgym.agents.compare import env_for
+    from mixgym.llm_backend.distributed import serve
+
+    _set_threads(args.threads)
+    name = args.agent if args.command == "train" or args.policy is None else read_metadata(args.policy)[1]["agent"]
+    serve(env_for(name, dict(args.env)).unwrapped.backend)
+
+
+def _distributed(args: argparse.Namespace) -> int:
+    """Run `train` or `eval` as one process of a torchrun job (module docstring)."""
+    from mixgym.llm_backend.distributed import RankLost, session
+
+    if args.command not in ("train", "eval"):
+        raise ValueError(f"only train and eval run under torchrun, not {args.command}")
+    backend = dict(args.env).get("backend", "toy")
+    if backend != "hf":
+        raise ValueError(f"under torchrun the backend must be hf (--env backend=hf), got {backend!r}")
+    job = json.dumps({key: value for key, value in vars(args).items() if key != "func"}, sort_keys=True, default=str)
+    try:
+        with session(job=job, timeout_s=args.dist_timeout) as current:
+            if current.rank == 0:
+                return int(args.func(args))
+            _serve_command(args)
+            return 0
+    except RankLost as error:
+        print(f"mixgym {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
 def agents_command(args: argparse.Namespace) -> int:
     """List the agents and their options."""
     from mixgym.agents import AGENTS
@@ -317,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: the agents' nets are small)"
+    )
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="under torchrun: how long a collective may wait, including a process's wait for rank 0's next command; "
+        "a process lost for longer stops the job with an error (default 1800)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -410,11 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mixgym.llm_backend.distributed import launched
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except (ValueError, FileNotFoundError) as error:
+        return _distributed(args) if launched() else int(args.func(args))
+    except (ValueError, FileNotFoundError, DependencyNotInstalled) as error:
         parser.exit(2, f"mixgym {args.command}: error: {error}\n")
 
 

@@ -24,14 +24,7 @@ TINY = {"seq_len": 32, "micro_batch_size": 2, "grad_accumulation": 3}
 UNIFORM = np.full(5, 0.2)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine torch's
-    thread pool stalls (tens of times slower) when the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("preset", ["pythia-tiny", "gpt2-tiny", "llama-tiny"])

@@ -1,5 +1,10 @@
 """`mixgym bench CONFIG.yaml`: a grid of agents x rewards x backends x seeds, run in parallel.
 
+Engines: ``process`` (local processes, `mixgym.bench.execute`) and ``ray`` (Ray core tasks on a
+cluster, `mixgym.bench.ray_engine`). ``--shard I/N`` runs every N-th cell from the I-th (no
+daemon: one Slurm array task per shard); shards share the cell cache, so a final run without
+``--shard`` finds every cell done and writes the whole grid's tables.
+
 >>> from mixgym.bench import parse_config
 >>> grid = parse_config({"seeds": [0, 1], "agents": ["exp3"], "rewards": ["alignment"],
 ...                      "backends": {"toy": {"num_domains": 3}}})
@@ -14,12 +19,15 @@ import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from mixgym.bench.cells import oracle_objective, run_cell
 from mixgym.bench.config import BenchConfig, Cell, load_config, parse_config
 from mixgym.bench.execute import CellOutcome, run_cells
+
+ENGINES = ("process", "ray")
 from mixgym.bench.report import write_report
 
 
@@ -36,27 +44,75 @@ class BenchResult:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def run_bench(config: BenchConfig, out: str | Path, workers: int | None = None, progress: bool = True) -> BenchResult:
-    """Run every unfinished cell of `config` under `out`, then write tables and plots there."""
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N): the I-th of N shards, 0 <= I < N."""
+    index, sep, count = str(text).partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or shard[1] < 1 or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4 .. 3/4), got {text!r}")
+    return shard
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | Path,
+    workers: int | None = None,
+    progress: bool = True,
+    engine: str = "process",
+    ray: Any = None,
+    shard: tuple[int, int] | None = None,
+) -> BenchResult:
+    """Run every unfinished cell of `config` (of its `shard`: every N-th from the I-th) under
+    `out` with `engine` ("process" with `workers`, or "ray" with `ray`, a
+    `mixgym.bench.ray_engine.RayOptions`), then write tables and plots there (a shard's in
+    ``out/shards/I-of-N``)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        from mixgym.bench.ray_engine import import_ray
+
+        import_ray()  # before any work: a missing extra is the first thing said
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cells, report = config.cells(), out
+    if shard is not None:
+        index, count = parse_shard(f"{shard[0]}/{shard[1]}")
+        cells, report = cells[index::count], out / "shards" / f"{index}-of-{count}"
     search = {key: value for key, value in {**config.baselines, **config.agents}.get("oracle", {}).items() if key != "rewards"}
     oracles = {label: value for label, options in config.backends.items() if (value := oracle_objective(options, search)) is not None}
-    outcomes = run_cells(config.cells(), out, functools.partial(run_cell, oracles=oracles), workers, progress)
-    summary, text = write_report(outcomes, out)
+    runner = functools.partial(run_cell, oracles=oracles)
+    if engine == "ray":
+        from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
+
+        outcomes = run_cells_on_ray(cells, out, runner, ray or RayOptions(), progress)
+    else:
+        outcomes = run_cells(cells, out, runner, workers, progress)
+    summary, text = write_report(outcomes, report)
     return BenchResult(outcomes, summary, text)
 
 
 def _bench_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    shard = parse_shard(args.shard) if args.shard is not None else None
     out = Path(args.out or Path("runs") / config.name)
+    ray = None
+    if args.engine == "ray":
+        from mixgym.bench.ray_engine import RayOptions, import_ray
+
+        import_ray()
+        ray = RayOptions(address=args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
+    elif (args.ray_address, args.cpus_per_cell, args.gpus_per_cell) != (None, 1.0, 0.0):
+        raise ValueError("--ray-address, --cpus-per-cell and --gpus-per-cell apply to --engine ray")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.config, out / "config.yaml")
-    result = run_bench(config, out, workers=args.workers, progress=not args.no_progress)
+    result = run_bench(config, out, workers=args.workers, progress=not args.no_progress, engine=args.engine, ray=ray, shard=shard)
     print(result.markdown)
     for outcome in result.failed:
         print(f"FAILED {outcome.cell.label}: {outcome.error} (traceback: {outcome.directory / 'error.txt'})")
-    print(f"tables and plots in {out}")
+    print(f"tables and plots in {out / 'shards' / f'{shard[0]}-of-{shard[1]}' if shard else out}")
     return 1 if result.failed else 0
 
 
@@ -73,8 +129,21 @@ def add_bench_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="the grid, a YAML file")
     p.add_argument("--out", help="output folder (default: runs/<name>)")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument(
+        "--engine", choices=ENGINES, default="process",
+        help="process: local processes (default); ray: one Ray core task per cell (pip install \"mixgym[cluster]\"; "
+        "OUT must be on a filesystem every node sees)",
+    )
+    p.add_argument("--ray-address", default=None, help="ray: the cluster to join (auto, ray://HOST:10001); default a local Ray")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs per cell (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs per cell, a fraction shares one (default 0)")
+    p.add_argument(
+        "--shard", default=None, metavar="I/N",
+        help="run only every N-th cell from the I-th (0 <= I < N), e.g. one Slurm array task each; tables in OUT/shards/I-of-N; "
+        "a last run without --shard writes the whole grid's tables from the cache",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_bench_command)
 
 
-__all__ = ["BenchConfig", "BenchResult", "Cell", "add_bench_cli", "load_config", "parse_config", "run_bench"]
+__all__ = ["ENGINES", "BenchConfig", "BenchResult", "Cell", "add_bench_cli", "load_config", "parse_config", "parse_shard", "run_bench"]

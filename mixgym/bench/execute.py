@@ -46,7 +46,8 @@ def _one_thread_per_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_one(cell: Cell, directory: Path, runner: CellRunner) -> CellOutcome:
+def run_one_cell(cell: Cell, directory: Path, runner: CellRunner) -> CellOutcome:
+    """Run `cell` in `directory`: its summary.json, or its error.txt and a failed outcome."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "cell.json").write_text(json.dumps(asdict(cell), indent=2, default=str))
     (directory / "error.txt").unlink(missing_ok=True)
@@ -71,11 +72,11 @@ def run_cells(cells: list[Cell], out: Path, runner: CellRunner, workers: int | N
     bar = tqdm(total=len(cells), initial=len(outcomes), desc="cells", unit="cell", disable=not progress)
     if workers == 1:
         for cell in pending:
-            outcomes.append(_run_one(cell, cell_dir(out, cell), runner))
+            outcomes.append(run_one_cell(cell, cell_dir(out, cell), runner))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers, initializer=_one_thread_per_worker) as pool:
-            futures = {pool.submit(_run_one, cell, cell_dir(out, cell), runner): cell for cell in pending}
+            futures = {pool.submit(run_one_cell, cell, cell_dir(out, cell), runner): cell for cell in pending}
             for future in as_completed(futures):
                 try:
                     outcomes.append(future.result())

@@ -15,10 +15,20 @@ BACKENDS = ("toy", "hf")
 
 
 def make_backend(name: str, **kwargs: Any) -> Backend:
-    """Build a backend by name; `kwargs` are its options (e.g. `num_domains` for the toy)."""
+    """Build a backend by name; `kwargs` are its options (e.g. `num_domains` for the toy).
+
+    Inside a distributed session (`mixgym.llm_backend.distributed`, e.g. under torchrun),
+    "hf" is the run spread over the session's processes (`distributed.hf_backend`)."""
+    from mixgym.llm_backend import distributed  # imports no torch until a session starts
+
+    in_session = distributed.current_session() is not None
+    if in_session and name != "hf":
+        raise ValueError(f"only the hf backend runs on several processes, not {name!r}")
     if name == "toy":
         return ToyBackend(**kwargs)
     if name == "hf":
+        if in_session:
+            return distributed.hf_backend(**kwargs)
         from mixgym.llm_backend.hf import HFBackend  # torch and transformers load only here
 
         return HFBackend(**kwargs)

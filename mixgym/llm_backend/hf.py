@@ -7,8 +7,9 @@ The training step, as ODM, AC-ODM and HDS take it::
         for each of grad_accumulation micro-batches:
             domain = the next domain of the plan (drawn from the mixture)
             loss = model(micro-batch of that domain)      # forward
-            (loss / grad_accumulation).backward()          # accumulate .grad
-            per-domain gradient += .grad now - .grad before  (chosen matrices only)
+            (loss / grad_accumulation).backward()          # accumulate .grad; hooks add
+                                                           # this micro-batch's gradient of
+                                                           # the chosen matrices to domain's row
         clip gradients; AdamW step; learning-rate schedule step
 
 Presets (random initialisation; no dropout, as Pythia; parameter counts at the default
@@ -31,16 +32,24 @@ model's config; a tokenizer with more ids than the model's vocabulary is refused
 model vocabulary, padded as Pythia's, is allowed).
 
 Per-domain gradients (`domain_gradients`, for the alignment and holistic rewards) come
-from the training micro-batches themselves (``gradient_mode="difference"``, the AC-ODM/HDS
-method): after each micro-batch's backward pass, the change of the accumulated ``.grad`` of
-the chosen matrices is that micro-batch's gradient, added to its domain's row; rows are
-averaged over the domain's micro-batches of the last `train` call. No extra forward or
-backward pass; the cost is one add, one subtract and one copy of the chosen matrices per
-micro-batch. ``gradient_mode="probe"`` instead runs one extra forward and backward pass per
-domain on a fixed training batch when `domain_gradients` is called; ``"off"`` reports no
-gradients (a plain training loop). The chosen matrices default to the MLP output matrices
-of three layers spread through the network (first, middle, last), as AC-ODM/HDS read three
-MLP output matrices; `layers` names others.
+from the training micro-batches themselves (``gradient_mode="training"``, what AC-ODM/HDS
+compute): a tensor hook on each chosen matrix adds each micro-batch's gradient to its
+domain's row as the backward pass produces it; rows are averaged over the domain's
+micro-batches of the last `train` call. No extra forward or backward pass. The rows are the
+exact sums (K x D floats) or, above a size limit or when asked, a fixed random projection of
+them to r dimensions that keeps their inner products to a stated error
+(``gradient_sketch_dim``; `mixgym.llm_backend.gradient_signal`). ``gradient_mode="probe"``
+instead runs one extra forward and backward pass per domain on a fixed training batch when
+`domain_gradients` is called; ``"off"`` reports no gradients (a plain training loop). The
+chosen matrices default to the MLP output matrices of three layers spread through the
+network (first, middle, last), as AC-ODM/HDS read three MLP output matrices; `layers`
+names others.
+
+Device and precision (`mixgym.llm_backend.devices`): ``device="auto"`` trains on the GPU
+when there is one, in bf16 autocast with fp32 master weights and the fused AdamW kernel;
+``compile`` runs the model through `torch.compile`. Several processes (torchrun, DDP) train
+one run through `mixgym.llm_backend.distributed`; `HFBackend` itself is one process, its
+`replicas` the group it trains with (`mixgym.llm_backend.replicas`).
 
 Sequences are packed: each domain's documents, each followed by the end-of-text token, are
 concatenated and cut into chunks of `seq_len` tokens; each domain walks its chunks in a
@@ -75,6 +84,9 @@ from mixgym.llm_backend.base import (
     validate_mixture,
 )
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
+from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, autocast_dtype, compiled, resolve_device
+from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
+from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -106,7 +118,7 @@ MLP_OUTPUT_SUFFIXES = (
 )
 """Names (suffixes) of the MLP output matrix in common causal-LM families."""
 
-GRADIENT_MODES = ("difference", "probe", "off")
+GRADIENT_MODES = ("training", "probe", "off")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -145,13 +157,21 @@ class HFConfig:
         weight_decay: AdamW weight decay of matrices (not of biases and norms; Pythia's 0.1).
         betas: AdamW betas (Pythia's).
         grad_clip: clip the gradient's global norm to this (Pythia's 1.0).
-        gradient_mode: ``"difference"``, ``"probe"`` or ``"off"`` (module docstring).
+        gradient_mode: ``"training"``, ``"probe"`` or ``"off"`` (module docstring).
+        gradient_sketch_dim: ``"training"`` gradients kept exact (None), sketched to this
+            many dimensions (an integer r), or ``"auto"``: exact while the K x D sums take
+            at most 256 MiB, else r = 65536 (`mixgym.llm_backend.gradient_signal`).
         layers: names of the chosen matrices (gradients, weight norms); None is the MLP
             output matrix of three layers spread through the network.
         eval_sequences: validation chunks per domain in the fixed evaluation batches.
         target_weights: weights of the per-domain held-out losses in the objective; None
             is uniform.
-        device: torch device.
+        device: ``"auto"`` (the GPU if there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``
+            (`mixgym.llm_backend.devices`).
+        precision: ``"auto"`` (bf16 autocast on a GPU that has it, fp32 elsewhere),
+            ``"bf16"`` or ``"fp32"``; parameters and optimizer state stay fp32.
+        fused_adamw: use the fused AdamW kernel; None: on CUDA only.
+        compile: run the model through `torch.compile` (True, or a backend name).
     """
 
     model: Any = "pythia-tiny"
@@ -171,11 +191,15 @@ class HFConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
-    gradient_mode: str = "difference"
+    gradient_mode: str = "training"
+    gradient_sketch_dim: int | str | None = "auto"
     layers: tuple[str, ...] | None = None
     eval_sequences: int = 8
     target_weights: tuple[float, ...] | None = None
-    device: str = "cpu"
+    device: str = "auto"
+    precision: str = "auto"
+    fused_adamw: bool | None = None
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
@@ -198,6 +222,15 @@ class HFConfig:
         check_forced_fraction(self.forced_fraction)
         if self.gradient_mode not in GRADIENT_MODES:
             raise ValueError(f"unknown gradient_mode {self.gradient_mode!r}; choose one of {', '.join(GRADIENT_MODES)}")
+        sketch = self.gradient_sketch_dim
+        if sketch not in (None, "auto") and (not isinstance(sketch, (int, np.integer)) or isinstance(sketch, bool) or sketch < 1):
+            raise ValueError(f"gradient_sketch_dim must be None (exact), 'auto' or an integer >= 1, got {sketch!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.fused_adamw not in (None, True, False):
+            raise ValueError(f"fused_adamw must be None (auto), true or false, got {self.fused_adamw!r}")
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise ValueError(f"compile must be true, false or a torch.compile backend name, got {self.compile!r}")
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(self.layers))
             if not self.layers or not all(isinstance(n, str) for n in self.layers):
@@ -318,14 +351,15 @@ class _DomainStream:
         self.order = self.rng.permutation(len(self.chunks))
         self.position = 0
 
-    def take(self, count: int) -> Any:
+    def take(self, count: int, rows: slice = slice(None)) -> Any:
+        """The next `count` chunks, of which only `rows` are read (a process's share)."""
         picks = []
         while len(picks) < count:
             if self.position == len(self.order):
                 self.order, self.position = self.rng.permutation(len(self.chunks)), 0
             picks.append(int(self.order[self.position]))
             self.position += 1
-        return self.chunks[picks]
+        return self.chunks[picks[rows]]
 
     def state(self) -> dict[str, Any]:
         return {"rng": copy.deepcopy(self.rng.bit_generator.state), "order": self.order.copy(), "position": self.position}
@@ -333,47 +367,6 @@ class _DomainStream:
     def load(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = copy.deepcopy(state["rng"])
         self.order, self.position = state["order"].copy(), int(state["position"])
-
-
-class _GradientDifferencer:
-    """Per-domain sums of micro-batch gradients of the chosen matrices, from the change of the
-    accumulated ``.grad`` across each micro-batch's backward pass."""
-
-    def __init__(self, params: list[Any], num_domains: int, torch: Any) -> None:
-        self.params = params
-        self._torch = torch
-        sizes = [p.numel() for p in params]
-        self.slices = [slice(a, a + n) for a, n in zip(np.cumsum([0] + sizes[:-1]), sizes)]
-        dim = sum(sizes)
-        self.sums = torch.zeros(num_domains, dim, dtype=torch.float32, device=params[0].device)
-        self.previous = torch.zeros(dim, dtype=torch.float32, device=params[0].device)
-        self.counts = np.zeros(num_domains, dtype=np.int64)
-
-    def clear(self) -> None:
-        """Forget the sums (start of a `train` call)."""
-        self.sums.zero_()
-        self.counts[:] = 0
-
-    def new_step(self) -> None:
-        """The accumulated gradient was zeroed (start of an optimizer step)."""
-        self.previous.zero_()
-
-    def record(self, domain: int) -> None:
-        """Add the gradient of the micro-batch just back-propagated to `domain`'s row."""
-        row = self.sums[domain]
-        for param, where in zip(self.params, self.slices):
-            if param.grad is None:
-                continue
-            grad, previous = param.grad.reshape(-1), self.previous[where]
-            row[where].add_(self._torch.sub(grad, previous, out=previous))  # the exact change, as AC-ODM
-            previous.copy_(grad)
-        self.counts[domain] += 1
-
-    def means(self, scale: float) -> np.ndarray:
-        """(K, D) float64: each domain's mean micro-batch gradient times `scale` (zeros if none)."""
-        sums = self.sums.double().cpu().numpy()
-        counts = np.maximum(self.counts, 1)[:, None]
-        return sums * (scale / counts)
 
 
 class HFBackend:
@@ -387,7 +380,9 @@ class HFBackend:
     ((12, 32), 12, (5, 49152))
     """
 
-    def __init__(self, config: HFConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: HFConfig | None = None, replicas: Replicas | None = None, **overrides: Any) -> None:
+        """`replicas`: the processes this one trains with (default: none,
+        `mixgym.llm_backend.replicas.SingleProcess`); `overrides` replace fields of `config`."""
         config = config or HFConfig()
         if overrides:
             unknown = sorted(set(overrides) - set(HFConfig.__dataclass_fields__))
@@ -395,9 +390,17 @@ class HFBackend:
                 raise ValueError(f"unknown HFBackend option(s) {unknown}; known: {sorted(HFConfig.__dataclass_fields__)}")
             config = replace(config, **overrides)
         self.config = config
+        self.replicas: Replicas = replicas or SingleProcess()
+        if config.micro_batch_size % self.replicas.world_size:
+            raise ValueError(
+                f"micro_batch_size={config.micro_batch_size} (sequences per micro-batch, all processes together) is "
+                f"not divisible by the world size {self.replicas.world_size}: every process trains an equal share"
+            )
         torch, transformers = _import_torch_transformers()
         self._torch = torch
-        self._device = torch.device(config.device)
+        self._device = torch.device(resolve_device(config.device, torch.cuda.is_available(), self.replicas.local_rank))
+        bf16 = self._device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self._autocast_dtype = autocast_dtype(config.precision, self._device.type, bf16)
         model_config, self._pretrained = _model_spec(config.model, transformers)
 
         self.corpus: Corpus = load_corpus(self._corpus_path(), config.validation_fraction)
@@ -429,6 +432,7 @@ class HFBackend:
         self.total_steps = config.total_steps
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
+        self.replicas.agree(self._fingerprint())
         self.reset(seed=0)
 
     # ------------------------------------------------------------------ construction
@@ -497,7 +501,7 @@ class HFBackend:
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
         # Let the previous run go first: two models and optimizer states alive at once would
         # double the peak memory of every reset.
-        self.model = self.optimizer = self.scheduler = self._differencer = None
+        self.model = self._training_model = self.optimizer = self.scheduler = self._gradients = None
         self._matrices, self._previous_weights = [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(init_seed.generate_state(1)[0]))
@@ -505,6 +509,7 @@ class HFBackend:
         if self._initial_weights is not None:
             model.load_state_dict(self._initial_weights)
         self.model = model.to(self._device)
+        self._training_model = compiled(torch, self.replicas.wrap(self.model), cfg.compile)
         self._matrices = _chosen_matrices(self.model, cfg.layers)
         matrices = [p for _, p in self._matrices]
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
@@ -513,55 +518,69 @@ class HFBackend:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.learning_rate,
             betas=cfg.betas,
+            **adamw_options(self._device.type, cfg.fused_adamw),
         )
         warmup = max(1, math.ceil(cfg.warmup_fraction * cfg.total_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(warmup, cfg.total_steps, cfg.min_lr_ratio))
-        seed_value = int(torch_seed.generate_state(1)[0])
+        seed_value = int(torch_seed.generate_state(1)[0]) + self.replicas.rank  # each process its own dropout
         self._rng_states = {"cpu": torch.Generator().manual_seed(seed_value).get_state()}
         if self._device.type == "cuda":
             self._rng_states["cuda"] = torch.Generator(device=self._device).manual_seed(seed_value).get_state()
         self._mixture_rng = np.random.default_rng(mixture_seed)
         for stream, domain_seed in zip(self._streams, domain_seeds):
             stream.reset(domain_seed)
-        self._differencer = _GradientDifferencer(matrices, len(self.domains), torch) if cfg.gradient_mode == "difference" else None
+        if cfg.gradient_mode == "training":
+            sketch = sketch_dim_for(cfg.gradient_sketch_dim, len(self.domains), sum(p.numel() for p in matrices))
+            self._gradients = DomainGradients(matrices, len(self.domains), sketch)
         self._previous_weights = [p.detach().clone() for p in matrices]
         self._step = 0
 
-    def _plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
-        """The domain of each micro-batch of a call, (n_steps, grad_accumulation)."""
-        total = n_steps * self.config.grad_accumulation
+    def draw_plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
+        """The domain of each micro-batch of a `train` call, (n_steps, grad_accumulation),
+        drawn from `mixture` (see `HFConfig.forced_fraction`)."""
+        mixture = validate_mixture(mixture, len(self.domains))
+        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        total = int(n_steps) * self.config.grad_accumulation
         plan = draw_domains(mixture, total, self.config.forced_fraction, self._mixture_rng)
-        return plan.reshape(n_steps, self.config.grad_accumulation)
+        return plan.reshape(int(n_steps), self.config.grad_accumulation)
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """`n_steps` AdamW steps; each micro-batch's domain drawn from `mixture` (see
         `HFConfig.forced_fraction`)."""
+        return self.train_plan(self.draw_plan(mixture, n_steps))
+
+    def train_plan(self, plan: np.ndarray) -> TrainStats:
+        """One AdamW step per row of `plan` (n_steps, grad_accumulation), one micro-batch of
+        the named domain per entry: `train` with its domains already drawn. Every process of
+        a distributed run trains rank 0's plan; each its own share of each micro-batch.
+        `TrainStats.token_ids` are the whole micro-batches on rank 0, None on other ranks."""
         start = time.perf_counter()
-        mixture = validate_mixture(mixture, len(self.domains))
-        if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
         torch, cfg, k = self._torch, self.config, len(self.domains)
-        plan = self._plan(mixture, int(n_steps))
+        plan = np.asarray(plan, dtype=np.int64)
+        if plan.ndim != 2 or plan.shape[1] != cfg.grad_accumulation or len(plan) < 1 or plan.min() < 0 or plan.max() >= k:
+            raise ValueError(f"a plan is (n_steps >= 1, {cfg.grad_accumulation}) domain indices in 0..{k - 1}, got {plan!r}")
         self.micro_batch_domains = plan
         self._previous_weights = [p.detach().clone() for _, p in self._matrices]
-        if self._differencer is not None:
-            self._differencer.clear()
+        gradients = self._gradients
+        if gradients is not None:
+            gradients.clear()
         loss_sums = torch.zeros(k, dtype=torch.float64, device=self._device)
+        rows = self.replicas.rows(cfg.micro_batch_size)
         batches = []
         step_norms = [self._matrix_norms()]
         self.model.train()
         with self._own_rng():
             for step_domains in plan:
-                if self._differencer is not None:
-                    self._differencer.new_step()
-                for domain in map(int, step_domains):
-                    batch = self._streams[domain].take(cfg.micro_batch_size)
+                for slot, domain in enumerate(map(int, step_domains)):
+                    batch = self._streams[domain].take(cfg.micro_batch_size, rows)
                     batches.append(batch)
                     batch = batch.to(self._device, non_blocking=True)
-                    loss = self.model(input_ids=batch, labels=batch).loss
-                    (loss / cfg.grad_accumulation).backward()
-                    if self._differencer is not None:
-                        self._differencer.record(domain)
+                    with self.replicas.sync(last=slot == len(step_domains) - 1):
+                        with autocast(torch, self._device.type, self._autocast_dtype):
+                            loss = self._training_model(input_ids=batch, labels=batch).loss
+                        with gradients.recording(domain) if gradients is not None else contextlib.nullcontext():
+                            (loss / cfg.grad_accumulation).backward()
                     loss_sums[domain] += loss.detach()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
@@ -569,17 +588,21 @@ class HFBackend:
                 self.optimizer.zero_grad(set_to_none=True)
                 step_norms.append(self._matrix_norms())
                 self._step += 1
+        self.replicas.sum_(loss_sums)
+        if gradients is not None:
+            gradients.reduce(self.replicas)
         micro_batches = np.bincount(plan.ravel(), minlength=k)
         with np.errstate(invalid="ignore", divide="ignore"):
-            train_loss = np.where(micro_batches > 0, loss_sums.cpu().numpy() / np.maximum(micro_batches, 1), np.nan)
-        token_ids = torch.cat(batches).numpy()
+            means = loss_sums.cpu().numpy() / (np.maximum(micro_batches, 1) * self.replicas.world_size)
+            train_loss = np.where(micro_batches > 0, means, np.nan)
+        token_ids = self.replicas.gather_rows(torch.stack(batches))
         return TrainStats(
             samples=micro_batches * cfg.micro_batch_size,
             train_loss=train_loss,
-            tokens=int(token_ids.size),
+            tokens=int(micro_batches.sum()) * cfg.micro_batch_size * cfg.seq_len,
             wall_time=time.perf_counter() - start,
             learning_rate=self._last_learning_rate(),
-            token_ids=token_ids,
+            token_ids=None if token_ids is None else token_ids.numpy(),
             step_weight_norms=torch.stack(step_norms).cpu().numpy(),
         )
 
@@ -608,27 +631,33 @@ class HFBackend:
         return self.config.learning_rate * self.scheduler.lr_lambdas[0](max(self._step - 1, 0))
 
     def evaluate(self) -> dict[str, float]:
-        """Mean next-token loss per domain on its fixed validation chunks."""
+        """Mean next-token loss per domain on its fixed validation chunks (each process
+        evaluates its share of the chunks; the sums are combined)."""
         torch = self._torch
         self.model.eval()
-        losses = {}
-        with torch.no_grad():
-            for name, batch in zip(self.domains, self._eval_batches):
-                losses[name] = float(self.model(input_ids=batch, labels=batch).loss)
-        return losses
+        sums = torch.zeros(len(self.domains), dtype=torch.float64, device=self._device)
+        with torch.no_grad(), autocast(torch, self._device.type, self._autocast_dtype):
+            for i, batch in enumerate(self._eval_batches):
+                part = batch[self.replicas.rows(len(batch))]
+                if len(part):
+                    sums[i] = self.model(input_ids=part, labels=part).loss.double() * len(part)
+        self.replicas.sum_(sums)
+        return {name: float(total) / len(batch) for name, total, batch in zip(self.domains, sums.tolist(), self._eval_batches)}
 
     def domain_gradients(self) -> np.ndarray:
         """(K, D) float64: per-domain gradients of the mean next-token loss w.r.t. the chosen
-        matrices, flattened and concatenated in `weight_stats().names` order.
+        matrices, flattened and concatenated in `weight_stats().names` order; (K, r) when
+        sketched (`HFConfig.gradient_sketch_dim`): their fixed random projection, which keeps
+        inner products and norms, all the rewards use.
 
-        ``"difference"``: each domain's mean micro-batch gradient over the last `train`
-        call (zeros before the first call, or for a domain that got no micro-batch).
+        ``"training"``: each domain's mean micro-batch gradient over the last `train` call
+        (zeros before the first call, or for a domain that got no micro-batch).
         ``"probe"``: the gradient at the current weights on each domain's fixed probe batch.
         """
         if self.config.gradient_mode == "off":
             raise RuntimeError("gradient_mode='off': this backend reports no gradients")
-        if self._differencer is not None:
-            return self._differencer.means(self.config.grad_accumulation)
+        if self._gradients is not None:
+            return self._gradients.means(self.config.grad_accumulation)
         torch = self._torch
         matrices = [p for _, p in self._matrices]
         self.model.eval()
@@ -651,22 +680,25 @@ class HFBackend:
         payload = f"{self.config.fingerprint()}|{self.tokenizer.fingerprint()}|{self.domains}|{self._domain_sizes.tolist()}"
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def process_state(self) -> dict[str, Any]:
+        """The part of `state_dict` that is this process's own: its torch RNG streams and
+        its data positions (a distributed run keeps one per process)."""
+        return {"torch_rng": {k: v.clone() for k, v in self._rng_states.items()}, "streams": [s.state() for s in self._streams]}
+
     def state_dict(self) -> dict[str, Any]:
         """Model, optimizer, schedule, data positions, every RNG and the last call's
         gradient sums and weights, copied: resuming from it is bit-identical on CPU."""
-        differencer = self._differencer
         return {
             "fingerprint": self._fingerprint(),
             "step": self._step,
             "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "scheduler": copy.deepcopy(self.scheduler.state_dict()),
-            "torch_rng": {k: v.clone() for k, v in self._rng_states.items()},
             "mixture_rng": copy.deepcopy(self._mixture_rng.bit_generator.state),
-            "streams": [s.state() for s in self._streams],
             "previous_weights": [w.clone() for w in self._previous_weights],
-            "gradients": None if differencer is None else (differencer.sums.clone(), differencer.counts.copy()),
+            "gradients": None if self._gradients is None else self._gradients.state(),
             "micro_batch_domains": self.micro_batch_domains.copy(),
+            **self.process_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -684,8 +716,6 @@ class HFBackend:
         for stream, stream_state in zip(self._streams, state["streams"]):
             stream.load(stream_state)
         self._previous_weights = [w.clone().to(self._device) for w in state["previous_weights"]]
-        if self._differencer is not None and state["gradients"] is not None:
-            sums, counts = state["gradients"]
-            self._differencer.sums.copy_(sums)
-            self._differencer.counts[:] = counts
+        if self._gradients is not None and state["gradients"] is not None:
+            self._gradients.load(state["gradients"])
         self.micro_batch_domains = state["micro_batch_domains"].copy()

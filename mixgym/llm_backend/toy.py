@@ -31,7 +31,7 @@ learning-rate schedule on the mean squared error; each example's domain is drawn
 the mixture. Its three weight matrices are the "chosen layers" whose norms and gradients
 the environment reads, as AC-ODM and HDS read three MLP output matrices of a transformer.
 Per-domain gradients come from a fixed probe set per domain (a backward pass costs
-microseconds here, so the toy has no need for the HF backend's micro-batch differencing).
+microseconds here, so the toy has no need for the HF backend's gradients from the training micro-batches).
 "Tokens" of an example are its input coordinates quantised into 8 bins each, and one batch
 is one "sequence", so the lexical-diversity reward of HDS measures how spread out the inputs
 trained on are.
