@@ -3,9 +3,15 @@
 Why each piece:
 - Atomic writes (temporary file in the same folder, fsync, rename, fsync of the folder): a
   crash or a kill during a write leaves the previous checkpoint intact, never half a file
-  under the final name.
-- A SHA-256 of the payload in each file's header: a truncated or corrupted file is detected
-  on load and skipped with a warning; the newest *valid* checkpoint is used.
+  under the final name; a write that fails (disk full) removes its temporary file, and
+  `CheckpointStore.remove_temporary` clears those a killed writer left.
+- Two digests in each file's header, both checked before anything is unpickled: a SHA-256 of
+  the payload (a truncated or corrupted file is skipped with a warning; the newest *valid*
+  checkpoint is used) and an HMAC-SHA256 under this installation's key (`mixgym.trust`): a
+  checkpoint this installation did not write -- copied from another machine, or crafted to
+  run code when unpickled -- is refused (`UntrustedCheckpoint`) unless the caller trusts it.
+- When checkpoints exist but none reads back, `load_latest` says so (`NoValidCheckpoint`)
+  rather than letting a resume silently start over.
 - Retention of the last `keep` checkpoints: one bad file never loses the run.
 - RNG capture (Python's `random`, numpy's global generator, torch's CPU generator):
   stable-baselines3 draws replay-buffer indices and exploration noise from the global
@@ -31,43 +37,82 @@ from typing import Any
 
 import numpy as np
 
-_MAGIC = b"MIXGYM-CHECKPOINT-1\n"
+from mixgym.trust import UntrustedFile, sign, verify
+
+_MAGIC = b"MIXGYM-CHECKPOINT-2\n"
+_UNSIGNED_MAGIC = b"MIXGYM-CHECKPOINT-1\n"  # mixgym before signing: a checksum only
 _NAME = re.compile(r"^checkpoint-(\d{8})\.ckpt$")
+_TEMPORARY = re.compile(r"^\.checkpoint-\d{8}\.ckpt\.tmp-\d+$")
 
 
 class CorruptCheckpoint(ValueError):
     """A checkpoint file whose header or checksum does not match its contents."""
 
 
+class UntrustedCheckpoint(UntrustedFile):
+    """An intact checkpoint that this installation did not sign."""
+
+
+class NoValidCheckpoint(ValueError):
+    """A folder holds checkpoints, and none of them reads back intact."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` holds either the old or the new bytes, never a mix."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupted write leaves nothing behind
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
-        os.close(directory)
+        os.close(fd)
 
 
 def encode(payload: Any) -> bytes:
-    """Header, checksum and pickled payload."""
+    """Header, checksum, this installation's signature and the pickled payload."""
     body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    return _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    return _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + sign(body).encode() + b"\n" + body
 
 
-def decode(data: bytes, source: str = "checkpoint") -> Any:
-    """The payload of `encode`'s bytes; `CorruptCheckpoint` if they were altered or cut."""
-    if not data.startswith(_MAGIC):
+def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> Any:
+    """The payload of `encode`'s bytes.
+
+    Raises:
+        CorruptCheckpoint: the bytes were cut or altered (checksum mismatch, bad header).
+        UntrustedCheckpoint: they are intact but not signed by this installation (another
+            machine's key, an older mixgym, a crafted file) and `trusted` is False. Nothing
+            is unpickled before both checks pass.
+    """
+    if data.startswith(_MAGIC):
+        digest, _, rest = data[len(_MAGIC) :].partition(b"\n")
+        signature, _, body = rest.partition(b"\n")
+    elif data.startswith(_UNSIGNED_MAGIC):
+        digest, _, body = data[len(_UNSIGNED_MAGIC) :].partition(b"\n")
+        signature = b""
+    else:
         raise CorruptCheckpoint(f"{source} is not a mixgym checkpoint (bad header)")
-    digest, _, body = data[len(_MAGIC) :].partition(b"\n")
     if hashlib.sha256(body).hexdigest().encode() != digest:
         raise CorruptCheckpoint(f"{source} is truncated or corrupt (checksum mismatch)")
+    if not trusted and not verify(signature, body):
+        raise UntrustedCheckpoint(
+            f"{source} was not written by this installation (it is unsigned or signed with another key: "
+            "copied from elsewhere, or crafted). Loading a checkpoint unpickles it, which can run code: "
+            "if you trust the file, pass --trust-checkpoint (trust_checkpoint=True); otherwise delete it"
+        )
     return pickle.loads(body)
 
 
@@ -97,6 +142,22 @@ class CheckpointStore:
         found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
         return [p for _, p in sorted(found)]
 
+    def remove_temporary(self) -> list[Path]:
+        """Delete the temporary files of writes that never finished (call while holding the
+        run's lock: then no write is in progress); the paths removed."""
+        if not self.directory.is_dir():
+            return []
+        stale = [p for p in self.directory.iterdir() if _TEMPORARY.match(p.name)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def clear(self) -> None:
+        """Delete every checkpoint (a run that starts over)."""
+        for path in self.paths():
+            path.unlink(missing_ok=True)
+        self.remove_temporary()
+
     def save(self, payload: Any, decision: int) -> Path:
         """Write `payload` as the checkpoint of `decision`, then drop all but the newest `keep`."""
         if decision < 0:
@@ -108,13 +169,25 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
-    def load_latest(self) -> tuple[Any, Path] | None:
-        """The newest checkpoint that reads back intact; corrupt ones are skipped with a warning."""
+    def load_latest(self, trusted: bool = False) -> tuple[Any, Path] | None:
+        """The newest checkpoint that reads back intact; None if there is none at all.
+
+        Corrupt ones are skipped with a warning. An intact one that this installation did not
+        sign stops the search (`UntrustedCheckpoint`) unless `trusted`: falling back to an
+        older one would hide the foreign file. `NoValidCheckpoint` if every one is corrupt.
+        """
+        problems = []
         for path in reversed(self.paths()):
             try:
-                return decode(path.read_bytes(), str(path)), path
+                return decode(path.read_bytes(), str(path), trusted), path
             except (CorruptCheckpoint, OSError, pickle.UnpicklingError, EOFError) as error:
                 warnings.warn(f"skipping checkpoint {path}: {error}", stacklevel=2)
+                problems.append(f"{path.name}: {error}")
+        if problems:
+            raise NoValidCheckpoint(
+                f"every checkpoint in {str(self.directory)!r} is unreadable ({'; '.join(problems)}): there is "
+                "nothing to resume from; start over with --restart (restart=True), which discards them"
+            )
         return None
 
 
@@ -143,30 +216,41 @@ class StopRequest:
 
     A second signal of the same kind while a stop is pending restores the default handler's
     behaviour (KeyboardInterrupt for SIGINT, termination for SIGTERM), so a hung run can
-    still be killed.
+    still be killed. Nested requests share what they catch: an inner one starts with the
+    outer one's pending request (a signal that came before the inner block is not lost) and
+    hands its own back on exit (the outer loop learns that the inner run was stopped).
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    _active: list[StopRequest] = []
 
     def __init__(self) -> None:
         self.requested: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested == signum:
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        if self.requested == signum:  # escalate to what ran before the outermost request
+            outermost = StopRequest._active[0] if StopRequest._active else self
+            signal.signal(signum, outermost._previous.get(signum, signal.SIG_DFL))
             signal.raise_signal(signum)
             return
         self.requested = signum
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
+        if StopRequest._active:
+            self.requested = StopRequest._active[-1].requested
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
+        StopRequest._active.append(self)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        StopRequest._active.remove(self)
+        if StopRequest._active and self.requested is not None:
+            outer = StopRequest._active[-1]
+            outer.requested = outer.requested or self.requested
 
 
 def to_bytes(save: Any) -> bytes:

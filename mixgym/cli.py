@@ -24,15 +24,18 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import yaml
 from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from mixgym import yaml12
+from mixgym.paths import output_file, output_folder
 
 EXTENSIONS: tuple[str, ...] = ("mixgym.bench:add_bench_cli", "mixgym.llm_backend.corpus:add_corpus_cli")
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called
@@ -90,14 +93,36 @@ QUICK = DemoSettings(
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as YAML (numbers, booleans, lists, null, strings)."""
+    """``KEY=VALUE`` with VALUE read as YAML 1.2 (numbers, booleans, lists, null, strings;
+    `mixgym.yaml12`: ``1e-3`` is a number, ``010`` is ten)."""
     key, sep, value = text.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError as error:
-        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}: {error}") from None
+        return key.strip(), yaml12.load(value)
+    except yaml12.yaml.YAMLError as error:
+        reason = str(error).splitlines()[0]
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}: {reason}") from None
+
+
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+SEED = int_at_least(0, 2**32 - 1)
+"""Seeds are numpy's: 0 to 2**32 - 1."""
 
 
 def _progress(console: Console) -> Progress:
@@ -118,6 +143,7 @@ def demo(args: argparse.Namespace) -> int:
     from mixgym.agents.compare import HEADER, Contender, compare, markdown, table_rows
 
     console = Console()
+    out = output_folder(args.out, "--out folder")
     settings = QUICK if args.quick else DEMO
     started = time.perf_counter()
     _set_threads(args.threads)
@@ -136,7 +162,6 @@ def demo(args: argparse.Namespace) -> int:
         f"{settings.seeds} target seeds; RL agents learn {settings.train_decisions} decisions on the proxy; "
         "objective: mean held-out loss over the domains (junk left out)"
     )
-    out = Path(args.out)
     with _progress(console) as progress:
         hook = lambda label, total: partial(progress.advance, progress.add_task(label, total=total))  # noqa: E731
         comparison = compare(
@@ -167,13 +192,19 @@ def train(args: argparse.Namespace) -> int:
     from mixgym.agents.compare import env_for
 
     console = Console()
+    save = output_file(args.save or f"{args.agent}.zip", "--save policy file")
+    if args.checkpoint_dir:
+        output_folder(args.checkpoint_dir, "--checkpoint-dir folder")
+    elif args.resume or args.restart or args.trust_checkpoint:
+        raise ValueError("--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir")
+    elif args.mode == "online":
+        output_folder(args.results or f"{args.agent}-online", "--results folder")
     _set_threads(args.threads)
     options = dict(args.option)
     callback = None
     if args.tensorboard:
-        options["tensorboard_log"] = args.tensorboard
+        options["tensorboard_log"] = str(output_folder(args.tensorboard, "--tensorboard folder"))
         callback = MixtureLogger()
-    save = Path(args.save or f"{args.agent}.zip")
     start = time.perf_counter()
     if args.checkpoint_dir:
         return _train_checkpointed(args, options, save, console)
@@ -217,7 +248,9 @@ def _train_checkpointed(args: argparse.Namespace, options: dict[str, Any], save:
         keep=args.keep,
     )
     try:
-        result = run_experiment(config, args.checkpoint_dir, resume=args.resume)
+        result = run_experiment(
+            config, args.checkpoint_dir, resume=args.resume, restart=args.restart, trust_checkpoint=args.trust_checkpoint
+        )
     except FloatingPointError as error:
         console.print(f"stopped: {error}; the checkpoints in {args.checkpoint_dir} before it are intact")
         return 1
@@ -239,16 +272,19 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from mixgym.agents.compare import env_for
 
     console = Console()
-    _set_threads(args.threads)
     if (args.policy is None) == (args.agent is None):
         raise ValueError("give either a saved POLICY or --agent NAME")
-    if args.policy is not None:
-        if args.option:
-            raise ValueError("-o/--option applies to --agent; a saved policy keeps its options")
-        _, meta = read_metadata(args.policy)
-        name = meta["agent"]
+    if args.policy is not None and args.option:
+        raise ValueError("-o/--option applies to --agent; a saved policy keeps its options")
+    if args.trust and args.policy is None:
+        raise ValueError("--trust applies to a saved POLICY")
+    meta = read_metadata(args.policy)[1] if args.policy is not None else None
+    name = meta["agent"] if meta is not None else args.agent
+    results_folder = output_folder(args.results or f"{name}-eval", "--results folder")
+    _set_threads(args.threads)
+    if meta is not None:
         env = env_for(name, dict(args.env), action_map=meta["env"]["action_map"])
-        agent = load_agent(args.policy, env)
+        agent = load_agent(args.policy, env, trusted=args.trust)
     else:
         name = args.agent
         env = env_for(name, dict(args.env))
@@ -258,7 +294,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         tick = partial(progress.advance, task)
         results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=tick)
     finals = results.final_objectives()
-    folder = results.save(args.results or f"{name}-eval")
+    folder = results.save(results_folder)
     console.print(
         f"{name}: final held-out loss {finals.mean():.4f} ± {finals.std():.4f} over {args.episodes} run(s) "
         f"(seeds {args.seed}..{args.seed + args.episodes - 1}); per-decision results {folder}/"
@@ -355,8 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `mixgym COMMAND --help` for a command's options; `mixgym agents` lists every agent's options.",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (default 1: the agents' nets are small)"
+        "--threads", type=int_at_least(1), default=1, help="torch CPU threads (default 1: the agents' nets are small)"
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument(
         "--dist-timeout",
         type=float,
@@ -383,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="a small, fast version (for tests): 2 seeds, short runs")
     p.add_argument("--out", default="mixgym-demo", help="output folder (default mixgym-demo)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the agents' learning (default 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the agents' learning (default 0)")
     p.add_argument(
         "--reward",
         default=None,
@@ -406,8 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent", help="agent name (see below)")
     p.add_argument("--mode", choices=("proxy", "online"), default="proxy", help="proxy (default) or online")
     _add_env_and_options(p)
-    p.add_argument("--decisions", type=int, default=None, help="proxy: decisions to learn for (default: 30 runs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the agent and of its first run (default 0)")
+    p.add_argument(
+        "--decisions", type=int_at_least(1), default=None, help="proxy: decisions to learn for, exactly (default: 30 runs)"
+    )
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the agent and of its first run (default 0)")
     p.add_argument("--save", default=None, help="where to save the policy (default AGENT.zip)")
     p.add_argument("--results", default=None, help="online: folder for the run's results (default AGENT-online)")
     p.add_argument(
@@ -420,10 +459,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run as a checkpointed experiment in DIR (decisions.csv, checkpoints/); SIGINT/SIGTERM checkpoint and stop",
     )
-    p.add_argument("--checkpoint-every", type=int, default=50, help="decisions between checkpoints (default 50)")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept (default 3)")
     p.add_argument(
+        "--checkpoint-every", type=int_at_least(1), default=50, help="decisions between checkpoints (default 50)"
+    )
+    p.add_argument("--keep", type=int_at_least(1), default=3, help="checkpoints kept (default 3)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
         "--resume", action="store_true", help="continue the experiment in --checkpoint-dir from its newest valid checkpoint"
+    )
+    start.add_argument(
+        "--restart", action="store_true", help="discard the checkpoints and table in --checkpoint-dir and start over"
+    )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="resume from a checkpoint this installation did not write (unpickling it can run code: only files you trust)",
     )
     p.set_defaults(func=train)
 
@@ -441,9 +491,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("policy", nargs="?", default=None, help="a policy saved by `mixgym train` (or Agent.save)")
     p.add_argument("--agent", default=None, help="instead of a policy: an agent made fresh (static, bandit, doremi)")
     _add_env_and_options(p)
-    p.add_argument("--episodes", type=int, default=5, help="runs (default 5)")
-    p.add_argument("--seed", type=int, default=100, help="seed of the first run (default 100)")
+    p.add_argument("--episodes", type=int_at_least(1), default=5, help="runs (default 5)")
+    p.add_argument("--seed", type=SEED, default=100, help="seed of the first run (default 100)")
     p.add_argument("--results", default=None, help="output folder (default NAME-eval)")
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="the POLICY file is trusted: load an SB3 policy from elsewhere with SB3's own (pickle-based) load, which can "
+        "run code from the file; without it such a file is rebuilt from its options and tensors only",
+    )
     p.set_defaults(func=evaluate_command)
 
     p = commands.add_parser("agents", help="list the agents and their options", description="List agents and options.")
@@ -453,7 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     for entry in EXTENSIONS:
         module, _, function = entry.partition(":")
         getattr(importlib.import_module(module), function)(commands)
+    for command in commands.choices.values():  # also after the command: mixgym train ... --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
     return parser
+
+
+USER_ERRORS = (ValueError, TypeError, OSError, DependencyNotInstalled)
+"""What a command's mistakes raise (bad values, missing or unwritable files, a full disk, a
+missing extra):
+printed as one line ``mixgym COMMAND: error: ...`` with exit code 2; ``--debug`` shows the
+traceback instead."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,8 +528,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _distributed(args) if launched() else int(args.func(args))
-    except (ValueError, FileNotFoundError, DependencyNotInstalled) as error:
-        parser.exit(2, f"mixgym {args.command}: error: {error}\n")
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        parser.exit(2, f"mixgym {args.command}: error: {message} (--debug shows the traceback)\n")
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        parser.exit(130, f"mixgym {args.command}: interrupted\n")
 
 
 if __name__ == "__main__":

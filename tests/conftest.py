@@ -1,12 +1,6 @@
-"""Test-wide settings: no hub access, and caches kept out of the user's home."""
+"""Test-wide fixtures: caches kept out of the user's home (environment: the root conftest.py)."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

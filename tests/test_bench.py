@@ -1,6 +1,13 @@
 """`mixgym bench`: a grid end to end through the CLI, caching, crashing cells, bad configs."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -8,7 +15,12 @@ import pytest
 import yaml
 
 from mixgym.bench import load_config, parse_config, run_bench
+from mixgym.bench.cells import run_cell
+from mixgym.bench.config import input_digest, validate
+from mixgym.bench.execute import cell_dir, partial_dir, run_cells
+from mixgym.bench.report import write_report
 from mixgym.cli import main
+from mixgym.runlock import FolderInUse, RunLock
 
 GRID = {
     "name": "tiny",
@@ -48,13 +60,123 @@ def test_two_cell_grid_runs_through_the_cli_and_a_rerun_skips_finished_cells(tmp
 
 
 def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsys) -> None:
-    grid = dict(GRID, agents={"fixed": {"mixture": [1.0, 0.0]}})  # 2 weights for 3 domains: fails in the cell
+    backends = {**GRID["backends"], "diverging": {"num_domains": 3, "total_steps": 100, "learning_rate": 8.0}}
     out = tmp_path / "out"
-    assert main(["bench", str(write(tmp_path, grid)), "--out", str(out), "--workers", "1", "--no-progress"]) == 1
+    assert main(["bench", str(write(tmp_path, dict(GRID, backends=backends))), "--out", str(out), "--workers", "2", "--no-progress"]) == 1
     printed = capsys.readouterr().out
-    assert "FAILED fixed/alignment/toy3/seed0" in printed and "| uniform |" in printed
-    failed = [p for p in out.glob("cells/*/error.txt")]
-    assert len(failed) == 1 and "mixture" in failed[0].read_text()
+    assert "FAILED exp3/alignment/diverging/seed0" in printed and "| exp3 | alignment | toy3 | 1 |" in printed
+    reported = re.findall(r"details: (\S+error.txt)", printed)  # exp3, uniform and natural diverge
+    assert len(reported) == 3 and all("FloatingPointError: non-finite" in Path(p).read_text() for p in reported)
+
+
+def test_bad_cells_fail_before_anything_runs(tmp_path: Path) -> None:
+    grid = parse_config(dict(GRID, agents={"fixed": {"mixture": [1.0, 0.0]}}))  # 2 weights for 3 domains
+    with pytest.raises(ValueError, match=r"backends.toy3, reward 'alignment': agent 'fixed': option mixture must have 3 entries"):
+        run_bench(grid, tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out" / "cells").exists()
+    hf = parse_config(dict(GRID, backends={"lm": {"backend": "hf", "corpus": str(tmp_path / "nowhere")}}))
+    with pytest.raises(ValueError, match="backends.lm, reward 'alignment': corpus folder .*nowhere' does not exist"):
+        run_bench(hf, tmp_path / "out", workers=1, progress=False)
+    with pytest.raises(TypeError, match="agent 'odm': smoothing must be a number, got 'high'"):
+        parse_config(dict(GRID, agents={"odm": {"smoothing": "high"}}))
+    with pytest.raises(ValueError, match="backends.toy3.*hidden_dim must be an integer >= 1, got 0"):
+        run_bench(parse_config(dict(GRID, backends={"toy3": {"num_domains": 3, "hidden_dim": 0}})), tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/escape", ".hidden", "a/b", ""])
+def test_a_name_cannot_leave_the_output_folder(name: str) -> None:
+    with pytest.raises(ValueError, match="'name' must be a plain folder name"):
+        parse_config(dict(GRID, name=name))
+
+
+def test_the_grid_keeps_its_name_whatever_its_agents_are_called() -> None:
+    assert parse_config(dict(GRID, name="mine", agents={"odm": {}, "exp3": {"rewards": ["alignment"]}})).name == "mine"
+
+
+def test_repeated_seeds_and_agents_are_merged_and_the_report_survives(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="'seeds' repeats 0: merged"):
+        grid = parse_config(dict(GRID, seeds=[0, 0], agents=["exp3", "exp3", "uniform"]))
+    keys = [cell.key for cell in grid.cells()]
+    assert len(keys) == len(set(keys)) == 3  # exp3, uniform and natural (always run)
+    result = run_bench(grid, tmp_path / "out", workers=2, progress=False)
+    assert sorted(o.status for o in result.outcomes) == ["done"] * 3 and len(result.summary) == 3
+    assert run_bench(grid, tmp_path / "out", workers=2, progress=False).markdown == result.markdown  # and again, cached
+
+
+def test_one_bench_per_output_folder(tmp_path: Path) -> None:
+    with RunLock(tmp_path / "out"):
+        with pytest.raises(FolderInUse, match="in use by another mixgym process"):
+            run_bench(parse_config(GRID), tmp_path / "out", workers=1, progress=False)
+
+
+def test_the_cache_key_follows_the_content_of_the_corpus(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("code", "prose"):
+        (corpus / f"{name}.txt").write_text(f"{name} one\n\n{name} two\n")
+    grid = parse_config(dict(GRID, backends={"lm": {"backend": "hf", "corpus": str(corpus)}}))
+    before = {cell.label: cell.key for cell in grid.cells()}
+    stamp = (corpus / "code.txt").stat()
+    (corpus / "code.txt").write_text("CODE one\n\ncode two\n")  # same size, same time: only the content differs
+    os.utime(corpus / "code.txt", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    after = {cell.label: cell.key for cell in grid.cells()}
+    assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)
+    assert input_digest({"backend": "toy", "num_domains": 3}) == ""
+
+
+def die_once(cell, directory: Path) -> dict:
+    """A cell runner whose process is killed (as by the out-of-memory killer) the first time it runs seed 1."""
+    marker = directory.parent.parent / f"killed-{cell.key}"
+    if cell.seed == 1 and not marker.exists():
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_cell(cell, directory)
+
+
+def always_die(cell, directory: Path) -> dict:
+    if cell.seed == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_cell(cell, directory)
+
+
+def test_a_killed_worker_is_retried_and_the_grid_completes(tmp_path: Path) -> None:
+    cells = parse_config(dict(GRID, seeds=[0, 1, 2])).cells()
+    outcomes = run_cells(cells, tmp_path, die_once, workers=2, progress=False)
+    assert sorted(o.status for o in outcomes) == ["done"] * 9  # exp3, natural and uniform, 3 seeds
+    assert len(list(tmp_path.glob("killed-*"))) == 3 and not list(tmp_path.glob("cells/*.partial"))
+    summary, _ = write_report(outcomes, tmp_path)
+    assert summary["seeds"].tolist() == [3, 3, 3]
+
+
+def test_a_cell_whose_process_dies_twice_is_failed_with_a_real_error_file(tmp_path: Path) -> None:
+    cells = parse_config(dict(GRID, seeds=[0, 1])).cells()
+    outcomes = run_cells(cells, tmp_path, always_die, workers=2, progress=False)
+    failed = [o for o in outcomes if o.status == "failed"]
+    assert sorted(o.cell.seed for o in failed) == [1, 1, 1] and sum(o.status == "done" for o in outcomes) == 3
+    for outcome in failed:
+        assert "killed by signal 9 (SIGKILL)" in outcome.error
+        assert "out-of-memory killer" in (outcome.directory / "error.txt").read_text()
+
+
+def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishes(tmp_path: Path) -> None:
+    # cells of 100 decisions (hds takes a gradient step at each); the oracle's search is short: 100 steps
+    grid = dict(GRID, seeds=[0, 1, 2], agents=["hds"], env={"steps_per_action": 1})
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "mixgym.cli", "bench", str(write(tmp_path, grid)), "--out", str(out), "--workers", "2", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(out.glob("cells/*/summary.json")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # to the bench only, as a scheduler would send SIGTERM
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "stopped:" in stdout and "| natural |" in stdout  # the first baseline cell finished
+    finished = list(out.glob("cells/*/summary.json"))
+    assert 1 <= len(finished) < 9 and (out / "summary.md").exists()  # hds, natural and uniform, 3 seeds
+    assert list(out.glob("cells/*.partial/checkpoints/*.ckpt"))  # the interrupted cells checkpointed
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert len(list(out.glob("cells/*/summary.json"))) == 9 and not list(out.glob("cells/*.partial"))
 
 
 @pytest.mark.parametrize(
@@ -70,8 +192,8 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
         ({"env": {"reward": "holistic"}}, r"unknown key\(s\) \['reward'\] in 'env'"),
         ({"agents": {"hds": {"rewards": ["loss"]}}}, "unknown agents.hds.reward 'loss'"),
         ({"baselines": ["best"]}, "unknown baseline 'best' in 'baselines'; allowed: natural, uniform, tempered, oracle"),
-        ({"baselines": {"tempered": {"tau": 0}}}, "baseline 'tempered' in 'baselines': tau must be a positive"),
-        ({"baselines": {"tempered": {"tau": -1.0}}}, "tau must be a positive finite number"),
+        ({"baselines": {"tempered": {"tau": 0}}}, "baseline 'tempered' in 'baselines': agent 'tempered': tau .* must be > 0.0, got 0"),
+        ({"baselines": {"tempered": {"tau": -1.0}}}, r"tau \(1 is natural, towards 0 uniform\) must be > 0.0, got -1.0"),
         ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile"),
         ({"env": {"objective": "loss"}}, "unknown objective 'loss' in 'env.objective'; allowed: domain-mean, natural, worst-domain"),
         ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must have 3 entries"),
@@ -89,7 +211,10 @@ def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) 
 
 def test_shipped_configs_are_valid() -> None:
     for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "configs").glob("*.yaml")):
-        assert load_config(path).cells(), path
+        config = load_config(path)
+        if all(options["backend"] == "toy" for options in config.backends.values()):  # hf ones need their corpus built
+            validate(config)
+            assert config.cells(), path
 
 
 def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
@@ -136,18 +261,11 @@ def test_a_task_grid_reports_every_objective_against_natural_and_uniform(tmp_pat
 
 
 def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path) -> None:
-    import os
-    import signal
-    import threading
-    import time
-
-    from mixgym.bench.execute import cell_dir
-    from mixgym.experiment import RunStopped
-
-    grid = parse_config({**GRID, "agents": ["hds"], "backends": {"toy3": {"num_domains": 3, "total_steps": 500}}})
+    # 100 decisions, stopped after 25: the cell cannot finish before the stop reaches it, however fast the machine
+    grid = parse_config({**GRID, "agents": ["hds"], "backends": {"toy3": {"num_domains": 3, "total_steps": 1000}}})
     run_bench(grid, tmp_path / "full", workers=1, progress=False)
     hds = next(c for c in grid.cells() if c.agent == "hds")
-    csv = cell_dir(tmp_path / "cut", hds) / "decisions.csv"
+    csv = partial_dir(tmp_path / "cut", hds) / "decisions.csv"
 
     def stop_later() -> None:
         while not (csv.exists() and sum(1 for _ in csv.open()) > 25):
@@ -155,12 +273,21 @@ def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=stop_later, daemon=True).start()
-    with pytest.raises(RunStopped):
-        run_bench(grid, tmp_path / "cut", workers=1, progress=False)
+    stopped = run_bench(grid, tmp_path / "cut", workers=1, progress=False)
+    assert stopped.stopped and "stopped" in {o.status for o in stopped.outcomes if o.cell.agent == "hds"}
     assert list((csv.parent / "checkpoints").glob("*.ckpt"))
-    run_bench(grid, tmp_path / "cut", workers=1, progress=False)
+    assert not run_bench(grid, tmp_path / "cut", workers=1, progress=False).stopped
     full = pd.read_csv(cell_dir(tmp_path / "full", hds) / "decisions.csv").drop(columns=["wall_time"])
-    pd.testing.assert_frame_equal(pd.read_csv(csv).drop(columns=["wall_time"]), full)
+    resumed = pd.read_csv(cell_dir(tmp_path / "cut", hds) / "decisions.csv").drop(columns=["wall_time"])
+    pd.testing.assert_frame_equal(resumed, full)
+
+
+def test_an_output_folder_that_is_a_file_is_refused_first(tmp_path: Path, capsys) -> None:
+    (tmp_path / "out").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(write(tmp_path, GRID)), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert re.match(r"mixgym bench: error: the bench output folder '.*out' exists and is not a folder", capsys.readouterr().err)
 
 
 def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(tmp_path: Path) -> None:

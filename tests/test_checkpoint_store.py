@@ -58,3 +58,31 @@ def test_stop_request_turns_sigterm_into_a_flag() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_the_old_checkpoint(tmp_path, monkeypatch) -> None:
+    import errno
+
+    store = CheckpointStore(tmp_path)
+    store.save({"decision": 1}, 1)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        store.save({"decision": 2}, 2)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000001.ckpt"]
+    assert store.load_latest()[0] == {"decision": 1}
+
+
+def test_nested_stop_requests_share_a_signal() -> None:
+    with StopRequest() as outer:
+        os.kill(os.getpid(), signal.SIGTERM)
+        with StopRequest() as inner:  # a signal that came before the inner block is not lost
+            assert inner.requested == signal.SIGTERM
+        with StopRequest() as inner:
+            inner.requested = None
+            os.kill(os.getpid(), signal.SIGINT)
+        assert outer.requested == signal.SIGTERM and inner.requested == signal.SIGINT

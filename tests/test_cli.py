@@ -122,7 +122,7 @@ def test_eval_refuses_a_policy_for_another_k(tmp_path, capsys) -> None:
     policy = tmp_path / "odm.zip"
     assert run("train", "odm", *SMALL_ENV, "--decisions", "3", "--save", str(policy), "--no-progress") == 0
     with pytest.raises(SystemExit):
-        run("eval", str(policy), *SMALL_ENV, "--env", "num_domains=7")
+        run("eval", str(policy), *SMALL_ENV, "--env", "num_domains=7", "--results", str(tmp_path / "eval"))
     assert "K=5 domains" in capsys.readouterr().err
 
 
@@ -216,3 +216,95 @@ def test_corpus_build_through_the_cli_is_loadable_with_datasets(tmp_path) -> Non
     assert "python" in json.dumps(manifest)
     corpus = load_corpus(out)
     assert corpus.names == ["python"] and len(corpus.domains[0].train) > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["train", "odm", "--seed", "-1"], r"argument --seed: must be an integer in \[0, 4294967295\], got -1"),
+        (["--threads", "0", "train", "odm"], "argument --threads: must be an integer >= 1, got 0"),
+        (["train", "odm", "--decisions", "0"], "argument --decisions: must be an integer >= 1, got 0"),
+        (["train", "odm", "--checkpoint-every", "1.5"], "argument --checkpoint-every: expected an integer, got '1.5'"),
+        (["eval", "--agent", "odm", "--episodes", "0"], "argument --episodes: must be an integer >= 1, got 0"),
+        (["bench", "grid.yaml", "--workers", "0"], "argument --workers: must be an integer >= 1, got 0"),
+        (["train", "odm", "--resume", "--restart"], "argument --restart: not allowed with argument --resume"),
+    ],
+)
+def test_bad_numbers_and_flags_are_refused_by_the_parser(argv: list[str], match: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv)
+    assert exit_info.value.code == 2 and re.search(match, capsys.readouterr().err)
+
+
+def test_values_are_yaml_1_2_numbers() -> None:
+    assert [cli._key_value(f"x={text}")[1] for text in ("1e-3", "1e4", "010", "0x10", "inf", "-inf", "yes", "[1, 2e1]")] == [
+        0.001, 10000.0, 10, 16, float("inf"), float("-inf"), "yes", [1, 20.0]]  # fmt: skip
+    assert cli._key_value("x=nan")[1] != cli._key_value("x=nan")[1]  # NaN
+
+
+def refuse_work(*args, **kwargs):
+    raise AssertionError("work started before the output paths were checked")
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["train", "odm", "--save", "{dir}"], "the --save policy file '.*' is a folder, not a file"),
+        (["train", "odm", "--save", "{file}/policy.zip"], "the folder of the --save policy file '.*' exists and is not a folder"),
+        (["train", "odm", "--mode", "online", "--results", "{file}"], "the --results folder '.*' exists and is not a folder"),
+        (["train", "odm", "--checkpoint-dir", "{file}"], "the --checkpoint-dir folder '.*' exists and is not a folder"),
+        (["train", "odm", "--tensorboard", "{file}"], "the --tensorboard folder '.*' exists and is not a folder"),
+        (["train", "odm", "--save", "/proc/mixgym-test/policy.zip"], "cannot create the folder of the --save policy file '/proc/mixgym-test'"),
+        (["eval", "--agent", "odm", "--results", "{file}"], "the --results folder '.*' exists and is not a folder"),
+        (["demo", "--out", "{file}"], "the --out folder '.*' exists and is not a folder"),
+        (["train", "odm", "--resume"], "--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir"),
+    ],
+)
+def test_output_paths_are_checked_before_any_work(argv: list[str], match: str, tmp_path, monkeypatch, capsys) -> None:
+    import mixgym.agents
+    import mixgym.agents.compare
+
+    for module in (mixgym.agents, mixgym.agents.compare):  # nothing may be built before the check
+        for name in ("make_agent", "learn_online", "compare", "env_for"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse_work)
+    (tmp_path / "file").write_text("")
+    argv = [a.format(dir=tmp_path, file=tmp_path / "file") for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv, "--save", str(tmp_path / "p.zip")) if argv[0] == "train" and "--save" not in argv else run(*argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(f"^mixgym {argv[0]}: error: {match}", err) and len(err.strip().splitlines()) == 1, err
+
+
+def test_os_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch, capsys) -> None:
+    import errno
+
+    import mixgym.checkpoint
+
+    real = mixgym.checkpoint.atomic_write_bytes
+
+    def full_disk(path, data) -> None:  # the disk fills up when the first checkpoint is written
+        if path.name.startswith("checkpoint-"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(mixgym.checkpoint, "atomic_write_bytes", full_disk)
+    argv = ["train", "odm", *SMALL_ENV, "--checkpoint-dir", str(tmp_path / "run"), "--checkpoint-every", "2",
+            "--save", str(tmp_path / "p.zip"), "--no-progress"]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and re.match(r"mixgym train: error: \[Errno 28\] No space left on device: '.*checkpoint-0+2.ckpt' \(--debug", err)
+    with pytest.raises(OSError, match="No space left"):
+        run(*argv, "--restart", "--debug")
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))
+
+
+def test_eval_refuses_a_fifo_as_policy(tmp_path, capsys) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "policy.zip")
+    with pytest.raises(SystemExit):
+        run("eval", str(tmp_path / "policy.zip"), "--results", str(tmp_path / "out"))
+    assert "is not a regular file" in capsys.readouterr().err

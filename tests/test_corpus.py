@@ -1,6 +1,7 @@
 """Corpora: loading user folders with `datasets`, building one from this machine's text,
 the packaged sample, the CLI, and every bad input named in a clear error."""
 
+import os
 import argparse
 import gzip
 import json
@@ -363,3 +364,15 @@ def test_a_manifest_with_an_unknown_kind_is_an_error(tmp_path: Path) -> None:
         load_corpus(path)
     (path / "manifest.json").write_text(json.dumps({"domains": [{"domain": "code", "kind": "noise"}]}))
     assert dict(zip(load_corpus(path).names, load_corpus(path).kinds))["code"] == "noise"
+
+
+def test_a_fifo_in_a_corpus_is_refused_instead_of_waited_on(tmp_path) -> None:
+    (tmp_path / "code.txt").write_text("def a():\n    pass\n\ndef b():\n    pass\n")
+    os.mkfifo(tmp_path / "news.txt")  # opening it for reading would block until a writer comes
+    with pytest.raises(CorpusError, match=r"domain 'news': .*news.txt'\] are not regular files"):
+        load_corpus(tmp_path)
+    (tmp_path / "news.txt").unlink()
+    (tmp_path / "books").mkdir()
+    os.mkfifo(tmp_path / "books" / "part-0.txt")
+    with pytest.raises(CorpusError, match="domain 'books': .*part-0.txt'\\] are not regular files"):
+        load_corpus(tmp_path)

@@ -175,7 +175,7 @@ def test_simplex_action_is_normalised_and_zero_is_refused() -> None:
         ({"temperature": 0.0}, "temperature.*0.0"),
         ({"eps": 1.5}, "eps.*1.5"),
         ({"reward": "holistic", "reward_kwargs": {"diversity": "entropy"}}, "'entropy'"),
-        ({"reward": "alignment", "reward_kwargs": {"w_align": 2}}, "bad option"),
+        ({"reward": "alignment", "reward_kwargs": {"w_align": 2}}, "bad reward_kwargs for reward .alignment."),
         ({"learnng_rate": 0.1}, "learnng_rate"),
     ],
 )

@@ -1,7 +1,10 @@
 """Long runs lose nothing: kill a run, resume it, and get exactly the uninterrupted run."""
 
+import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,9 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mixgym.checkpoint import CheckpointStore
+from mixgym.checkpoint import CheckpointStore, NoValidCheckpoint
 from mixgym.experiment import ExperimentConfig, run_experiment
 from mixgym.llm_backend.toy import ToyBackend
+from mixgym.runlock import FolderInUse, RunLock
 
 TOY = {"total_steps": 1200}  # 120 decisions
 
@@ -145,8 +149,170 @@ def test_resume_refuses_another_configuration_and_a_fresh_run_refuses_old_checkp
         run_experiment(ExperimentConfig("uniform", env={"total_steps": 100}, checkpoint_every=2), tmp_path)
     with pytest.raises(ValueError, match="unknown agent 'sac'"):
         ExperimentConfig("sac")
-    with pytest.raises(ValueError, match="checkpoint_every must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
         ExperimentConfig("uniform", checkpoint_every=0)
+    with pytest.raises(TypeError, match="keep must be an integer, got True"):
+        ExperimentConfig("uniform", keep=True)
+    with pytest.raises(ValueError, match="resume and restart exclude each other"):
+        run_experiment(ExperimentConfig("uniform"), tmp_path, resume=True, restart=True)
+
+
+# ---------------------------------------------------------------- one writer per folder
+
+
+def test_a_second_resume_of_a_running_folder_is_refused_and_the_first_finishes_intact(tmp_path) -> None:
+    command = [*train_command("exp3", tmp_path), "--env", "total_steps=20000"]  # 2,000 decisions: time to collide
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    csv = tmp_path / "decisions.csv"
+    while first.poll() is None and not (csv.exists() and sum(1 for _ in csv.open()) > 10):
+        time.sleep(0.01)
+    second = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert first.poll() is None, "the first run ended before the second started: make it longer"
+    assert second.returncode == 2, second.stderr
+    assert re.search(rf"mixgym train: error: .* is in use by another mixgym process \(PID {first.pid} on ", second.stderr)
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert list(table(tmp_path)["decision"]) == list(range(2001))  # every decision once, in order, under its header
+    assert not (tmp_path / ".mixgym.lock").exists()
+
+
+def test_a_lock_left_by_a_dead_process_is_recovered_with_a_warning(tmp_path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / ".mixgym.lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "started": 0, "command": "mixgym train"}))
+    with pytest.warns(UserWarning, match=rf"recovered the lock .* left by a process that is gone \(PID {dead} on"):
+        run_experiment(ExperimentConfig("uniform", env={"total_steps": 60}), tmp_path)
+    with RunLock(tmp_path):  # held: an in-process second writer is refused too
+        with pytest.raises(FolderInUse, match=f"PID {os.getpid()}"):
+            run_experiment(ExperimentConfig("uniform", env={"total_steps": 60}), tmp_path, resume=True)
+
+
+# ---------------------------------------------------------------- the table and the checkpoints agree
+
+
+@pytest.fixture
+def stopped_run(tmp_path) -> tuple[ExperimentConfig, Path]:
+    """An exp3 run stopped after 40 decisions (checkpoint at 40), and its uninterrupted twin."""
+    config = ExperimentConfig("exp3", env={"total_steps": 800}, seed=4, checkpoint_every=10)
+    run_experiment(config, tmp_path / "full")
+    stop_in_process_after(40, tmp_path / "cut" / "decisions.csv")
+    assert run_experiment(config, tmp_path / "cut").status == "stopped"
+    return config, tmp_path
+
+
+def test_rows_beyond_the_checkpoint_are_dropped_and_the_run_ends_identically(stopped_run) -> None:
+    config, root = stopped_run
+    with open(root / "cut" / "decisions.csv", "a") as handle:  # rows the checkpoint does not count
+        handle.write("0,4,41,410,0,0,0,0\r\n" * 3)
+    run_experiment(config, root / "cut", resume=True)
+    pd.testing.assert_frame_equal(table(root / "cut"), table(root / "full"))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "edited"])
+def test_a_damaged_table_is_an_error_naming_the_gap_not_a_silent_loss(stopped_run, damage) -> None:
+    config, root = stopped_run
+    csv = root / "cut" / "decisions.csv"
+    checkpoint = CheckpointStore(root / "cut" / "checkpoints").paths()[-1].name
+    lines = csv.read_text().splitlines(keepends=True)
+    written = len(lines) - 1
+    if damage == "deleted":
+        csv.unlink()
+        match = rf"holds 0 decision rows, but {checkpoint} was taken after \d+: rows 1 to \d+ are missing"
+    elif damage == "truncated":
+        csv.write_text("".join(lines[:16]))
+        match = rf"holds 15 decision rows, but {checkpoint} was taken after \d+: rows 16 to \d+ are missing"
+    else:
+        csv.write_text("".join(lines[:5]) + lines[5].replace(",", ";", 1) + "".join(lines[6:]))
+        match = f"was changed after {checkpoint} was taken"
+    assert written >= 40
+    with pytest.raises(ValueError, match=match + r".*--restart"):
+        run_experiment(config, root / "cut", resume=True)
+    assert run_experiment(config, root / "cut", restart=True).status == "finished"
+    pd.testing.assert_frame_equal(table(root / "cut"), table(root / "full"))
+
+
+def test_when_every_checkpoint_is_corrupt_resume_says_so_instead_of_restarting(stopped_run) -> None:
+    config, root = stopped_run
+    folder = root / "cut" / "checkpoints"
+    for path in CheckpointStore(folder).paths():
+        path.write_bytes(path.read_bytes()[:500])
+    (folder / ".checkpoint-00000050.ckpt.tmp-4242").write_bytes(b"half a checkpoint")  # a write that was killed
+    rows_before = len(table(root / "cut"))
+    with pytest.warns(UserWarning, match="skipping"), pytest.raises(NoValidCheckpoint, match="every checkpoint .* is unreadable.*--restart"):
+        run_experiment(config, root / "cut", resume=True)
+    assert len(table(root / "cut")) == rows_before  # nothing was wiped
+    assert not list(folder.glob(".*.tmp-*"))  # stale temporary files are cleaned
+    with pytest.raises(ValueError, match="already holds checkpoints: continue it .* or start over"):
+        run_experiment(config, root / "cut")
+    run_experiment(config, root / "cut", restart=True)
+    pd.testing.assert_frame_equal(table(root / "cut"), table(root / "full"))
+
+
+def test_domain_names_with_commas_quotes_and_newlines_survive_a_resume(tmp_path) -> None:
+    from mixgym.llm_backend.toy import DomainSpec
+
+    names = ['code, "python"', "web\nforums", "books"]
+    domains = tuple(DomainSpec(n, kind, 1.0, 0.1, 500) for n, kind in zip(names, ("easy", "hard", "noise")))
+
+    config = ExperimentConfig("odm", env={"backend": ToyBackend(domains=domains, total_steps=400)}, checkpoint_every=3)
+    run_experiment(config, tmp_path / "full")
+    stop_in_process_after(12, tmp_path / "cut" / "decisions.csv")
+    assert run_experiment(config, tmp_path / "cut").status == "stopped"
+    run_experiment(config, tmp_path / "cut", resume=True)
+    full = table(tmp_path / "full")
+    pd.testing.assert_frame_equal(table(tmp_path / "cut"), full)
+    assert list(full["decision"]) == list(range(41)) and f"mixture/{names[1]}" in full.columns
+
+
+# ---------------------------------------------------------------- on-policy agents stop where asked
+
+PPO = {"sb3_kwargs": {"n_steps": 32, "batch_size": 16, "n_epochs": 2}}
+
+
+def test_ppo_learns_exactly_the_decisions_asked_for_and_checkpoints_where_asked(tmp_path) -> None:
+    config = ExperimentConfig("ppo", env={"total_steps": 2000}, decisions=70, checkpoint_every=10, keep=10)
+    result = run_experiment(config, tmp_path)  # PPO's default rollout is 2,048 decisions
+    assert result.decisions == 70 and table(tmp_path)["decision"].max() == 70 and len(table(tmp_path)) == 71
+    assert [p.name for p in CheckpointStore(tmp_path / "checkpoints").paths()] == [f"checkpoint-{d:08d}.ckpt" for d in range(10, 80, 10)]
+
+
+@pytest.mark.parametrize("stop_at", [21, 31, 50])  # inside a rollout, on the decision that completes one, and later
+def test_ppo_stopped_inside_a_rollout_resumes_bit_identically(tmp_path, stop_at) -> None:
+    import torch
+
+    config = ExperimentConfig("ppo", env={"total_steps": 1000}, seed=1, checkpoint_every=7, agent_options=PPO)
+    full = run_experiment(config, tmp_path / "full")
+    stop_in_process_after(stop_at, tmp_path / "cut" / "decisions.csv")
+    stopped = run_experiment(config, tmp_path / "cut")
+    assert stopped.status == "stopped" and stop_at - 1 <= stopped.decisions <= stop_at + 1  # no rollout-sized overrun
+    resumed = run_experiment(config, tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(table(tmp_path / "cut"), table(tmp_path / "full"))
+    expected, got = full.agent.model.policy.state_dict(), resumed.agent.model.policy.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)  # the same gradient steps on the same rollouts
+
+
+def test_ppo_on_the_command_line_runs_exactly_decisions_and_stops_on_sigterm(tmp_path) -> None:
+    command = [sys.executable, "-m", "mixgym.cli", "train", "ppo", "--env", "total_steps=3000", "--decisions", "95",
+               "--checkpoint-dir", str(tmp_path), "--checkpoint-every", "10", "--save", str(tmp_path / "p.zip"), "--no-progress"]  # fmt: skip
+    assert start_and_signal_at(command, tmp_path / "decisions.csv", 40, signal.SIGTERM) == 128 + signal.SIGTERM
+    assert 39 <= table(tmp_path)["decision"].max() <= 41  # the signal came after decision 39: no rollout-sized overrun
+    assert subprocess.run([*command, "--resume"], capture_output=True).returncode == 0
+    assert table(tmp_path)["decision"].max() == 95
+
+
+@pytest.mark.parametrize("resume_from", [32, 48])  # where a 32-decision rollout completes, and half-way through one
+def test_ppo_resumes_identically_from_any_checkpoint(tmp_path, resume_from) -> None:
+    import shutil
+
+    config = ExperimentConfig("ppo", env={"total_steps": 900}, seed=2, checkpoint_every=16, keep=10, agent_options=PPO)
+    run_experiment(config, tmp_path / "full")
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    store = CheckpointStore(tmp_path / "cut" / "checkpoints")
+    assert [int(p.stem.split("-")[1]) for p in store.paths()] == list(range(16, 91, 16))
+    for path in store.paths():
+        if int(path.stem.split("-")[1]) > resume_from:
+            path.unlink()
+    run_experiment(config, tmp_path / "cut", resume=True)
+    pd.testing.assert_frame_equal(table(tmp_path / "cut"), table(tmp_path / "full"))
 
 
 @pytest.mark.parametrize(

@@ -262,3 +262,59 @@ def test_dropout_uses_the_backends_own_rng_so_resume_stays_exact_beside_other_to
     torch.rand(100)
     b = second.train(UNIFORM, n_steps=2)
     np.testing.assert_array_equal(a.train_loss, b.train_loss)
+
+
+GUARD = '''
+import json, os, socket
+LOG = os.environ["MIXGYM_TEST_CONNECTIONS"]
+_connect, _getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+def _record(what):
+    with open(LOG, "a") as handle:
+        handle.write(json.dumps(what) + "\\n")
+
+def _local(host):
+    return host in ("localhost", "127.0.0.1", "::1", "") or str(host).startswith("127.")
+
+def connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address[0]):
+        _record(["connect", str(address[0])])
+        raise OSError("network disabled by the test's socket guard")
+    return _connect(self, address)
+
+def getaddrinfo(host, *args, **kwargs):
+    if not _local(host):
+        _record(["resolve", str(host)])
+        raise socket.gaierror("network disabled by the test's socket guard")
+    return _getaddrinfo(host, *args, **kwargs)
+
+socket.socket.connect, socket.getaddrinfo = connect, getaddrinfo
+'''
+
+RUN = """
+import numpy as np
+from mixgym.envs import MixingEnv
+env = MixingEnv(backend="hf", model="pythia-tiny", corpus={corpus!r}, total_steps=2, steps_per_action=1, seq_len=32,
+                micro_batch_size=2, grad_accumulation=1)
+env.reset(seed=0)
+env.step(env.action_space.sample())
+print("ran")
+"""
+
+
+def test_an_hf_run_sends_nothing_to_the_network_whatever_the_environment_says(tmp_path) -> None:
+    import shutil
+
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(GUARD)
+    corpus = tmp_path / "corpus"  # a copy: no cached tokenizer or dataset to lean on
+    shutil.copytree(SAMPLE_CORPUS, corpus, ignore=shutil.ignore_patterns(".tokenizers"))
+    log = tmp_path / "connections.jsonl"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.endswith("_OFFLINE")}
+    env.update(PYTHONPATH=str(guard), MIXGYM_TEST_CONNECTIONS=str(log), HF_HOME=str(tmp_path / "hf-home"),
+               HF_HUB_OFFLINE="0", HF_DATASETS_OFFLINE="0", TRANSFORMERS_OFFLINE="0")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", RUN.format(corpus=str(corpus))], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "ran" in done.stdout, done.stderr[-3000:]
+    attempts = log.read_text().splitlines() if log.exists() else []
+    assert attempts == [], attempts

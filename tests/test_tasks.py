@@ -140,8 +140,10 @@ def test_tempered_natural_lies_between_natural_and_uniform() -> None:
     assert natural_total_variation(sizes ** 0.5) < natural_total_variation(sizes)
     assert np.allclose(mixtures[0.5], sizes**0.5 / (sizes**0.5).sum())
     for tau in (0, -0.5, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="tau must be a positive finite number"):
+        with pytest.raises(ValueError, match=r"tau \(1 is natural, towards 0 uniform\) must be > 0.0, got"):
             make_agent("tempered", env, tau=tau)
+    with pytest.raises(TypeError, match="tau must be a number, got True"):
+        make_agent("tempered", env, tau=True)
 
 
 def test_hf_pile_runs_on_a_built_corpus(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_any_k_from_2_to_32() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_domains": 1}, "num_domains must be >= 2, got 1"),
+        ({"num_domains": 1}, r"num_domains must be an integer in \[2, 10000\], got 1"),
         ({"learning_rate": -1.0}, "learning_rate.*-1.0"),
         ({"target_weights": (1.0, 2.0)}, "target_weights"),
         ({"batch_size": 0}, "batch_size.*0"),

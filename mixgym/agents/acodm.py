@@ -75,12 +75,15 @@ from mixgym.agents.sb3_presets import (
     BehaviourWarmup,
     SB3Agent,
     WarmupConfig,
+    check_sb3_memory,
     freeze_actor,
     one_update_per_decision,
     prior_mixture,
     register_sb3,
     sb3_arguments,
 )
+from mixgym.resources import check_memory
+from mixgym.validation import integer, number
 
 ACODM_FORCED_FRACTION = 22 / 144
 """AC-ODM's forced share: one micro-batch per domain (``domain_num`` 1, ``ddpg_1B.yml:18``;
@@ -132,6 +135,14 @@ class ACODMConfig(WarmupConfig):
         },
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("batch_size", self.batch_size, 1)
+        number("learning_rate", self.learning_rate, maximum=1.0, above=0.0)  # Adam moves each weight ~lr a step
+        number("weight_decay", self.weight_decay, 0.0, 1.0 / self.learning_rate)  # AdamW scales weights by 1 - lr * wd
+        number("noise_sigma", self.noise_sigma, 0.0)
+        number("odm_smoothing", self.odm_smoothing, 0.0, below=1.0)
+
 
 def _odm_warmup(config: ACODMConfig | FrozenActorConfig, facts: EnvFacts, name: str) -> BanditMixer:
     """AC-ODM's warm-up mixer: ODM's smoothed mean from the prior, updating from the first step
@@ -141,6 +152,7 @@ def _odm_warmup(config: ACODMConfig | FrozenActorConfig, facts: EnvFacts, name: 
 
 def _build_acodm(name: str, env: gym.Env, config: ACODMConfig) -> SB3Agent:
     facts = EnvFacts.of(env)
+    check_sb3_memory(name, config, config.batch_size, facts)
     k = facts.num_domains
     wrapped = BehaviourWarmup(env, _odm_warmup(config, facts, name))
     noise = NormalActionNoise(np.zeros(k), np.full(k, config.noise_sigma)) if config.noise_sigma > 0 else None
@@ -295,23 +307,21 @@ class FrozenActorConfig(MixerConfig):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("net_width", "net_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (np.isfinite(self.progress_scale) and self.progress_scale >= 0):
-            raise ValueError(f"progress_scale must be a finite number >= 0, got {self.progress_scale!r}")
-        if not 0.0 <= self.noise < 1.0:
-            raise ValueError(f"noise must be in [0, 1), got {self.noise!r}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+            integer(name, getattr(self, name), 1)
+        number("progress_scale", self.progress_scale, 0.0)
+        number("noise", self.noise, 0.0, below=1.0)
+        number("warmup_fraction", self.warmup_fraction, 0.0, below=1.0)
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
-        if not 0.0 <= self.odm_smoothing < 1.0:
-            raise ValueError(f"odm_smoothing must be in [0, 1), got {self.odm_smoothing!r}")
+        number("odm_smoothing", self.odm_smoothing, 0.0, below=1.0)
 
 
 def _released_actor(config: FrozenActorConfig, facts: EnvFacts, network_seed: int, progress_index: int) -> ReleasedActorMixer:
+    width, depth, inputs = config.net_width, config.net_depth, facts.observation_shape[0]
+    weights = inputs * width + (depth - 1) * width * width + width * facts.num_domains
+    check_memory(16 * weights, f"agent 'acodm-frozen-actor' (net_width={width}, net_depth={depth})", "use a smaller network")
     actor = ReleasedActor(facts.observation_shape[0], facts.num_domains, config.net_width, config.net_depth, network_seed)
     return ReleasedActorMixer(
         actor,

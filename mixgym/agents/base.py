@@ -143,7 +143,9 @@ class AgentSpec:
         config: the agent's options, a frozen dataclass whose fields carry their defaults
             and, in ``metadata["help"]``, what they mean and where the value comes from.
         build: makes the agent for an environment from a config.
-        load: rebuilds a saved agent from its file, its metadata and an optional env.
+        load: rebuilds a saved agent: ``load(path, metadata, env or None, trusted)``;
+            `trusted` allows a loader to unpickle a file this installation did not sign
+            (only SB3 presets ever unpickle; see `mixgym.agents.sb3_files`).
         action_maps: the action maps the agent can drive.
         env_options: `MixingEnv` options of the agent's paper set-up, applied by
             `mixgym.agents.compare.env_for` unless the caller gives them: the reward it
@@ -155,7 +157,7 @@ class AgentSpec:
     summary: str
     config: type
     build: Callable[[gym.Env, Any], Agent]
-    load: Callable[[Path, dict[str, Any], gym.Env | None], Agent]
+    load: Callable[[Path, dict[str, Any], gym.Env | None, bool], Agent]
     action_maps: tuple[str, ...]
     env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -187,7 +189,22 @@ def make_config(name: str, **overrides: Any) -> Any:
         raise ValueError(f"unknown option(s) {unknown} for agent {name!r}; its options: {', '.join(sorted(known))}")
     hints = typing.get_type_hints(spec.config)
     values = {key: _coerce(value, hints[key]) for key, value in overrides.items()}
-    return spec.config(**values)
+    try:
+        return spec.config(**values)
+    except (TypeError, ValueError) as error:  # the config's own checks, named by the agent
+        raise type(error)(f"agent {name!r}: {error}") from None
+
+
+def check_per_domain(name: str, config: Any, domains: tuple[str, ...]) -> None:
+    """Refuse an option with one value per domain (``metadata["per_domain"]``) whose length is
+    not the environment's K."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("per_domain") and value is not None and len(value) != len(domains):
+            raise ValueError(
+                f"agent {name!r}: option {f.name} must have {len(domains)} entries, one per domain "
+                f"{list(domains)}, got {list(value)!r}"
+            )
 
 
 def _coerce(value: Any, hint: Any) -> Any:
@@ -233,7 +250,9 @@ def make_agent(name: str, env: gym.Env, **overrides: Any) -> Agent:
     """
     spec = agent_spec(name)
     config = make_config(name, **overrides)
-    check_action_map(name, EnvFacts.of(env), spec.action_maps)
+    facts = EnvFacts.of(env)
+    check_action_map(name, facts, spec.action_maps)
+    check_per_domain(name, config, facts.domains)
     return spec.build(env, config)
 
 
@@ -269,6 +288,8 @@ def read_metadata(path: str | Path) -> tuple[Path, dict[str, Any]]:
     resolved = given if given.exists() else zip_path(given)
     if not resolved.exists():
         raise FileNotFoundError(f"no saved agent at {str(given)!r}")
+    if not resolved.is_file():
+        raise ValueError(f"{str(resolved)!r} is not a regular file, so not a saved agent")
     try:
         with zipfile.ZipFile(resolved) as archive:
             meta = json.loads(archive.read(META_NAME))
@@ -313,10 +334,15 @@ def check_compatible(meta: dict[str, Any], env: gym.Env, path: Path) -> EnvFacts
     return facts
 
 
-def load_agent(path: str | Path, env: gym.Env | None = None) -> Agent:
-    """Load any saved agent; with `env`, check that it fits and attach it."""
+def load_agent(path: str | Path, env: gym.Env | None = None, trusted: bool = False) -> Agent:
+    """Load any saved agent; with `env`, check that it fits and attach it.
+
+    Loading runs no code from the file unless it is `trusted` (or signed by this
+    installation): mixer agents are JSON; SB3 presets from elsewhere are rebuilt from their
+    options and their tensors (`mixgym.agents.sb3_files`), which needs `env`.
+    """
     resolved, meta = read_metadata(path)
     spec = agent_spec(meta["agent"])
     if env is not None:
         check_compatible(meta, env, resolved)
-    return spec.load(resolved, meta, env)
+    return spec.load(resolved, meta, env, trusted)

@@ -68,6 +68,7 @@ import numpy as np
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
 from mixgym.agents.static import StaticMixer, restore_static
+from mixgym.validation import integer, number
 
 
 def doremi_update(mixture: np.ndarray, scores: np.ndarray, eta: float, smoothing: float) -> np.ndarray:
@@ -188,14 +189,20 @@ class DoReMiConfig(MixerConfig):
         metadata={"help": "loss compared with the reference: 'eval_loss' (same held-out examples) or 'train_loss'"},
     )
     reference_loss: tuple[float, ...] | None = field(
-        default=None, metadata={"help": "per-domain reference losses; given, no reference run is made"}
+        default=None,
+        metadata={"help": "per-domain reference losses; given, no reference run is made", "per_domain": True},
     )
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.eta) and self.eta > 0):
-            raise ValueError(f"eta must be a positive finite number, got {self.eta!r}")
-        if not 0.0 <= self.smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in [0, 1], got {self.smoothing!r}")
+        super().__post_init__()
+        number("eta", self.eta, above=0.0)
+        number("smoothing", self.smoothing, 0.0, 1.0)
+        if not self.reference_seeds:
+            raise ValueError("reference_seeds must name at least one run seed")
+        for seed in self.reference_seeds:
+            integer("reference_seeds entry", seed, 0, 2**32 - 1)
+        for loss in self.reference_loss or ():
+            number("reference_loss entry", loss)
         if self.signal not in SIGNALS:
             raise ValueError(f"signal must be one of {', '.join(SIGNALS)}, got {self.signal!r}")
 

@@ -33,12 +33,14 @@ from mixgym.agents.sb3_presets import (
     BehaviourWarmup,
     SB3Agent,
     WarmupConfig,
+    check_sb3_memory,
     one_update_per_decision,
     prior_mixture,
     register_sb3,
     sb3_arguments,
 )
 from mixgym.agents.static import StaticMixer
+from mixgym.validation import integer, number
 
 HDS_FORCED_FRACTION = 22 / 144
 """HDS's forced share: one micro-batch per domain per step (``training.py:387-391``) of 144."""
@@ -59,6 +61,11 @@ class HDSConfig(WarmupConfig):
         default=1e-4, metadata={"help": "Adam rate of actor, critics and entropy coefficient (HDS: 1e-4, agent.py:377-380)"}
     )
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("batch_size", self.batch_size, 1)
+        number("learning_rate", self.learning_rate, maximum=1.0, above=0.0)  # Adam moves each weight ~lr a step
+
 
 def _warmup(config: HDSConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(prior_mixture(config.prior, facts, "hds"))
@@ -66,6 +73,7 @@ def _warmup(config: HDSConfig, facts: EnvFacts) -> StaticMixer:
 
 def _build_hds(name: str, env: gym.Env, config: HDSConfig) -> SB3Agent:
     facts = EnvFacts.of(env)
+    check_sb3_memory(name, config, config.batch_size, facts)
     wrapped = BehaviourWarmup(env, _warmup(config, facts))
     arguments = sb3_arguments(
         name,

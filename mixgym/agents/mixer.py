@@ -39,6 +39,7 @@ from mixgym.agents.base import (
     write_metadata,
     zip_path,
 )
+from mixgym.validation import check_field_types, integer
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class MixerConfig:
     tensorboard_log: str | None = field(
         default=None, metadata={"help": "TensorBoard folder for `learn`'s SB3 logger (None: no logging)"}
     )
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.seed is not None:  # a numpy integer becomes a Python one: Gymnasium takes no other
+            object.__setattr__(self, "seed", integer("seed", self.seed, 0, 2**32 - 1))
 
 
 class Mixer(Protocol):
@@ -221,9 +227,9 @@ class MixerAgent:
         write_metadata(zip_path(path), meta, mode="w")
 
     @classmethod
-    def load(cls, path: str | Path, env: gym.Env | None = None) -> MixerAgent:
+    def load(cls, path: str | Path, env: gym.Env | None = None, trusted: bool = False) -> MixerAgent:
         """Load a saved mixer agent (any kind; see `mixgym.agents.base.load_agent`)."""
-        agent = load_agent(path, env)
+        agent = load_agent(path, env, trusted=trusted)
         if not isinstance(agent, MixerAgent):
             raise ValueError(f"{str(path)!r} holds agent {type(agent).__name__}, not a mixer agent")
         return agent
@@ -267,8 +273,9 @@ def register_mixer(
         facts = EnvFacts.of(env)
         return MixerAgent(name, cfg, build(env, cfg, facts), facts, env)
 
-    def load(path: Path, meta: dict[str, Any], env: gym.Env | None) -> MixerAgent:
-        cfg = make_config(name, **meta["config"])
+    def load(path: Path, meta: dict[str, Any], env: gym.Env | None, trusted: bool) -> MixerAgent:
+        # JSON only, trusted or not; where to write logs is the loader's choice, not the file's
+        cfg = make_config(name, **dict(meta["config"], tensorboard_log=None))
         facts = EnvFacts.from_json(meta["env"])
         if "state" not in meta:
             raise ValueError(f"{str(path)!r}: its {META_NAME} has no mixer state")

@@ -49,6 +49,7 @@ import numpy as np
 
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
+from mixgym.validation import number
 
 
 def exploration_rate(num_domains: int, iteration: int) -> float:
@@ -182,8 +183,8 @@ class BanditConfig(MixerConfig):
     )
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        super().__post_init__()
+        number("warmup_fraction", self.warmup_fraction, 0.0, below=1.0)
         if self.initial not in ("natural", "uniform"):
             raise ValueError(f"initial must be 'natural' or 'uniform', got {self.initial!r}")
 
@@ -199,8 +200,7 @@ class OdmConfig(BanditConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {self.smoothing!r}")
+        number("smoothing", self.smoothing, 0.0, below=1.0)
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,7 @@ class Exp3Config(BanditConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (np.isfinite(self.reward_scale) and self.reward_scale > 0):
-            raise ValueError(f"reward_scale must be a positive finite number, got {self.reward_scale!r}")
+        number("reward_scale", self.reward_scale, above=0.0)
 
 
 def initial_mixture(config: BanditConfig, facts: EnvFacts, agent: str) -> np.ndarray:

@@ -24,21 +24,23 @@ td3, ppo -- SB3's defaults, for benchmarking.
 from __future__ import annotations
 
 import inspect
+import io
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import io
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 import torch.nn.functional as F
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.type_aliases import MaybeCallback
 from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -46,6 +48,7 @@ from mixgym.agents.base import (
     AgentSpec,
     EnvFacts,
     load_agent,
+    make_agent,
     make_config,
     metadata,
     register,
@@ -54,8 +57,20 @@ from mixgym.agents.base import (
 )
 from mixgym.agents.mixer import Mixer
 from mixgym.agents.odm import warmup_decisions
+from mixgym.agents.rollouts import (
+    ResumableRolloutBuffer,
+    RolloutTracker,
+    full_rollout_length,
+    restore_rollout,
+    rollout_state,
+    room_after_step,
+)
+from mixgym.agents.sb3_files import json_clean, load_weights, sign_zip, signed_here
 from mixgym.checkpoint import to_bytes
 from mixgym.envs.action_maps import ACTION_MAPS
+from mixgym.resources import check_memory
+from mixgym.trust import UntrustedFile
+from mixgym.validation import check_field_types, integer, number
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"DDPG": DDPG, "SAC": SAC, "TD3": TD3, "PPO": PPO}
 
@@ -160,6 +175,21 @@ class SB3Config:
         default_factory=dict, metadata={"help": "further arguments of the SB3 constructor, given verbatim"}
     )
 
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.seed is not None:  # a numpy integer becomes a Python one: Gymnasium takes no other
+            object.__setattr__(self, "seed", integer("seed", self.seed, 0, 2**32 - 1))
+        integer("verbose", self.verbose, 0, 2)
+        try:
+            kind = "auto" if self.device == "auto" else th.device(self.device).type
+        except RuntimeError:
+            kind = None
+        if kind not in ("auto", "cpu", "cuda", "mps"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        bad = [key for key in self.sb3_kwargs if not isinstance(key, str)]
+        if bad:
+            raise TypeError(f"sb3_kwargs names SB3 arguments by string, got {bad}")
+
 
 @dataclass(frozen=True)
 class WarmupConfig(SB3Config):
@@ -180,11 +210,12 @@ class WarmupConfig(SB3Config):
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("net_width", "net_depth", "buffer_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+            integer(name, getattr(self, name), 1)
+        number("gamma", self.gamma, 0.0, 1.0)
+        number("tau", self.tau, 0.0, 1.0, above=0.0)
+        number("warmup_fraction", self.warmup_fraction, 0.0, below=1.0)
         if self.prior not in ("natural", "uniform"):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
 
@@ -214,14 +245,21 @@ class SB3Agent:
         self.facts = facts
         self._warmup = warmup
         self.warmed_up = warmup is None
+        self._tracker = RolloutTracker() if isinstance(model, OnPolicyAlgorithm) else None
 
     def learn(
         self, total_timesteps: int, callback: MaybeCallback = None, progress_bar: bool = False, **learn_kwargs: Any
     ) -> SB3Agent:
-        """SB3's ``learn``, the first call starting with the behaviour warm-up."""
-        if not isinstance(total_timesteps, (int, np.integer)) or total_timesteps < 1:
+        """SB3's ``learn``, the first call starting with the behaviour warm-up.
+
+        Exactly `total_timesteps` decisions, on-policy models (PPO) included: they stop inside
+        their last rollout, which is then not trained on (`mixgym.agents.rollouts`).
+        """
+        if not isinstance(total_timesteps, (int, np.integer)) or isinstance(total_timesteps, bool) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
         callbacks = [] if callback is None else list(callback) if isinstance(callback, list) else [callback]
+        if self._tracker is not None:
+            callbacks.insert(0, self._tracker)  # first: it marks the decision in flight before others checkpoint it
         if isinstance(self.config, WarmupConfig):
             # SB3 acts at random before learning_starts: only the behaviour warm-up may delay
             # learning. A fresh learn after the warm-up starts learning at once; one that
@@ -246,12 +284,27 @@ class SB3Agent:
         replay = getattr(self.model, "replay_buffer", None)
         monitor = self._monitor()
         return {
-            "model": to_bytes(self.model.save),
+            "model": to_bytes(self._save_model),
             "replay_buffer": to_bytes(self.model.save_replay_buffer) if replay is not None else None,  # type: ignore[attr-defined]
+            "rollout": None if self._tracker is None else rollout_state(self.model, self._tracker, self._tracker.locals),  # type: ignore[arg-type]
             "warmed_up": self.warmed_up,
             "warmup": None if self._warmup is None else {"remaining": self._warmup.remaining, "mixer": self._warmup.mixer.state_dict()},
             "monitor_rewards": None if monitor is None else list(monitor.rewards),
         }
+
+    def _save_model(self, target: Any) -> None:
+        if isinstance(self.model, OnPolicyAlgorithm):
+            with full_rollout_length(self.model):
+                self.model.save(target)
+        else:
+            self.model.save(target)
+
+    @property
+    def checkpoint_after_step(self) -> bool:
+        """Whether a checkpoint may be taken in a callback's ``on_step``, the decision just
+        taken included: for on-policy models while their rollout has room for it (see
+        `mixgym.agents.rollouts`); off-policy models checkpoint at rollout starts only."""
+        return self._tracker is not None and self._tracker.in_flight and room_after_step(self.model)  # type: ignore[arg-type]
 
     def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
         """Restore `checkpoint_state`'s output onto this agent's environment (already reset).
@@ -265,6 +318,8 @@ class SB3Agent:
             freeze_actor(model)
         if state["replay_buffer"] is not None:
             model.load_replay_buffer(io.BytesIO(state["replay_buffer"]))  # type: ignore[attr-defined]
+        if state.get("rollout") is not None:
+            restore_rollout(model, state["rollout"])  # type: ignore[arg-type]
         self.model = model
         self.warmed_up = bool(state["warmed_up"])
         if self._warmup is not None and state["warmup"] is not None:
@@ -304,18 +359,21 @@ class SB3Agent:
         return self.model.predict(observation, state, episode_start, deterministic)
 
     def save(self, path: str | Path) -> None:
-        """SB3's zip, plus the preset's ``mixgym.json``."""
+        """SB3's zip, plus the preset's ``mixgym.json``, signed by this installation
+        (`mixgym.agents.sb3_files`)."""
         path = zip_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.model.save(path)
+        self._save_model(path)
         algorithm = type(self.model).__name__
-        meta = metadata(self.name, self.config, self.facts, algorithm=algorithm, warmed_up=self.warmed_up)
+        rebuildable = json_clean(self.config.sb3_kwargs)
+        meta = metadata(self.name, self.config, self.facts, algorithm=algorithm, warmed_up=self.warmed_up, rebuildable=rebuildable)
         write_metadata(path, meta)
+        sign_zip(path)
 
     @classmethod
-    def load(cls, path: str | Path, env: gym.Env | None = None) -> SB3Agent:
+    def load(cls, path: str | Path, env: gym.Env | None = None, trusted: bool = False) -> SB3Agent:
         """Load a saved SB3 preset (see `mixgym.agents.base.load_agent`)."""
-        agent = load_agent(path, env)
+        agent = load_agent(path, env, trusted=trusted)
         if not isinstance(agent, SB3Agent):
             raise ValueError(f"{str(path)!r} holds agent {type(agent).__name__}, not an SB3 preset")
         return agent
@@ -341,7 +399,8 @@ def sb3_arguments(name: str, algorithm: type[BaseAlgorithm], config: SB3Config, 
     unknown = sorted(set(arguments) - known)
     if unknown:
         raise ValueError(
-            f"agent {name!r}: {algorithm.__name__} has no argument(s) {unknown}; its arguments: {sorted(known)}"
+            f"agent {name!r}: sb3_kwargs names argument(s) {unknown} that {algorithm.__name__} does not have; "
+            f"its arguments: {sorted(known)}"
         )
     return arguments
 
@@ -372,34 +431,79 @@ def one_update_per_decision(config: WarmupConfig, learning_rate: float, batch_si
     }
 
 
+def check_sb3_memory(name: str, config: WarmupConfig, batch_size: int, facts: EnvFacts) -> None:
+    """Refuse networks, a replay buffer or a batch too large for the machine, before SB3 allocates
+    them (an estimate: six networks of the preset's shape -- actor, critics, their targets -- with
+    gradients and two Adam moments each; the buffer's observations, next observations, actions and
+    scalars; one batch's inputs and activations)."""
+    obs, k = int(np.prod(facts.observation_shape)), facts.num_domains
+    width, depth = config.net_width, config.net_depth
+    network = (obs + k) * width + (depth - 1) * width * width + width * (k + 1)
+    needed = 6 * 16 * network + 4 * config.buffer_size * (2 * obs + k + 3) + 4 * batch_size * (2 * obs + k + 6 * width * depth)
+    options = f"net_width={width}, net_depth={depth}, buffer_size={config.buffer_size}, batch_size={batch_size}"
+    check_memory(needed, f"agent {name!r} ({options}) on K={k} domains", "use a smaller network, buffer or batch")
+
+
 def _build_default(name: str, algorithm: type[BaseAlgorithm], env: gym.Env, config: SB3Config) -> SB3Agent:
-    model = algorithm("MlpPolicy", env, **sb3_arguments(name, algorithm, config))
+    preset = {"rollout_buffer_class": ResumableRolloutBuffer} if issubclass(algorithm, OnPolicyAlgorithm) else {}
+    model = algorithm("MlpPolicy", env, **sb3_arguments(name, algorithm, config, **preset))
     return SB3Agent(name, config, model, EnvFacts.of(env))
 
 
 def _load(name: str, behaviour: Behaviour) -> Any:
-    def load(path: Path, meta: dict[str, Any], env: gym.Env | None) -> SB3Agent:
+    def load(path: Path, meta: dict[str, Any], env: gym.Env | None, trusted: bool) -> SB3Agent:
         algorithm = ALGORITHMS.get(str(meta.get("algorithm")))
         if algorithm is None:
             raise ValueError(f"{str(path)!r}: unknown SB3 algorithm {meta.get('algorithm')!r}")
-        saved = {key: value for key, value in meta["config"].items() if key != "sb3_kwargs"}
-        config = make_config(name, **saved)
-        facts = EnvFacts.of(env) if env is not None else EnvFacts.from_json(meta["env"])
-        warmed_up = bool(meta.get("warmed_up", True))
-        mixer = behaviour(config, facts) if env is not None and not warmed_up else None
-        warmup = BehaviourWarmup(env, mixer) if mixer is not None else None
-        try:
-            model = algorithm.load(path, env=warmup or env, device=config.device)
-        except (AssertionError, ValueError, KeyError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
-            # SB3 asserts when the zip has no "data" entry; the others come from torch and zipfile
-            raise ValueError(f"{str(path)!r} holds a corrupt {algorithm.__name__} model: {error}") from None
-        if getattr(config, "freeze_actor", False):
-            freeze_actor(model)
-        agent = SB3Agent(name, config, model, facts, warmup)
-        agent.warmed_up = warmed_up
-        return agent
+        if trusted or signed_here(path):
+            return _load_with_sb3(name, behaviour, algorithm, path, meta, env)
+        return _rebuild(name, algorithm, path, meta, env)
 
     return load
+
+
+def _load_with_sb3(
+    name: str, behaviour: Behaviour, algorithm: type[BaseAlgorithm], path: Path, meta: dict[str, Any], env: gym.Env | None
+) -> SB3Agent:
+    """SB3's own ``load``: unpickles the file's ``data`` (only for trusted or self-signed files)."""
+    saved = {key: value for key, value in meta["config"].items() if key != "sb3_kwargs"}
+    config = make_config(name, **saved)
+    facts = EnvFacts.of(env) if env is not None else EnvFacts.from_json(meta["env"])
+    warmed_up = bool(meta.get("warmed_up", True))
+    mixer = behaviour(config, facts) if env is not None and not warmed_up else None
+    warmup = BehaviourWarmup(env, mixer) if mixer is not None else None
+    try:
+        model = algorithm.load(path, env=warmup or env, device=config.device)
+    except (AssertionError, ValueError, KeyError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        # SB3 asserts when the zip has no "data" entry; the others come from torch and zipfile
+        raise ValueError(f"{str(path)!r} holds a corrupt {algorithm.__name__} model: {error}") from None
+    if getattr(config, "freeze_actor", False):
+        freeze_actor(model)
+    agent = SB3Agent(name, config, model, facts, warmup)
+    agent.warmed_up = warmed_up
+    return agent
+
+
+def _rebuild(name: str, algorithm: type[BaseAlgorithm], path: Path, meta: dict[str, Any], env: gym.Env | None) -> SB3Agent:
+    """The preset made afresh from ``mixgym.json``, weights read as tensors only
+    (`mixgym.agents.sb3_files`): nothing in the file is unpickled."""
+    trust = "If you trust the file, load it with trusted=True (mixgym eval --trust)"
+    if env is None:
+        raise UntrustedFile(
+            f"{str(path)!r} was not saved by this installation, so it is loaded without unpickling anything, by "
+            f"rebuilding the {name!r} preset on an environment: pass env=... . {trust}"
+        )
+    if not meta.get("rebuildable", True):
+        raise UntrustedFile(
+            f"{str(path)!r} was not saved by this installation and its SB3 arguments (sb3_kwargs) are Python objects "
+            f"that only SB3's pickle-based load restores. {trust}"
+        )
+    agent = make_agent(name, env, **dict(meta["config"], tensorboard_log=None))
+    if not isinstance(agent, SB3Agent) or type(agent.model) is not algorithm:
+        raise ValueError(f"{str(path)!r} holds a {algorithm.__name__} model, but preset {name!r} makes another")
+    load_weights(agent.model, path)
+    agent.warmed_up = bool(meta.get("warmed_up", True))
+    return agent
 
 
 def register_sb3(
@@ -444,6 +548,7 @@ __all__ = [
     "SB3Agent",
     "SB3Config",
     "WarmupConfig",
+    "check_sb3_memory",
     "freeze_actor",
     "one_update_per_decision",
     "prior_mixture",

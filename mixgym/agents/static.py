@@ -20,6 +20,7 @@ import numpy as np
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
 from mixgym.llm_backend.base import normalised_mixture
+from mixgym.validation import integer, number
 from mixgym.llm_backend.oracle import oracle_mixture
 from mixgym.llm_backend.toy import ToyBackend
 
@@ -56,8 +57,14 @@ class FixedConfig(MixerConfig):
     """Options of the ``fixed`` agent."""
 
     mixture: tuple[float, ...] = field(
-        default=(), metadata={"help": "the mixture, K non-negative weights (divided by their sum); required"}
+        default=(),
+        metadata={"help": "the mixture, K non-negative weights (divided by their sum); required", "per_domain": True},
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for weight in self.mixture:
+            number("mixture weight", weight, 0.0)
 
 
 @dataclass(frozen=True)
@@ -69,8 +76,8 @@ class TemperedConfig(MixerConfig):
     )
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.tau, (int, float)) and np.isfinite(self.tau) and self.tau > 0):
-            raise ValueError(f"tau must be a positive finite number (1 is natural, towards 0 uniform), got {self.tau!r}")
+        super().__post_init__()
+        number("tau (1 is natural, towards 0 uniform)", self.tau, above=0.0)
 
 
 def tempered_mixture(natural: np.ndarray, tau: float) -> np.ndarray:
@@ -88,8 +95,8 @@ class RandomConfig(MixerConfig):
     )
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.concentration) and self.concentration > 0):
-            raise ValueError(f"concentration must be a positive finite number, got {self.concentration!r}")
+        super().__post_init__()
+        number("concentration", self.concentration, above=0.0)
 
 
 @dataclass(frozen=True)
@@ -101,6 +108,15 @@ class OracleConfig(MixerConfig):
     )
     n_random: int = field(default=32, metadata={"help": "random Dirichlet starts of the search"})
     rounds: int = field(default=8, metadata={"help": "coordinate-search rounds"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.search_seeds:
+            raise ValueError("search_seeds must name at least one run seed")
+        for seed in self.search_seeds:
+            integer("search_seeds entry", seed, 0, 2**32 - 1)
+        integer("n_random", self.n_random, 0, 100_000)  # each start is one evaluation of len(search_seeds) runs
+        integer("rounds", self.rounds, 0, 10_000)
 
 
 class DirichletMixer:

@@ -15,8 +15,9 @@ daemon: one Slurm array task per shard); shards share the cell cache, so a final
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
-import shutil
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ from typing import Any
 import pandas as pd
 
 from mixgym.bench.cells import oracle_objective, run_cell
-from mixgym.bench.config import BenchConfig, Cell, load_config, parse_config
+from mixgym.bench.config import BenchConfig, Cell, load_config, parse_config, validate
 from mixgym.bench.execute import CellOutcome, run_cells
+from mixgym.bench.report import write_report
+from mixgym.checkpoint import atomic_write_bytes
+from mixgym.paths import output_folder
+from mixgym.runlock import RunLock
 
 ENGINES = ("process", "ray")
-from mixgym.bench.report import write_report
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,11 @@ class BenchResult:
     @property
     def failed(self) -> list[CellOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a signal stopped the grid before every cell ran (the report is partial)."""
+        return any(o.status in ("stopped", "skipped") for o in self.outcomes)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -68,30 +77,50 @@ def run_bench(
     """Run every unfinished cell of `config` (of its `shard`: every N-th from the I-th) under
     `out` with `engine` ("process" with `workers`, or "ray" with `ray`, a
     `mixgym.bench.ray_engine.RayOptions`), then write tables and plots there (a shard's in
-    ``out/shards/I-of-N``)."""
+    ``out/shards/I-of-N``).
+
+    One bench writes a report folder at a time (`mixgym.runlock.RunLock` on `out`, or on the
+    shard's folder: shards of one grid share `out`'s cell cache and run side by side, each cell
+    under its own lock). Everything is checked before the first cell starts (`validate`); the
+    configuration that ran is written to ``out/config.yaml`` (as JSON, which YAML reads). A
+    stopped grid (SIGINT/SIGTERM) still writes the report of the cells that finished;
+    ``result.stopped`` says so.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "ray":
         from mixgym.bench.ray_engine import import_ray
 
         import_ray()  # before any work: a missing extra is the first thing said
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cells, report = config.cells(), out
+    out = output_folder(out, "bench output folder")
+    report = out
     if shard is not None:
         index, count = parse_shard(f"{shard[0]}/{shard[1]}")
-        cells, report = cells[index::count], out / "shards" / f"{index}-of-{count}"
-    search = {key: value for key, value in {**config.baselines, **config.agents}.get("oracle", {}).items() if key != "rewards"}
-    oracles = {label: value for label, options in config.backends.items() if (value := oracle_objective(options, search)) is not None}
-    runner = functools.partial(run_cell, oracles=oracles)
-    if engine == "ray":
-        from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
+        report = output_folder(out / "shards" / f"{index}-of-{count}", "shard's report folder")
+    with RunLock(report):
+        validate(config)
+        cells = config.cells()
+        if shard is not None:
+            cells = cells[index::count]
+        atomic_write_bytes(out / "config.yaml", json.dumps(_as_raw(config), indent=1).encode())
+        search = {key: value for key, value in {**config.baselines, **config.agents}.get("oracle", {}).items() if key != "rewards"}
+        oracles = {
+            label: value for label, options in config.backends.items() if (value := oracle_objective(options, search)) is not None
+        }
+        runner = functools.partial(run_cell, oracles=oracles)
+        if engine == "ray":
+            from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
 
-        outcomes = run_cells_on_ray(cells, out, runner, ray or RayOptions(), progress)
-    else:
-        outcomes = run_cells(cells, out, runner, workers, progress)
-    summary, text = write_report(outcomes, report)
+            outcomes = run_cells_on_ray(cells, out, runner, ray or RayOptions(), progress)
+        else:
+            outcomes = run_cells(cells, out, runner, workers, progress)
+        summary, text = write_report(outcomes, report)
     return BenchResult(outcomes, summary, text)
+
+
+def _as_raw(config: BenchConfig) -> dict:
+    """The configuration in the YAML form `parse_config` reads."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
 
 def _bench_command(args: argparse.Namespace) -> int:
@@ -106,29 +135,40 @@ def _bench_command(args: argparse.Namespace) -> int:
         ray = RayOptions(address=args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
     elif (args.ray_address, args.cpus_per_cell, args.gpus_per_cell) != (None, 1.0, 0.0):
         raise ValueError("--ray-address, --cpus-per-cell and --gpus-per-cell apply to --engine ray")
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.config, out / "config.yaml")
     result = run_bench(config, out, workers=args.workers, progress=not args.no_progress, engine=args.engine, ray=ray, shard=shard)
+    report = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
     print(result.markdown)
     for outcome in result.failed:
-        print(f"FAILED {outcome.cell.label}: {outcome.error} (traceback: {outcome.directory / 'error.txt'})")
-    print(f"tables and plots in {out / 'shards' / f'{shard[0]}-of-{shard[1]}' if shard else out}")
+        print(f"FAILED {outcome.cell.label}: {outcome.error} (details: {outcome.directory / 'error.txt'})")
+    if result.stopped:
+        stopped = sum(o.status == "stopped" for o in result.outcomes)
+        skipped = sum(o.status == "skipped" for o in result.outcomes)
+        print(
+            f"stopped: {stopped} running cell(s) checkpointed, {skipped} not started; the report above covers the "
+            f"finished ones. Run the same command again to continue. Tables and plots in {report}"
+        )
+        return 130
+    print(f"tables and plots in {report}")
     return 1 if result.failed else 0
 
 
 def add_bench_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench CONFIG`` to the `mixgym` command line."""
+    from mixgym.cli import int_at_least
+
     p = subparsers.add_parser(
         "bench",
         help="run a grid of agents x rewards x backends x seeds from a YAML file",
         description="Run every cell of the grid in CONFIG (see benchmarks/configs/) in parallel processes. "
-        "Finished cells are cached under OUT/cells/ by a hash of their configuration and are not run again; "
-        "a cell that crashes is reported and the others finish. Writes results.csv, summary.csv, summary.md "
-        "and PNG plots into OUT.",
+        "The whole config is checked before anything runs. Finished cells are cached under OUT/cells/ by a hash "
+        "of their configuration and of the files they read, and are not run again; a cell that crashes is "
+        "reported and the others finish; a cell whose process dies (out of memory) is tried once more. Ctrl-C "
+        "checkpoints the running cells, starts no new ones and writes the report of the finished ones; the same "
+        "command continues. Writes results.csv, summary.csv, summary.md and PNG plots into OUT.",
     )
     p.add_argument("config", help="the grid, a YAML file")
     p.add_argument("--out", help="output folder (default: runs/<name>)")
-    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument("--workers", type=int_at_least(1), default=None, help="parallel processes (default: all cores)")
     p.add_argument(
         "--engine", choices=ENGINES, default="process",
         help="process: local processes (default); ray: one Ray core task per cell (pip install \"mixgym[cluster]\"; "

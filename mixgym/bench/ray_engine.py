@@ -1,7 +1,8 @@
 """The bench grid on a Ray cluster: each cell a Ray core task (``mixgym bench --engine ray``).
 
 The cells are the same as the process engine's and run the same function with the same
-cache (``OUT/cells/<key>/``, `mixgym.bench.execute`): only where they run changes. Each
+cache (``OUT/cells/<key>/``, written under ``<key>.partial/`` and renamed into place when
+finished, `mixgym.bench.execute`): only where they run changes. Each
 unfinished cell becomes one task of `RayOptions.cpus_per_cell` CPUs and `gpus_per_cell` GPUs
 (fractions share a GPU; Ray sets ``CUDA_VISIBLE_DEVICES`` for the task, so the HF backend's
 ``device="auto"`` finds its GPU); Ray places the tasks on the cluster's nodes. The output
@@ -23,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mixgym.bench.config import Cell
-from mixgym.bench.execute import CellOutcome, CellRunner, cell_dir, run_one_cell
+from mixgym.bench.execute import CellOutcome, CellRunner, cell_dir, finished, partial_dir, run_one_cell
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,12 @@ def import_ray() -> Any:
     return ray
 
 
-def _cell_task(cell: Cell, directory: str, runner: CellRunner) -> CellOutcome:
+def _cell_task(cell: Cell, out: str, runner: CellRunner) -> CellOutcome:
     """One cell in a Ray worker, one torch thread as in the process engine's workers."""
     import torch
 
     torch.set_num_threads(1)
-    return run_one_cell(cell, Path(directory), runner)
+    return run_one_cell(cell, Path(out), runner)
 
 
 def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: RayOptions, progress: bool = True) -> list[CellOutcome]:
@@ -75,10 +76,10 @@ def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: 
     if started_here:
         ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
     try:
-        outcomes = [CellOutcome(c, "cached", cell_dir(out, c)) for c in cells if (cell_dir(out, c) / "summary.json").exists()]
-        pending = [c for c in cells if not (cell_dir(out, c) / "summary.json").exists()]
+        outcomes = [CellOutcome(c, "cached", cell_dir(out, c)) for c in cells if finished(out, c)]
+        pending = [c for c in cells if not finished(out, c)]
         task = ray.remote(num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell, max_retries=0)(_cell_task)
-        running = {task.remote(cell, str(cell_dir(out, cell)), runner): cell for cell in pending}
+        running = {task.remote(cell, str(out), runner): cell for cell in pending}
         bar = tqdm(total=len(cells), initial=len(outcomes), desc="cells (ray)", unit="cell", disable=not progress)
         while running:
             (done,), _ = ray.wait(list(running), num_returns=1)
@@ -86,7 +87,9 @@ def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: 
             try:
                 outcomes.append(ray.get(done))
             except ray.exceptions.RayError as error:  # the task's process or node died
-                outcomes.append(CellOutcome(cell, "failed", cell_dir(out, cell), f"{type(error).__name__}: {error}"))
+                partial_dir(out, cell).mkdir(parents=True, exist_ok=True)
+                (partial_dir(out, cell) / "error.txt").write_text(f"the Ray task of cell {cell.label} failed:\n{error}\n")
+                outcomes.append(CellOutcome(cell, "failed", partial_dir(out, cell), f"{type(error).__name__}: {error}"))
             bar.update()
         bar.close()
         return outcomes

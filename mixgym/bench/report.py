@@ -70,7 +70,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
     column ``objective/<name>`` per objective."""
     rows, trajectories = [], {}
     for outcome in outcomes:
-        if outcome.status == "failed":
+        if outcome.status not in ("done", "cached") or outcome.cell.key in trajectories:
             continue
         summary = json.loads((outcome.directory / "summary.json").read_text())
         results = Results.load(outcome.directory)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from gymnasium import spaces
 
+from mixgym.validation import number
+
 ACTION_MAPS = ("softmax", "normalize", "simplex")
 _BOUND_TOLERANCE = 1e-5
 INVERSE_BOUND = 0.99
@@ -49,12 +51,10 @@ class ActionMap:
     eps: float = 0.05
 
     def __post_init__(self) -> None:
-        if self.name not in ACTION_MAPS:
+        if not isinstance(self.name, str) or self.name not in ACTION_MAPS:
             raise ValueError(f"unknown action_map {self.name!r}; choose one of {', '.join(ACTION_MAPS)}")
-        if not self.temperature > 0 or not np.isfinite(self.temperature):
-            raise ValueError(f"temperature must be a positive finite number, got {self.temperature!r}")
-        if not 0.0 <= self.eps <= 1.0:
-            raise ValueError(f"eps must be in [0, 1], got {self.eps!r}")
+        number("temperature", self.temperature, above=0.0)
+        number("eps", self.eps, 0.0, 1.0)
 
     @property
     def space(self) -> spaces.Box:

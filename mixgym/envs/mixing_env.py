@@ -14,6 +14,7 @@ from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_re
 from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
 from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
 from mixgym.tasks import get_task
+from mixgym.validation import integer
 
 _DEFAULT_LAYERS = 3
 
@@ -175,18 +176,18 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         objective: ObjectiveSpec | None = None,
         **backend_kwargs: Any,
     ) -> None:
-        if not isinstance(steps_per_action, (int, np.integer)) or steps_per_action < 1:
-            raise ValueError(f"steps_per_action must be an integer >= 1, got {steps_per_action!r}")
-        if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-            raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
-        if total_steps is not None and (not isinstance(total_steps, (int, np.integer)) or total_steps < 1):
-            raise ValueError(f"total_steps must be an integer >= 1, got {total_steps!r}")
+        integer("steps_per_action", steps_per_action, 1)
+        integer("eval_every", eval_every, 1)
+        if total_steps is not None:
+            integer("total_steps", total_steps, 1)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
-        if "num_domains" in backend_kwargs and (
-            not isinstance(backend_kwargs["num_domains"], (int, np.integer)) or backend_kwargs["num_domains"] < 2
-        ):
-            raise ValueError(f"num_domains (K) must be an integer >= 2, got {backend_kwargs['num_domains']!r}")
+        if not isinstance(info_timings, (bool, np.bool_)):
+            raise TypeError(f"info_timings must be true or false, got {info_timings!r}")
+        if reward_kwargs is not None and not isinstance(reward_kwargs, dict):
+            raise TypeError(f"reward_kwargs must be a mapping of the reward's options, got {reward_kwargs!r}")
+        if "num_domains" in backend_kwargs:
+            integer("num_domains (K)", backend_kwargs["num_domains"], 2)
         if task is not None:
             preset = get_task(task)
             if backend is not None and backend != preset.backend:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union
 import numpy as np
 
 from mixgym.llm_backend.base import Signal, WeightStats
+from mixgym.validation import number
 
 if TYPE_CHECKING:
     from mixgym.envs.mixing_env import MixingEnv
@@ -257,7 +258,7 @@ class Reward:
 
 
 def _check_mode(name: str, value: str, modes: tuple[str, ...]) -> None:
-    if value not in modes:
+    if not isinstance(value, str) or value not in modes:
         raise ValueError(f"unknown {name} mode {value!r}; choose one of {', '.join(modes)}")
 
 
@@ -335,8 +336,7 @@ class HolisticReward(Reward):
         _check_mode("alignment", self.alignment, ALIGNMENT_MODES)
         _check_mode("stability", self.stability, STABILITY_MODES)
         for key in ("w_align", "w_div", "w_stab"):
-            if not np.isfinite(getattr(self, key)):
-                raise ValueError(f"{key} must be finite, got {getattr(self, key)!r}")
+            number(f"reward_kwargs {key}", getattr(self, key))
 
     def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
         scalars = {name: () for name in ("alignment", "diversity", "stability")}
@@ -398,7 +398,7 @@ def make_reward(reward: str | Reward | RewardFn, **kwargs: Any) -> Reward | Rewa
         try:
             return REWARDS[reward](**kwargs)
         except TypeError as error:
-            raise ValueError(f"bad option for reward {reward!r}: {error}") from None
+            raise ValueError(f"bad reward_kwargs for reward {reward!r}: {error}") from None
     if kwargs:
         raise ValueError(f"reward options {sorted(kwargs)} apply only to a named reward, not to {reward!r}")
     if not callable(reward):

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from mixgym.llm_backend.corpus_sources import SOURCES, Source
+from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.tokenizer import (
     CACHE_DIRNAME,
     DEFAULT_VOCAB_SIZE,
@@ -142,8 +143,12 @@ def _split_of(path: Path) -> str | None:
     return None
 
 
-def _domain_entries(path: Path) -> dict[str, list[Path]]:
-    """Domain name -> its files, from the corpus folder's entries."""
+def domain_files(path: Path) -> dict[str, list[Path]]:
+    """Domain name -> its files, from the corpus folder's entries: every file a corpus load reads.
+
+    Anything that is not a regular file or a folder (a FIFO, a socket, a device) is refused:
+    reading a FIFO blocks until something writes to it, which may be never.
+    """
     if not path.exists():
         raise CorpusError(f"corpus folder {str(path)!r} does not exist")
     if not path.is_dir():
@@ -160,6 +165,9 @@ def _domain_entries(path: Path) -> dict[str, list[Path]]:
                 raise CorpusError(f"domain folder {str(entry)!r} holds sub-folders {nested}; put its files directly in it")
         else:
             name, files = entry.name.split(".")[0], [entry]
+        special = [str(p) for p in files if not p.is_file()]
+        if special:
+            raise CorpusError(f"domain {name!r}: {special} are not regular files (a FIFO, socket or device); corpora are read from files")
         if name in domains:
             raise CorpusError(f"domain {name!r} is given twice in {str(path)!r}: {[str(p) for p in domains[name] + files]}")
         domains[name] = files
@@ -186,6 +194,7 @@ def _format_of(name: str, files: list[Path]) -> str:
 
 def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str | None) -> list[str]:
     """The non-empty documents in `files`, read with `datasets` (local files only)."""
+    force_offline()
     try:
         import datasets
     except ImportError as error:
@@ -205,7 +214,10 @@ def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str |
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        data = datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", cache_dir=cache_dir, **options)
+        local = datasets.DownloadConfig(local_files_only=True)
+        data = datasets.load_dataset(
+            builder, data_files=[str(p) for p in files], split="train", cache_dir=cache_dir, download_config=local, **options
+        )
     except Exception as error:  # datasets wraps parser errors in several exception types
         cause = error.__cause__ or error
         raise CorpusError(f"domain {name!r}: cannot read {[str(p) for p in files]}: {type(cause).__name__}: {cause}") from None
@@ -258,7 +270,7 @@ def load_corpus(
             unsupported files, a split that cannot be made.
     """
     path = Path(path).expanduser().resolve()
-    entries = _domain_entries(path)
+    entries = domain_files(path)
     kinds = _manifest_kinds(path)
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for files in entries.values() for f in files)
     stats += tuple(sorted(kinds.items()))

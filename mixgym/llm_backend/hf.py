@@ -86,6 +86,7 @@ from mixgym.llm_backend.base import (
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
 from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, autocast_dtype, compiled, resolve_device
 from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
+from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 
@@ -259,6 +260,7 @@ def preset_config(name: str, vocab_size: int, bos_id: int = 0, eos_id: int = 0, 
 
 def _import_torch_transformers() -> tuple[Any, Any]:
     """torch and transformers, or gymnasium's `DependencyNotInstalled` naming the extra."""
+    force_offline()
     try:
         import torch
         import transformers
@@ -276,7 +278,7 @@ def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
     if isinstance(model, str) and model in PRESETS:
         return None, None
     path = Path(model).expanduser() if isinstance(model, (str, Path)) else None
-    if path is None or not path.exists():
+    if path is None or not (path.is_dir() or path.is_file()):  # a FIFO would block the read
         raise ValueError(
             f"unknown model {model!r}: give a preset ({', '.join(PRESETS)}), a transformers config object, "
             "a config file or a local model folder"

@@ -28,6 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mixgym.llm_backend.offline import force_offline
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
 DEFAULT_VOCAB_SIZE = 4096
@@ -163,6 +165,8 @@ def load_tokenizer(directory: str | Path) -> TextTokenizer:
             raise ValueError(f"cannot read {config_file}: {error}") from None
         names = {key: _token_name(config.get(f"{key}_token")) for key in ("eos", "bos", "pad")}
     if (directory / "tokenizer.json").exists():
+        if not (directory / "tokenizer.json").is_file():
+            raise ValueError(f"{directory / 'tokenizer.json'} is not a regular file")
         tk = import_tokenizers()
         try:
             tokenizer = tk.Tokenizer.from_file(str(directory / "tokenizer.json"))
@@ -170,6 +174,7 @@ def load_tokenizer(directory: str | Path) -> TextTokenizer:
             raise ValueError(f"cannot read {directory / 'tokenizer.json'}: {error}") from None
     else:
         try:
+            force_offline()
             from transformers import AutoTokenizer
 
             auto = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)

@@ -59,6 +59,8 @@ from mixgym.llm_backend.base import (
     validate_mixture,
 )
 from mixgym.llm_backend.objectives import make_objective
+from mixgym.resources import check_memory
+from mixgym.validation import check_field_types, integer, number
 
 DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
 """Domain archetypes, in the order `default_domains` hands them out."""
@@ -74,6 +76,10 @@ _KIND_DEFAULTS: dict[str, tuple[float, float]] = {
 }
 _TOKEN_BINS = 8
 _SOURCE_KINDS = ("redundant", "related", "conflict")
+_SIZE_OPTIONS = ("input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size")
+MAX_DOMAINS = 10_000
+"""Most default domains a toy task makes (each adds an input coordinate: K=10,000 already needs
+terabytes; the memory check refuses far smaller tasks on most machines)."""
 
 
 @dataclass(frozen=True)
@@ -99,14 +105,12 @@ class DomainSpec:
     source: str | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.kind not in DOMAIN_KINDS:
             raise ValueError(f"unknown domain kind {self.kind!r}; known: {', '.join(DOMAIN_KINDS)}")
-        if not 0.0 <= self.noise <= 1.0:
-            raise ValueError(f"domain {self.name!r}: noise must be in [0, 1], got {self.noise!r}")
-        if self.difficulty <= 0:
-            raise ValueError(f"domain {self.name!r}: difficulty must be > 0, got {self.difficulty!r}")
-        if self.size < 1:
-            raise ValueError(f"domain {self.name!r}: size must be >= 1, got {self.size!r}")
+        number(f"domain {self.name!r}: noise", self.noise, 0.0, 1.0)
+        number(f"domain {self.name!r}: difficulty", self.difficulty, above=0.0)
+        integer(f"domain {self.name!r}: size", self.size, 1)
         if self.source is not None and self.kind not in _SOURCE_KINDS:
             raise ValueError(
                 f"domain {self.name!r}: only kinds {', '.join(_SOURCE_KINDS)} take a source, not {self.kind!r}"
@@ -197,6 +201,19 @@ class ToyConfig:
     forced_fraction: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("domains", "target_weights"):  # YAML and JSON give lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_field_types(self)
+        if self.domains is None:
+            integer("num_domains", self.num_domains, 2, MAX_DOMAINS)
+        for name in ("total_steps",) + _SIZE_OPTIONS:
+            integer(name, getattr(self, name), 1)
+        integer("task_seed", self.task_seed, 0)
+        number("learning_rate", self.learning_rate, above=0.0)
+        number("momentum", self.momentum, 0.0, below=1.0)
+        for name in ("domain_shift", "conflict_offset", "domain_tag"):
+            number(name, getattr(self, name))
         domains = self.domains if self.domains is not None else default_domains(self.num_domains, self.task_seed)
         object.__setattr__(self, "domains", tuple(domains))
         object.__setattr__(self, "num_domains", len(domains))
@@ -211,15 +228,10 @@ class ToyConfig:
                     f"domain {spec.name!r}: source {spec.source!r} must name an earlier domain; "
                     f"earlier domains: {names[:k]}"
                 )
-        for name in ("total_steps", "input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         check_forced_fraction(self.forced_fraction)
         if self.target_weights is not None:
+            for weight in self.target_weights:
+                number("target_weights entry", weight, 0.0)
             w = np.asarray(self.target_weights, dtype=np.float64)
             if w.shape != (len(domains),) or np.any(w < 0) or not w.sum() > 0:
                 raise ValueError(
@@ -234,6 +246,28 @@ class ToyConfig:
         spec = self.target_weights if self.target_weights is not None else "domain-mean"
         kinds = BackendInfo(domain_kinds=tuple(d.kind for d in self.domains))
         return make_objective(spec, kinds, self.num_domains).weights
+
+    def memory_bytes(self, steps_per_call: int = 10) -> int:
+        """An upper estimate of the bytes a backend of this config allocates at its peak.
+
+        Building the task holds every example (training, held-out and probe sets) as float64
+        while it concatenates them and converts them to float32: 20 bytes per input number, and
+        the student's input has ``input_dim + K + 1`` numbers (features, domain tag, constant).
+        Training holds four float32 copies of the parameters, the per-domain gradients (K
+        float64 copies, twice while they are assembled) and one `train` call of
+        `steps_per_call` steps (the env's default ``steps_per_action``).
+        """
+        assert self.domains is not None
+        k = len(self.domains)
+        width = self.input_dim + k + 1
+        h = self.hidden_dim
+        examples = sum(d.size for d in self.domains) + k * (self.eval_size + self.probe_size)
+        params = width * h + h * h + h
+        largest = max(max(d.size for d in self.domains), 4096, self.eval_size, self.probe_size)
+        teacher = 24 * largest * (self.input_dim + self.teacher_units)
+        training = steps_per_call * self.batch_size * (4 * width + 8 * h + 40)
+        probes = 16 * k * self.probe_size * h
+        return 20 * examples * width + 16 * params + 16 * k * params + teacher + training + probes
 
     def fingerprint(self) -> str:
         """A short hash identifying the task and training set-up (for caches and checkpoints).
@@ -380,6 +414,12 @@ class ToyBackend:
             config = replace(config, **overrides)
         self.config = config
         assert config.domains is not None
+        sizes = ", ".join(f"{name}={getattr(config, name)}" for name in _SIZE_OPTIONS)
+        check_memory(
+            config.memory_bytes(),
+            f"a toy task of K={config.num_domains} domains ({sum(d.size for d in config.domains)} training examples; {sizes})",
+            "use fewer or smaller domains, or smaller sizes",
+        )
         self.domains = [d.name for d in config.domains]
         self.total_steps = config.total_steps
         self._task = _task_for(config)
