@@ -12,7 +12,8 @@ Every grid given is measured (`mixgym.bench.reproduce.CLAIMS`: steps saved again
 reference, with a 90% bootstrap interval over seeds, against natural and uniform, final loss,
 mixture distance from uniform, verdict) on the papers' objective (``--objective``, default
 domain-mean). ``--toy`` and ``--lm`` name the two grids whose agents' orders are correlated
-(Spearman, for every objective); a PNG of the ranks goes beside the report.
+(Spearman, for every objective); PNGs of the final losses relative to uniform (every grid,
+every objective) and of the ranks go beside the report.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from mixgym.bench.reproduce import Grid, claims_markdown, measure_all, plot_ranks, spearman, spearman_markdown
+from mixgym.bench.reproduce import Grid, claims_markdown, measure_all, plot_finals, plot_ranks, spearman, spearman_markdown
 from mixgym.llm_backend.objectives import OBJECTIVES
 
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         claims_markdown(measure_all(grids, args.objective)),
     ]
     out = Path(args.out)
+    finals = plot_finals(grids, OBJECTIVES, out.with_name(out.stem + "-finals.png"))
+    lines += [f"Final loss of every agent relative to uniform, per seed, on {', '.join(OBJECTIVES)}:", "", f"![finals]({finals.name})", ""]
     if args.toy and args.lm:
         toy, lm = Grid.load(args.toy), Grid.load(args.lm)
         lines += [f"## Does {toy.name} rank the agents as {lm.name} does?", ""]

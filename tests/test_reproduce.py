@@ -17,6 +17,7 @@ from mixgym.bench.reproduce import (
     bootstrap,
     claims_markdown,
     measure,
+    plot_finals,
     plot_ranks,
     spearman,
     spearman_markdown,
@@ -110,6 +111,8 @@ def test_the_chain_on_a_real_grid(tmp_path: Path) -> None:
     assert same.rho == pytest.approx(1.0) and 1 / 24 <= same.p_value <= 2 / 24  # 4 agents: 1 of 4! orders (2 with a tie)
     assert "Spearman's rho = +1.00 over 4 agents" in spearman_markdown(same, "a", "b")
     assert plot_ranks(same, "a", "b", tmp_path / "ranks.png").stat().st_size > 5_000
+    assert list(loaded.finals("odm", "domain-mean").index) == [0, 1]
+    assert plot_finals([loaded], ["domain-mean", "natural"], tmp_path / "finals.png").stat().st_size > 5_000
     with pytest.raises(ValueError, match="no agent 'hds'; it has exp3, natural, odm, uniform"):
         loaded.curves("hds", "domain-mean")
     with pytest.raises(ValueError, match="holds no finished cell"):

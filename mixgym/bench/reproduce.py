@@ -148,8 +148,12 @@ class Grid:
             columns[int(row["seed"])] = trajectory.set_index("step")[f"objective/{objective}"]
         return pd.DataFrame(columns).sort_index()
 
+    def finals(self, agent: str, objective: str) -> pd.Series:
+        """The agent's final objective, one value per seed."""
+        return self.curves(agent, objective).iloc[-1]
+
     def final(self, agent: str, objective: str) -> float:
-        return float(self.curves(agent, objective).iloc[-1].mean())
+        return float(self.finals(agent, objective).mean())
 
     def mixture_tv(self, agent: str) -> float:
         """Mean over seeds of the total variation from uniform of the mixture trained on."""
@@ -388,3 +392,38 @@ def plot_ranks(correlation: RankCorrelation, first: str, second: str, path: str 
     plt.close(fig)
     return out
 
+
+
+BASELINE_COLOURS = {"natural": "tab:red", "uniform": "tab:blue", "tempered": "tab:purple", "oracle": "tab:green"}
+"""Colours of the reference mixtures in `plot_finals` (agents are grey)."""
+
+
+def plot_finals(grids: Sequence[Grid], objectives: Sequence[str], path: str | Path) -> Path:
+    """One panel per grid and objective: each agent's final objective relative to uniform's
+    (%, lower is better), seed-mean bar and one dot per seed, best first; the baselines in
+    colour, so whether a method beats natural, uniform, both or neither is read at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(grids), len(objectives), figsize=(4.2 * len(objectives), 0.3 * 12 * len(grids) + 1), squeeze=False)
+    for row, grid in zip(axes, grids):
+        for ax, objective in zip(row, objectives):
+            uniform = grid.final("uniform", objective)
+            finals = {agent: 100.0 * (grid.finals(agent, objective) / uniform - 1.0) for agent in grid.agents}
+            order = sorted(finals, key=lambda agent: finals[agent].mean(), reverse=True)
+            for y, agent in enumerate(order):
+                colour = BASELINE_COLOURS.get(agent, "0.55")
+                ax.barh(y, finals[agent].mean(), color=colour, alpha=0.6)
+                ax.scatter(finals[agent].to_numpy(), np.full(len(finals[agent]), y), color=colour, s=9, zorder=3)
+            ax.axvline(0.0, color="tab:blue", lw=0.8)
+            ax.set_yticks(range(len(order)), order, fontsize=8)
+            seeds = grid.table["seed"].nunique()
+            ax.set(title=f"{grid.name} ({seeds} seeds): {objective}", xlabel="final loss vs uniform (%, lower is better)")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
