@@ -139,6 +139,8 @@ def test_tempered_natural_lies_between_natural_and_uniform() -> None:
     assert np.allclose(mixtures[1e-6], 1 / 22, atol=1e-4)
     assert natural_total_variation(sizes ** 0.5) < natural_total_variation(sizes)
     assert np.allclose(mixtures[0.5], sizes**0.5 / (sizes**0.5).sum())
+    sharp = make_agent("tempered", env, tau=1e300).predict(np.zeros(1))[0]  # no overflow: the largest domain
+    assert sharp[np.argmax(sizes)] == pytest.approx(1.0) and np.isfinite(sharp).all()
     for tau in (0, -0.5, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"tau \(1 is natural, towards 0 uniform\) must be > 0.0, got"):
             make_agent("tempered", env, tau=tau)

@@ -81,8 +81,11 @@ class TemperedConfig(MixerConfig):
 
 
 def tempered_mixture(natural: np.ndarray, tau: float) -> np.ndarray:
-    """``natural ** tau``, normalised: the natural mixture flattened (tau < 1) or sharpened."""
-    weights = np.asarray(natural, dtype=np.float64) ** tau
+    """``natural ** tau``, normalised: the natural mixture flattened (tau < 1) or sharpened.
+
+    Computed in log space, so a large tau gives the largest domain(s), not inf / inf."""
+    logs = np.log(np.asarray(natural, dtype=np.float64))
+    weights = np.exp(tau * (logs - logs.max()))
     return weights / weights.sum()
 
 
