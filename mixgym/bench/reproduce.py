@@ -24,6 +24,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -363,13 +364,29 @@ def spearman_markdown(correlation: RankCorrelation, first: str, second: str) -> 
     return "\n".join(lines) + "\n"
 
 
-def plot_ranks(correlation: RankCorrelation, first: str, second: str, path: str | Path) -> Path:
-    """Scatter of the agents' ranks on the two grids, labelled, with the diagonal."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (reports are written, not shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _saved(fig: Any, path: str | Path) -> Path:
+    """Write `fig` to `path` (its folder made) and close it."""
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return out
+
+
+def plot_ranks(correlation: RankCorrelation, first: str, second: str, path: str | Path) -> Path:
+    """Scatter of the agents' ranks on the two grids, labelled, with the diagonal."""
+    plt = _pyplot()
     x = pd.Series(correlation.first).rank().to_numpy()
     y = pd.Series(correlation.second).rank().to_numpy()
     n = len(x)
@@ -385,12 +402,7 @@ def plot_ranks(correlation: RankCorrelation, first: str, second: str, path: str 
         xlim=(0.5, n + 0.5),
         ylim=(0.5, n + 0.5),
     )
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _saved(fig, path)
 
 
 
@@ -402,11 +414,7 @@ def plot_finals(grids: Sequence[Grid], objectives: Sequence[str], path: str | Pa
     """One panel per grid and objective: each agent's final objective relative to uniform's
     (%, lower is better), seed-mean bar and one dot per seed, best first; the baselines in
     colour, so whether a method beats natural, uniform, both or neither is read at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(len(grids), len(objectives), figsize=(4.2 * len(objectives), 0.3 * 12 * len(grids) + 1), squeeze=False)
     for row, grid in zip(axes, grids):
         for ax, objective in zip(row, objectives):
@@ -421,9 +429,4 @@ def plot_finals(grids: Sequence[Grid], objectives: Sequence[str], path: str | Pa
             ax.set_yticks(range(len(order)), order, fontsize=8)
             seeds = grid.table["seed"].nunique()
             ax.set(title=f"{grid.name} ({seeds} seeds): {objective}", xlabel="final loss vs uniform (%, lower is better)")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _saved(fig, path)
