@@ -61,7 +61,8 @@ def test_make_vec(mode: str) -> None:
     assert obs.shape == (2, 4 * 4 + 7)
     obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
     assert reward.shape == (2,) and np.all(np.isfinite(reward))
-    assert np.allclose(info["mixture"].sum(axis=1), 1.0)
+    mixtures = np.stack(list(info["mixture"]))  # (2, K); Gymnasium 0.29 batches array values as objects
+    assert mixtures.shape == (2, 4) and np.allclose(mixtures.sum(axis=1), 1.0)
     envs.close()
 
 
@@ -143,14 +144,65 @@ def test_eval_every_refreshes_held_out_loss_only_on_evaluation_decisions() -> No
         (np.zeros(4), r"shape \(5,\)"),
         (np.zeros((5, 1)), r"shape \(5,\)"),
         ("abcde", "cannot be read"),
-        (np.full(5, 2.0), "outside the action space"),
     ],
 )
-def test_bad_actions_raise_naming_the_action(action: object, match: str) -> None:
-    env = MixingEnv(**SMALL)
+@pytest.mark.parametrize("out_of_bounds", ["clip", "raise"])
+def test_bad_actions_raise_naming_the_action(action: object, match: str, out_of_bounds: str) -> None:
+    env = MixingEnv(out_of_bounds=out_of_bounds, **SMALL)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=match):
         env.step(action)
+
+
+@pytest.mark.parametrize("action_map", ACTION_MAPS)
+def test_out_of_bounds_actions_are_clipped_by_default(action_map: str) -> None:
+    wild = np.array([3.0, -7.0, 0.5, 1.2, -0.2], dtype=np.float32)
+    clipped = np.clip(wild, 0.0 if action_map == "simplex" else -1.0, 1.0)
+    mixtures = []
+    for action in (wild, clipped):
+        env = MixingEnv(action_map=action_map, **SMALL)
+        env.reset(seed=0)
+        mixtures.append(env.step(action)[4]["mixture"])
+    assert np.array_equal(mixtures[0], mixtures[1])
+
+
+def test_out_of_bounds_raise_names_clip_action() -> None:
+    env = MixingEnv(out_of_bounds="raise", **SMALL)
+    env.reset(seed=0)
+    env.step(np.full(5, 1.0 + 1e-6, dtype=np.float32))  # within the tolerance
+    with pytest.raises(ValueError, match=r"outside the action space.*gymnasium\.wrappers\.ClipAction"):
+        env.step(np.full(5, 2.0))
+    wrapped = gym.wrappers.ClipAction(MixingEnv(out_of_bounds="raise", **SMALL))
+    wrapped.reset(seed=0)
+    assert np.isclose(wrapped.step(np.full(5, 2.0))[4]["mixture"].sum(), 1.0)
+    with pytest.raises(ValueError, match="out_of_bounds 'wrap'.*clip, raise"):
+        MixingEnv(out_of_bounds="wrap")
+
+
+def test_unknown_keywords_are_type_errors_worded_as_python_words_them() -> None:
+    with pytest.raises(TypeError, match=r"^MixingEnv\(\) got an unexpected keyword argument 'frameskip'; known options: .*num_domains") as caught:
+        gym.make("mixgym/Mixing-v0", frameskip=4)
+    assert isinstance(caught.value, ValueError)  # what earlier versions raised
+    assert "out_of_bounds" in str(caught.value) and "steps_per_action" in str(caught.value)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'frameskip' \(and 'fps'\); known options: .*seq_len"):
+        MixingEnv(backend="hf", frameskip=4, fps=2)  # refused before torch is imported
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'num_domains'"):
+        MixingEnv(backend=mixgym.llm_backend.ToyBackend(total_steps=50), num_domains=3)
+    with pytest.raises(TypeError, match=r"^ToyBackend\(\) got an unexpected keyword argument 'lr'"):
+        mixgym.llm_backend.ToyBackend(lr=0.1)
+
+
+def test_render_human_prints_the_table_at_reset_and_step(capsys: pytest.CaptureFixture[str]) -> None:
+    env = gym.make("mixgym/Mixing-v0", render_mode="human", total_steps=60)
+    env.reset(seed=0)
+    env.step(np.zeros(5, dtype=np.float32))
+    assert env.render() is None
+    printed = capsys.readouterr().out
+    assert printed.count("step 0/60") == 1 and printed.count("step 10/60") == 1 and "conflict" in printed
+    ansi = MixingEnv(render_mode="ansi", total_steps=60)
+    ansi.reset(seed=0)
+    ansi.step(np.zeros(5, dtype=np.float32))
+    assert printed.splitlines()[-6:] == ansi.render().splitlines()
 
 
 def test_simplex_action_is_normalised_and_zero_is_refused() -> None:

@@ -131,7 +131,7 @@ def test_the_run_trains_on_the_mixture_chosen_unless_forced_micro_batches_are_as
     assert stats.samples.sum() == 6 and stats.samples[0] >= 2 and np.count_nonzero(stats.samples[1:]) <= 2
     with pytest.raises(ValueError, match="forced_fraction.*2"):
         HFBackend(model="pythia-tiny", forced_fraction=2, **TINY)
-    with pytest.raises(ValueError, match="unknown HFBackend option.*every_domain"):
+    with pytest.raises(ValueError, match="unexpected keyword argument .every_domain."):
         HFBackend(model="pythia-tiny", every_domain=True, **TINY)
 
 
@@ -218,12 +218,29 @@ def test_bad_options_raise_before_training(options: dict, error: type, match: st
         HFBackend(**{"total_steps": 2, **TINY, **options})
 
 
+def test_a_users_config_gets_a_tokenizer_of_its_vocabulary_size(tmp_path: Path) -> None:
+    from transformers import MistralConfig, Qwen2Config
+
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 64}
+    cache = tmp_path / "cache"
+    for config_class, vocab in ((MistralConfig, 512), (Qwen2Config, 700)):
+        backend = HFBackend(model=config_class(vocab_size=vocab, **shape), tokenizer_cache=cache, total_steps=2, **TINY)
+        assert backend.tokenizer.vocab_size == vocab and backend.model.config.vocab_size == vocab
+        assert np.isfinite(backend.train(UNIFORM, n_steps=2).train_loss).all()  # 6 micro-batches: every domain
+    assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["bpe512", "bpe700"]  # cached per size
+    again = HFBackend(model=MistralConfig(vocab_size=512, **shape), tokenizer_cache=cache, total_steps=2, **TINY)
+    assert again.tokenizer.source.startswith(str(cache))
+    with pytest.raises(ValueError, match="vocab_size 256 is too small"):
+        HFBackend(model=MistralConfig(vocab_size=256, **shape), total_steps=2, **TINY)
+
+
 def test_vocabulary_mismatch_and_too_little_text_are_refused(tmp_path: Path) -> None:
     from transformers import GPTNeoXConfig
 
     small = GPTNeoXConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=1000)
-    with pytest.raises(ValueError, match="tokenizer .* has 4096 ids but the model's vocabulary has 1000"):
-        HFBackend(model=small, total_steps=2, **TINY)
+    with pytest.raises(ValueError, match=r"tokenizer .*from vocab_size=4096\) has 4096 ids but the model's vocabulary has 1000"):
+        HFBackend(model=small, vocab_size=4096, total_steps=2, **TINY)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "long.txt").write_text("\n\n".join(f"paragraph {i} " * 50 for i in range(20)))

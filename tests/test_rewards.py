@@ -15,6 +15,7 @@ from mixgym.envs.rewards import (
     diversity_reward,
     mean_std_norm,
     mtld,
+    mtld_rows,
     stability_reward,
     type_token_ratio,
     zscore,
@@ -65,12 +66,15 @@ def reference_mtld(tokens: list[int], threshold: float = 0.72) -> float:
     return 0.5 * (one_way(tokens) + one_way(tokens[::-1]))
 
 
-@pytest.mark.parametrize("vocabulary", [2, 5, 30, 1000])
+@pytest.mark.parametrize("vocabulary", [2, 5, 30, 1000, 100_000])
 def test_mtld_equals_the_token_by_token_definition(vocabulary: int) -> None:
     rng = np.random.default_rng(vocabulary)
     for length in (1, 7, 50, 513):
         tokens = rng.integers(0, vocabulary, length)
         assert mtld(tokens) == pytest.approx(reference_mtld(tokens.tolist()), rel=1e-12)
+        rows = rng.integers(0, vocabulary, (6, length))
+        rows[0] = np.arange(length)  # one long segment: the window has to grow to the end
+        assert mtld_rows(rows).tolist() == [reference_mtld(row.tolist()) for row in rows]  # bit for bit
 
 
 def test_mean_std_norm_is_the_papers_sample_std_zscore() -> None:

@@ -16,6 +16,12 @@ simplex    Box(0, 1, (K,))       a / sum(a): the action is the mixture's weights
                                  (any sample of the space is valid, as Gymnasium requires);
                                  an all-zero action is an error. For bandits and schedules
 ========== ===================== ============================================================
+
+Actions outside the space are clipped to it by default (``out_of_bounds="clip"``), as
+Gymnasium's MuJoCo and Pendulum environments do, so a stock Gaussian policy that samples
+beyond the bounds (skrl's, or SB3's PPO without its own clipping) works unchanged;
+``out_of_bounds="raise"`` refuses them instead (beyond a tolerance of 1e-5), naming
+`gymnasium.wrappers.ClipAction`. NaN, inf and wrong shapes always raise.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from gymnasium import spaces
 from mixgym.validation import number
 
 ACTION_MAPS = ("softmax", "normalize", "simplex")
+OUT_OF_BOUNDS = ("clip", "raise")
 _BOUND_TOLERANCE = 1e-5
 INVERSE_BOUND = 0.99
 """`ActionMap.inverse` keeps actions in [-0.99, 0.99]: strictly inside the bounds, where a tanh
@@ -43,18 +50,22 @@ class ActionMap:
         num_domains: K.
         temperature: softmax temperature (softmax only); lower makes mixtures more extreme.
         eps: share of the mixture spread uniformly (softmax and normalize), in [0, 1].
+        out_of_bounds: ``"clip"`` actions outside the space to it, or ``"raise"``.
     """
 
     name: str
     num_domains: int
     temperature: float = 0.5
     eps: float = 0.05
+    out_of_bounds: str = "clip"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or self.name not in ACTION_MAPS:
             raise ValueError(f"unknown action_map {self.name!r}; choose one of {', '.join(ACTION_MAPS)}")
         number("temperature", self.temperature, above=0.0)
         number("eps", self.eps, 0.0, 1.0)
+        if self.out_of_bounds not in OUT_OF_BOUNDS:
+            raise ValueError(f"unknown out_of_bounds {self.out_of_bounds!r}; choose one of {', '.join(OUT_OF_BOUNDS)}")
 
     @property
     def space(self) -> spaces.Box:
@@ -66,8 +77,13 @@ class ActionMap:
         """Validate `action` and return its mixture (float64, shape (K,), sums to 1)."""
         a = _as_vector(action, self.num_domains)
         low = 0.0 if self.name == "simplex" else -1.0
-        if np.any(a < low - _BOUND_TOLERANCE) or np.any(a > 1.0 + _BOUND_TOLERANCE):
-            raise ValueError(f"action {a!r} lies outside the action space [{low}, 1]^{self.num_domains}")
+        if self.out_of_bounds == "clip":
+            a = np.clip(a, low, 1.0)
+        elif np.any(a < low - _BOUND_TOLERANCE) or np.any(a > 1.0 + _BOUND_TOLERANCE):
+            raise ValueError(
+                f"action {a!r} lies outside the action space [{low}, 1]^{self.num_domains} (out_of_bounds='raise'); "
+                "clip it with gymnasium.wrappers.ClipAction or make the env with out_of_bounds='clip'"
+            )
         if self.name == "simplex":
             a = np.clip(a, 0.0, None)
             if not a.sum() > 0:

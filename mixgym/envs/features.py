@@ -25,6 +25,7 @@ state normalisation). A backend without weight norms gives zeros for the layer f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,8 @@ class ObservationLayout:
     def size(self) -> int:
         return 4 * self.num_domains + 2 * self.num_layers + 1
 
-    def slices(self) -> dict[str, slice]:
+    @functools.cached_property
+    def _slices(self) -> dict[str, slice]:
         k, n = self.num_domains, self.num_layers
         return {
             "loss_z": slice(0, k),
@@ -58,6 +60,10 @@ class ObservationLayout:
             "update_z": slice(4 * k + n, 4 * k + 2 * n),
             "progress": slice(4 * k + 2 * n, 4 * k + 2 * n + 1),
         }
+
+    def slices(self) -> dict[str, slice]:
+        """Feature name -> its slice of the observation vector."""
+        return dict(self._slices)
 
     def space(self) -> spaces.Box:
         low = np.empty(self.size, dtype=np.float32)
@@ -77,15 +83,14 @@ class ObservationLayout:
 
     def build(self, now: Snapshot, previous_train_loss: np.ndarray, initial_eval: np.ndarray) -> np.ndarray:
         """The observation at snapshot `now`."""
-        parts = self.slices()
+        parts = self._slices
         obs = np.zeros(self.size, dtype=np.float32)
         obs[parts["loss_z"]] = zscore(now.train_loss, Z_CLIP)
         obs[parts["dloss_z"]] = zscore(now.train_loss - previous_train_loss, Z_CLIP)
         total = now.samples.sum()
         if total > 0:
             obs[parts["share"]] = now.samples / total
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(initial_eval > 0, now.eval_loss / initial_eval, 1.0)
+        ratio = np.divide(now.eval_loss, initial_eval, out=np.ones(self.num_domains), where=initial_eval > 0)
         obs[parts["eval_ratio"]] = np.clip(ratio, 0.0, EVAL_RATIO_MAX)
         if now.weights is not None:
             obs[parts["norm_z"]] = zscore(now.weights.norms, Z_CLIP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -11,7 +12,7 @@ import numpy as np
 from mixgym.envs.action_maps import ActionMap
 from mixgym.envs.features import ObservationLayout
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
-from mixgym.llm_backend import Backend, Signal, make_backend, require_signals
+from mixgym.llm_backend import Backend, Signal, backend_options, check_options, make_backend, require_signals
 from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
 from mixgym.tasks import get_task
 from mixgym.validation import integer
@@ -37,8 +38,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     eps 0.05, so each domain keeps at least 1% at K=5). ``"normalize"`` clips to >= 0 and
     divides by the sum (same floor); ``"simplex"`` (``Box(0, 1, (K,))``) takes the mixture
     weights, divided by their sum, for bandits and fixed schedules. See
-    `mixgym.envs.action_maps`. Actions with NaN or inf, of the wrong shape, outside the space
-    (beyond 1e-5) or, for "simplex", all zero raise `ValueError`.
+    `mixgym.envs.action_maps`.
+
+    Actions outside the space are clipped to it (``out_of_bounds="clip"``, the default): that
+    is what a Gymnasium user expects, since MuJoCo's and Pendulum's environments clip, and
+    what stock Gaussian policies rely on (skrl's samples beyond the bounds and leaves clipping
+    to the environment). ``out_of_bounds="raise"`` refuses them (beyond 1e-5) with a
+    `ValueError` that names `gymnasium.wrappers.ClipAction`. Actions with NaN or inf, of the
+    wrong shape or, for "simplex", with no positive weight always raise `ValueError`.
 
     ## Observation Space
 
@@ -76,6 +83,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``reset(seed=s)`` starts a fresh run: the backend's model, optimizer and data order are
     seeded from the environment's ``np_random``, so the same seed and actions give
     bit-identical observations and rewards on CPU.
+
+    ``copy.deepcopy(env)`` and a pickle round trip, at any point of an episode, give an env
+    that continues bit-identically to the original and apart from it (branch-and-compare,
+    look-ahead, sending a live run to a worker). A toy backend's pickle carries its
+    configuration and training state, a few hundred KB, and rebuilds the task's data from its
+    seed (checked by checksum); an HF backend's carries configuration, model, optimizer and
+    RNG states and reads its corpus folder again.
 
     ## Episode End
 
@@ -120,9 +134,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ```python
     gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
-                   eval_every=1, reward_kwargs=None, info_timings=False, task=None,
-                   objective=None, **backend_kwargs)
+                   eval_every=1, reward_kwargs=None, info_timings=False, render_mode=None,
+                   out_of_bounds="clip", task=None, objective=None, **backend_kwargs)
     ```
+
+    An unknown keyword raises `mixgym.llm_backend.UnexpectedOptionError`, a `TypeError`
+    worded as Python's own (``MixingEnv() got an unexpected keyword argument 'frameskip'``,
+    which TorchRL's ``GymEnv`` relies on) that lists the known options; it is also a
+    `ValueError`.
 
     - ``backend``: ``"toy"`` (default), ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
       `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf;
@@ -138,14 +157,20 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       ``target_weights``, else "domain-mean".
     - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
     - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
+    - ``render_mode``: ``"human"`` prints the ``"ansi"`` table at every reset and step (what
+      RL Zoo3's ``enjoy`` and Tianshou's watch mode ask for; no pygame needed), ``"ansi"``
+      returns it from `render`, ``"rgb_array"`` returns a bar chart image.
 
     ## Version History
 
     - v0: initial version; ``info`` flattened (``info["rewards"][name]`` became
       ``info["reward/<name>"]``, also on ``env.unwrapped.reward_components``), numpy values,
-      the same keys at reset as at step, ``realised_mixture`` added; ``task=`` and named
-      ``objective=`` added (the default objective is unchanged: the mean over non-noise
-      domains on the toy, over all domains of an ordinary corpus).
+      the same keys at reset as at step, ``realised_mixture`` added; ``out_of_bounds``
+      (clip by default: out-of-bounds actions used to raise) and ``render_mode="human"``
+      added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`);
+      copies (deepcopy, pickle) continue bit-identically; ``task=`` and named ``objective=``
+      added (the default objective is unchanged: the mean over non-noise domains on the toy,
+      over all domains of an ordinary corpus).
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
@@ -157,7 +182,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     (1.0, 10)
     """
 
-    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+    metadata = {"render_modes": ["human", "ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -172,10 +197,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         reward_kwargs: dict[str, Any] | None = None,
         info_timings: bool = False,
         render_mode: str | None = None,
+        out_of_bounds: str = "clip",
         task: str | None = None,
         objective: ObjectiveSpec | None = None,
         **backend_kwargs: Any,
     ) -> None:
+        own = [name for name in inspect.signature(MixingEnv.__init__).parameters if name not in ("self", "backend_kwargs")]
+        # a backend instance comes configured: then MixingEnv takes no backend options at all
+        kind = backend if backend is not None else get_task(task).backend if task is not None else "toy"
+        backend_known = backend_options(kind) if isinstance(kind, str) else ()
+        check_options(type(self).__name__, backend_kwargs, own + list(backend_known))
         integer("steps_per_action", steps_per_action, 1)
         integer("eval_every", eval_every, 1)
         if total_steps is not None:
@@ -202,8 +233,6 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                 backend_kwargs["total_steps"] = int(total_steps)
             self.backend: Backend = make_backend(backend, **backend_kwargs)
         else:
-            if backend_kwargs:
-                raise ValueError(f"backend options {sorted(backend_kwargs)} cannot be applied to a backend instance")
             if total_steps is not None and total_steps != backend.total_steps:
                 raise ValueError(
                     f"total_steps={total_steps!r} differs from the backend instance's budget {backend.total_steps!r}"
@@ -222,7 +251,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         """The last decision's reward components (also in ``info`` as ``reward/<name>``)."""
         self._has_weights = Signal.WEIGHT_NORMS in self.backend.signals
 
-        self.action_mapper = ActionMap(action_map, k, temperature, eps)
+        self.action_mapper = ActionMap(action_map, k, temperature, eps, out_of_bounds)
         self.steps_per_action = int(steps_per_action)
         self.eval_every = int(eval_every)
         self.render_mode = render_mode
@@ -235,6 +264,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.objective: Objective = make_objective(objective, self.backend.info, k)
         """What ``info["objective"]`` and the "eval_loss" reward score (`mixgym.llm_backend.objectives`)."""
         self._snapshot: Snapshot | None = None
+        self._shown = False  # "human" mode: this decision's table is printed
 
     @property
     def domains(self) -> list[str]:
@@ -266,6 +296,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         info = self._info(np.full(k, 1.0 / k), self._snapshot, fresh=True, learning_rate=0.0)
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(0.0) for key in ("train", "eval", "signals", "reward")})
+        self._shown = False
+        if self.render_mode == "human":
+            self.render()
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -315,6 +348,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
             info.update({f"timings/{key}": np.float64(value) for key, value in last.items()})
+        self._shown = False
+        if self.render_mode == "human":
+            self.render()
         return obs, result.value, terminated, False, info
 
     def _info(self, mixture: np.ndarray, snap: Snapshot, fresh: bool, learning_rate: float) -> dict[str, Any]:
@@ -347,6 +383,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def render(self) -> str | np.ndarray | None:
         """The last decision: ``"ansi"`` gives a text table of mixture and held-out losses;
+        ``"human"`` prints that table once per decision (reset and step call it themselves, so a
+        client's own ``render()`` call after them prints nothing more) and returns None;
         ``"rgb_array"`` a (120, 24K, 3) image with one bar per domain, its height the
         domain's weight (blue) beside its held-out loss relative to reset (orange, capped at 1).
         """
@@ -355,9 +393,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         snap = self._snapshot
         k = len(self.domains)
         mixture = snap.mixture if snap.mixture is not None else np.full(k, 1.0 / k)
-        if self.render_mode == "ansi":
+        if self.render_mode in ("ansi", "human"):
             rows = [f"step {snap.step}/{self.backend.total_steps}"]
             rows += [f"{d:>12s}  weight {w:6.3f}  eval loss {e:8.4f}" for d, w, e in zip(self.domains, mixture, snap.eval_loss)]
+            if self.render_mode == "human":
+                if not self._shown:
+                    print("\n".join(rows), flush=True)
+                    self._shown = True
+                return None
             return "\n".join(rows)
         height, width = 120, 24
         image = np.full((height, width * k, 3), 255, dtype=np.uint8)

@@ -8,10 +8,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from mixgym.llm_backend.base import Backend, BackendInfo, Signal, TrainStats, WeightStats, require_signals
+from mixgym.llm_backend.base import (
+    Backend,
+    BackendInfo,
+    Signal,
+    TrainStats,
+    UnexpectedOptionError,
+    WeightStats,
+    check_options,
+    require_signals,
+)
 from mixgym.llm_backend.toy import ToyBackend, ToyConfig
 
 BACKENDS = ("toy", "hf")
+
+
+def backend_options(name: str) -> tuple[str, ...]:
+    """The keyword options `make_backend(name, ...)` accepts (its config's fields)."""
+    if name == "toy":
+        return tuple(ToyConfig.__dataclass_fields__)
+    if name == "hf":
+        from mixgym.llm_backend.hf import HFConfig  # numpy only: torch loads when a backend is built
+
+        return tuple(HFConfig.__dataclass_fields__)
+    raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def make_backend(name: str, **kwargs: Any) -> Backend:
@@ -43,7 +63,10 @@ __all__ = [
     "ToyBackend",
     "ToyConfig",
     "TrainStats",
+    "UnexpectedOptionError",
     "WeightStats",
+    "backend_options",
+    "check_options",
     "make_backend",
     "require_signals",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -193,7 +193,7 @@ def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:
     m = np.asarray(mixture, dtype=np.float64)
     if m.shape != (num_domains,):
         raise ValueError(f"mixture must have shape ({num_domains},), got {m.shape}: {m!r}")
-    if not np.all(np.isfinite(m)) or np.any(m < 0) or abs(m.sum() - 1.0) > 1e-6:
+    if not np.isfinite(m).all() or m.min() < 0 or abs(m.sum() - 1.0) > 1e-6:  # methods: this runs every decision
         raise ValueError(f"mixture must be finite, non-negative and sum to 1, got {m!r}")
     return m
 
@@ -209,3 +209,32 @@ def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
     if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
         raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
     return m / m.sum()
+
+
+class UnexpectedOptionError(TypeError, ValueError):
+    """An unknown keyword argument, worded as Python words its own.
+
+    A `TypeError` saying ``got an unexpected keyword argument 'frameskip'``, as a Python
+    function would, because RL clients probe optional keywords that way: TorchRL's
+    ``GymEnv(env_id)`` passes ``frameskip=`` to ``gymnasium.make`` and retries without it
+    only on that error. Unlike Python's, the message lists the known options. It is also a
+    `ValueError`, which mixgym raised for unknown options before.
+    """
+
+
+def check_options(owner: str, given: Iterable[str], known: Iterable[str]) -> None:
+    """Raise `UnexpectedOptionError` if `given` holds a name that is not in `known`.
+
+    >>> check_options("ToyBackend", ["frameskip"], ["total_steps"])
+    Traceback (most recent call last):
+    ...
+    mixgym.llm_backend.base.UnexpectedOptionError: ToyBackend() got an unexpected keyword argument 'frameskip'; known options: total_steps
+    """
+    known = sorted(known)
+    unknown = [name for name in given if name not in known]
+    if not unknown:
+        return
+    more = f" (and {', '.join(repr(name) for name in unknown[1:])})" if len(unknown) > 1 else ""
+    raise UnexpectedOptionError(
+        f"{owner}() got an unexpected keyword argument {unknown[0]!r}{more}; known options: {', '.join(known)}"
+    )

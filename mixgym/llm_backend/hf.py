@@ -80,6 +80,7 @@ from mixgym.llm_backend.base import (
     TrainStats,
     WeightStats,
     check_forced_fraction,
+    check_options,
     draw_domains,
     validate_mixture,
 )
@@ -88,7 +89,7 @@ from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, auto
 from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
 from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
-from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
+from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -133,8 +134,11 @@ class HFConfig:
         corpus: the corpus folder (`mixgym.llm_backend.corpus`); None is the packaged
             sample corpus (`mixgym.data.SAMPLE_CORPUS`).
         tokenizer: a local tokenizer folder; None trains a byte-level BPE of `vocab_size`
-            ids on the corpus' training split (cached beside the corpus).
-        vocab_size: ids of the trained tokenizer (ignored when `tokenizer` is given).
+            ids on the corpus' training split (cached beside the corpus, one per size).
+        vocab_size: ids of the trained tokenizer (ignored when `tokenizer` is given); None
+            is the model config's ``vocab_size`` when `model` is a config, a config file or
+            a folder (so a user's own config fits the tokenizer trained for it), and 4096
+            for a preset.
         tokenizer_cache: where to cache trained tokenizers instead of beside the corpus.
         validation_fraction: held-out share of a domain that gives no split.
         total_steps: optimizer-step budget of one run (the schedule's length).
@@ -178,7 +182,7 @@ class HFConfig:
     model: Any = "pythia-tiny"
     corpus: str | Path | None = None
     tokenizer: str | Path | None = None
-    vocab_size: int = DEFAULT_VOCAB_SIZE
+    vocab_size: int | None = None
     tokenizer_cache: str | Path | None = None
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     total_steps: int = 200
@@ -205,6 +209,8 @@ class HFConfig:
     def __post_init__(self) -> None:
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
             value = getattr(self, name)
+            if name == "vocab_size" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if self.seq_len < 2:
@@ -293,6 +299,22 @@ def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
         return transformers.AutoConfig.for_model(model_type, **fields), None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"cannot read a model config from {str(path)!r}: {type(error).__name__}: {error}") from None
+
+
+def _tokenizer_vocab_size(vocab_size: int | None, model_config: Any) -> int:
+    """Ids of the BPE to train: the user's `vocab_size`, else the model config's (None for a
+    preset: the default 4096)."""
+    if vocab_size is not None:
+        return int(vocab_size)
+    if model_config is None:
+        return DEFAULT_VOCAB_SIZE
+    size = getattr(model_config, "vocab_size", None)
+    if not isinstance(size, int) or size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"the model config's vocab_size {size!r} is too small for a trained byte-level BPE (at least "
+            f"{MIN_VOCAB_SIZE} ids): give a tokenizer folder (tokenizer=...) or a config with a larger vocab_size"
+        )
+    return size
 
 
 def _max_positions(config: Any) -> int | None:
@@ -387,9 +409,7 @@ class HFBackend:
         `mixgym.llm_backend.replicas.SingleProcess`); `overrides` replace fields of `config`."""
         config = config or HFConfig()
         if overrides:
-            unknown = sorted(set(overrides) - set(HFConfig.__dataclass_fields__))
-            if unknown:
-                raise ValueError(f"unknown HFBackend option(s) {unknown}; known: {sorted(HFConfig.__dataclass_fields__)}")
+            check_options(type(self).__name__, overrides, HFConfig.__dataclass_fields__)
             config = replace(config, **overrides)
         self.config = config
         self.replicas: Replicas = replicas or SingleProcess()
@@ -399,7 +419,6 @@ class HFBackend:
                 f"not divisible by the world size {self.replicas.world_size}: every process trains an equal share"
             )
         torch, transformers = _import_torch_transformers()
-        self._torch = torch
         self._device = torch.device(resolve_device(config.device, torch.cuda.is_available(), self.replicas.local_rank))
         bf16 = self._device.type == "cuda" and torch.cuda.is_bf16_supported()
         self._autocast_dtype = autocast_dtype(config.precision, self._device.type, bf16)
@@ -410,7 +429,8 @@ class HFBackend:
         if config.tokenizer is not None:
             self.tokenizer: TextTokenizer = load_tokenizer(config.tokenizer)
         else:
-            self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, config.vocab_size, config.tokenizer_cache)
+            vocab_size = _tokenizer_vocab_size(config.vocab_size, model_config)
+            self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, vocab_size, config.tokenizer_cache)
         self._model_config = self._finish_model_config(model_config)
         limit = _max_positions(self._model_config)
         if limit is not None and config.seq_len > limit:
@@ -451,16 +471,20 @@ class HFBackend:
         if model_config is None:
             return preset_config(self.config.model, tok.vocab_size, tok.bos_id, tok.eos_id, tok.pad_id)
         if tok.vocab_size > model_config.vocab_size:
+            given = f"tokenizer={self.config.tokenizer!r}" if self.config.tokenizer else f"vocab_size={self.config.vocab_size}"
             raise ValueError(
-                f"the tokenizer ({tok.source}) has {tok.vocab_size} ids but the model's vocabulary has "
-                f"{model_config.vocab_size}: use a matching tokenizer or model (vocab_size=...)"
+                f"the tokenizer ({tok.source}, from {given}) has {tok.vocab_size} ids but the model's vocabulary has "
+                f"{model_config.vocab_size}: give a smaller vocab_size, a matching tokenizer, or leave both out to "
+                "train one of the model's size"
             )
         model_config.bos_token_id, model_config.eos_token_id, model_config.pad_token_id = tok.bos_id, tok.eos_id, tok.pad_id
         return model_config
 
     def _make_data(self) -> None:
         """Tokenise the corpus into per-domain chunk streams, evaluation and probe batches."""
-        torch, cfg = self._torch, self.config
+        import torch
+
+        cfg = self.config
         self._streams, self._eval_batches, self._probe_batches, sizes = [], [], [], []
         for domain in self.corpus.domains:
             chunks = {}
@@ -497,7 +521,9 @@ class HFBackend:
     def reset(self, seed: int) -> None:
         """Fresh model (random init from `seed`, or the pretrained weights), optimizer,
         schedule, data order and RNGs."""
-        torch, cfg = self._torch, self.config
+        import torch
+
+        cfg = self.config
         from transformers import AutoModelForCausalLM
 
         init_seed, torch_seed, mixture_seed, *domain_seeds = np.random.SeedSequence(seed).spawn(3 + len(self.domains))
@@ -557,8 +583,10 @@ class HFBackend:
         the named domain per entry: `train` with its domains already drawn. Every process of
         a distributed run trains rank 0's plan; each its own share of each micro-batch.
         `TrainStats.token_ids` are the whole micro-batches on rank 0, None on other ranks."""
+        import torch
+
         start = time.perf_counter()
-        torch, cfg, k = self._torch, self.config, len(self.domains)
+        cfg, k = self.config, len(self.domains)
         plan = np.asarray(plan, dtype=np.int64)
         if plan.ndim != 2 or plan.shape[1] != cfg.grad_accumulation or len(plan) < 1 or plan.min() < 0 or plan.max() >= k:
             raise ValueError(f"a plan is (n_steps >= 1, {cfg.grad_accumulation}) domain indices in 0..{k - 1}, got {plan!r}")
@@ -611,14 +639,18 @@ class HFBackend:
     def _matrix_norms(self) -> Any:
         """(L,) float64 tensor: the chosen matrices' Frobenius norms, left on the device (one
         transfer per `train` call, not one per step)."""
-        with self._torch.no_grad():
-            return self._torch.stack([p.detach().double().norm() for _, p in self._matrices])
+        import torch
+
+        with torch.no_grad():
+            return torch.stack([p.detach().double().norm() for _, p in self._matrices])
 
     @contextlib.contextmanager
     def _own_rng(self) -> Iterator[None]:
         """Run with the backend's own torch RNG streams (dropout, if the model has any), so
         that other torch users in the process (an SB3 agent) neither disturb nor see them."""
-        torch, cuda = self._torch, self._device.type == "cuda"
+        import torch
+
+        cuda = self._device.type == "cuda"
         with torch.random.fork_rng(devices=[self._device.index or 0] if cuda else []):
             torch.set_rng_state(self._rng_states["cpu"])
             if cuda:
@@ -635,7 +667,8 @@ class HFBackend:
     def evaluate(self) -> dict[str, float]:
         """Mean next-token loss per domain on its fixed validation chunks (each process
         evaluates its share of the chunks; the sums are combined)."""
-        torch = self._torch
+        import torch
+
         self.model.eval()
         sums = torch.zeros(len(self.domains), dtype=torch.float64, device=self._device)
         with torch.no_grad(), autocast(torch, self._device.type, self._autocast_dtype):
@@ -656,11 +689,12 @@ class HFBackend:
         (zeros before the first call, or for a domain that got no micro-batch).
         ``"probe"``: the gradient at the current weights on each domain's fixed probe batch.
         """
+        import torch
+
         if self.config.gradient_mode == "off":
             raise RuntimeError("gradient_mode='off': this backend reports no gradients")
         if self._gradients is not None:
             return self._gradients.means(self.config.grad_accumulation)
-        torch = self._torch
         matrices = [p for _, p in self._matrices]
         self.model.eval()
         rows = []
@@ -671,8 +705,10 @@ class HFBackend:
         return np.stack(rows)
 
     def weight_stats(self) -> WeightStats:
+        import torch
+
         updates = []
-        with self._torch.no_grad():
+        with torch.no_grad():
             for (_, p), before in zip(self._matrices, self._previous_weights):
                 updates.append(float((p - before).double().norm()))
         norms = self._matrix_norms().cpu().numpy()
@@ -702,6 +738,28 @@ class HFBackend:
             "micro_batch_domains": self.micro_batch_domains.copy(),
             **self.process_state(),
         }
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What `pickle` and `copy.deepcopy` carry: the configuration and `state_dict`.
+
+        Not the corpus nor its tokens: a real corpus is hundreds of MB of token ids, and the
+        folder it came from is where the copy runs too (on this machine, or a worker that
+        trains on it), so the copy reads it again (`load_corpus` keeps loaded corpora in
+        memory, the tokenizer comes from its cache) and `load_state_dict`'s fingerprint check
+        refuses a corpus or tokenizer that changed in between. Nor the torch and tokenizers
+        objects, which are rebuilt (a module object cannot be pickled). A process of a
+        distributed run cannot be copied: its process group stays with its processes.
+        """
+        if not isinstance(self.replicas, SingleProcess):
+            raise TypeError(
+                f"a distributed HFBackend (rank {self.replicas.rank} of {self.replicas.world_size}) cannot be pickled "
+                "or copied; save and load its state_dict instead"
+            )
+        return {"config": self.config, "state": self.state_dict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+        self.load_state_dict(state["state"])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("fingerprint") != self._fingerprint():

@@ -44,7 +44,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,7 @@ from mixgym.llm_backend.base import (
     TrainStats,
     WeightStats,
     check_forced_fraction,
+    check_options,
     draw_domains,
     validate_mixture,
 )
@@ -285,16 +286,22 @@ class ToyConfig:
 class _Task:
     """Fixed data of a task: training sets, held-out sets, probe sets (all from task_seed)."""
 
-    train_x: np.ndarray  # (N, d), all domains concatenated
-    train_y: np.ndarray  # (N,)
-    offsets: np.ndarray  # (K,) start of each domain in train_x
+    train: np.ndarray  # (N, input_dim + 1 + d): per example its input, target and token ids; all domains
+    offsets: np.ndarray  # (K,) start of each domain in train
     sizes: np.ndarray  # (K,)
     eval_x: np.ndarray  # (K, E, d)
     eval_y: np.ndarray  # (K, E)
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
-    token_base: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
+    checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
+
+    def __post_init__(self) -> None:
+        digest = hashlib.blake2b(digest_size=16)
+        for value in (self.train, self.offsets, self.sizes, self.eval_x, self.eval_y, self.probe_x, self.probe_y):
+            digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
+            value.flags.writeable = False  # shared by every backend (and copy) of the task
+        self.checksum = digest.hexdigest()
 
 
 def _make_task(cfg: ToyConfig) -> _Task:
@@ -361,17 +368,25 @@ def _make_task(cfg: ToyConfig) -> _Task:
     sizes = np.array([s.size for s in domains], dtype=np.int64)
     f32 = np.float32
     return _Task(
-        train_x=np.concatenate([x for x, _ in train]).astype(f32),
-        train_y=np.concatenate([y for _, y in train]).astype(f32),
+        # one row per example, target last: a batch is one gather (random rows miss the cache)
+        # one row per example (input, target, token ids: float32 holds these small integers
+        # exactly), so a batch is one gather: random rows miss the cache
+        train=np.concatenate([np.hstack([x, y[:, None], _token_ids(x[:, :d].astype(f32))]) for x, y in train]).astype(f32),
         offsets=np.concatenate([[0], np.cumsum(sizes)[:-1]]),
         sizes=sizes,
         eval_x=np.stack([x for x, _ in evals]).astype(f32),
         eval_y=np.stack([y for _, y in evals]).astype(f32),
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
-        token_base=np.arange(d, dtype=np.int64) * _TOKEN_BINS,
         input_dim=d + k_total + 1,
     )
+
+
+def _token_ids(features: np.ndarray) -> np.ndarray:
+    """(n, d) token ids of examples: each coordinate of the input quantised into 8 bins over
+    [-3, 3], coordinate i's bins numbered 8i .. 8i+7."""
+    bins = np.clip(((features + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+    return bins + np.arange(features.shape[1], dtype=np.int64) * _TOKEN_BINS
 
 
 _TASK_CACHE: dict[str, _Task] = {}
@@ -404,11 +419,7 @@ class ToyBackend:
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
         if overrides:
-            unknown = sorted(set(overrides) - set(ToyConfig.__dataclass_fields__))
-            if unknown:
-                raise ValueError(
-                    f"unknown ToyBackend option(s) {unknown}; known: {sorted(ToyConfig.__dataclass_fields__)}"
-                )
+            check_options(type(self).__name__, overrides, ToyConfig.__dataclass_fields__)
             if "num_domains" in overrides and "domains" not in overrides:
                 overrides["domains"] = None
             config = replace(config, **overrides)
@@ -444,9 +455,17 @@ class ToyBackend:
 
     def reset(self, seed: int) -> None:
         """Fresh student (1/sqrt(fan-in) init), zero momentum, sampling RNG from `seed`."""
-        cfg = self.config
         init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-        d, h = self._task.input_dim, cfg.hidden_dim
+        self._allocate()
+        for w in self._params:
+            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
+        self._previous_theta = self._theta.copy()
+        self._step = 0
+
+    def _allocate(self) -> None:
+        """Zero flat parameter, gradient and momentum vectors, and the per-matrix views of the
+        first two (one vector op then updates every matrix)."""
+        d, h = self._task.input_dim, self.config.hidden_dim
         shapes = [(d, h), (h, h), (h, 1)]
         self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
         self._grad = np.zeros_like(self._theta)
@@ -455,10 +474,6 @@ class ToyBackend:
         self._grads = self._views(self._grad, shapes)
         bounds = np.cumsum([0] + [w.size for w in self._params])
         self._layer_slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        for w in self._params:
-            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
-        self._previous_theta = self._theta.copy()
-        self._step = 0
 
     @staticmethod
     def _views(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
@@ -501,44 +516,59 @@ class ToyBackend:
             domain = np.minimum(np.searchsorted(cdf, draws[..., 0], side="right"), k - 1)
             position = draws[..., 1]
         index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
-        xs, ys = task.train_x[index], task.train_y[index][..., None]
+        batches = task.train[index]
+        inputs = task.input_dim
+        xs, ys, tokens = batches[..., :inputs], batches[..., inputs : inputs + 1], batches[..., inputs + 1 :]
         errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
-        w1, w2, w3 = self._params
-        g1, g2, g3 = self._grads
-        scale = np.float32(2.0 / cfg.batch_size)
         history = np.empty((n_steps + 1, self._theta.size), dtype=np.float32)  # for per-step weight norms
         history[0] = self._theta
-        for t in range(n_steps):
-            x = xs[t]
-            h1 = np.tanh(x @ w1)
-            h2 = np.tanh(h1 @ w2)
-            err = np.subtract(h2 @ w3, ys[t], out=errors[t])
-            d_out = err * scale
-            d2 = (d_out @ w3.T) * (1 - h2 * h2)
-            d1 = (d2 @ w2.T) * (1 - h1 * h1)
-            np.matmul(x.T, d1, out=g1)
-            np.matmul(h1.T, d2, out=g2)
-            np.matmul(h2.T, d_out, out=g3)
-            self._velocity *= cfg.momentum
-            self._velocity += self._grad
-            self._theta -= np.float32(self.learning_rate(self._step)) * self._velocity
-            history[t + 1] = self._theta
-            self._step += 1
-        sq_err = errors[..., 0] ** 2
+        learning_rates = [np.float32(self.learning_rate(self._step + t)) for t in range(n_steps)]
+        self._sgd(xs, ys, errors, learning_rates, history[1:])
+        self._step += n_steps
         samples = np.bincount(domain.ravel(), minlength=k)
-        loss_sum = np.bincount(domain.ravel(), weights=sq_err.ravel(), minlength=k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
-        bins = np.clip(((xs[..., : cfg.input_dim] + 3.0) * (_TOKEN_BINS / 6.0)).astype(np.int64), 0, _TOKEN_BINS - 1)
+        loss_sum = np.bincount(domain.ravel(), weights=(errors[..., 0] ** 2).ravel(), minlength=k)
+        train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
         return TrainStats(
             samples=samples,
             train_loss=train_loss,
             tokens=int(samples.sum()) * cfg.input_dim,
             wall_time=time.perf_counter() - start,
             learning_rate=self.learning_rate(self._step - 1),
-            token_ids=(bins + task.token_base).reshape(n_steps, -1),
+            token_ids=tokens.astype(np.int64).reshape(n_steps, -1),
             step_weight_norms=self._layer_norms(history),
         )
+
+    def _sgd(
+        self, xs: np.ndarray, ys: np.ndarray, errors: np.ndarray, learning_rates: list[np.float32], thetas: np.ndarray
+    ) -> None:
+        """One SGD-with-momentum step per batch ``xs[t]`` (forward, backward, update), the
+        errors written to `errors` and the parameters after each step to `thetas`. Every array
+        is allocated once per call and written with ``out=``, and products use `np.dot`, whose
+        dispatch costs half a microsecond less than `np.matmul`'s (the same BLAS call): at these
+        sizes (32 x 32 matrices) numpy's per-call overhead, not arithmetic, is most of the cost."""
+        w1, w2, w3 = self._params
+        g1, g2, g3 = self._grads
+        w2_t, w3_t = w2.T, w3.T
+        h1, h2, d1, d2, slope = (np.empty((xs.shape[1], w2.shape[0]), dtype=np.float32) for _ in range(5))
+        d_out = np.empty((xs.shape[1], 1), dtype=np.float32)
+        update = np.empty_like(self._theta)
+        scale, momentum, one = np.float32(2.0 / self.config.batch_size), np.float32(self.config.momentum), np.float32(1)
+        for x, y, err, learning_rate, theta in zip(xs, ys, errors, learning_rates, thetas):
+            np.tanh(np.dot(x, w1, out=h1), out=h1)
+            np.tanh(np.dot(h1, w2, out=h2), out=h2)
+            np.subtract(np.dot(h2, w3, out=err), y, out=err)
+            np.multiply(err, scale, out=d_out)
+            np.dot(d_out, w3_t, out=d2)  # the outer product d_out w3^T
+            np.multiply(d2, np.subtract(one, np.multiply(h2, h2, out=slope), out=slope), out=d2)  # tanh' = 1 - h^2
+            np.dot(d2, w2_t, out=d1)
+            np.multiply(d1, np.subtract(one, np.multiply(h1, h1, out=slope), out=slope), out=d1)
+            np.dot(x.T, d1, out=g1)
+            np.dot(h1.T, d2, out=g2)
+            np.dot(h2.T, d_out, out=g3)
+            self._velocity *= momentum
+            self._velocity += self._grad
+            self._theta -= np.multiply(self._velocity, learning_rate, out=update)
+            theta[...] = self._theta
 
     def _layer_norms(self, thetas: np.ndarray) -> np.ndarray:
         """(n, L) Frobenius norms of the three matrices in each row of `thetas` (n, P): one
@@ -547,10 +577,14 @@ class ToyBackend:
         return np.sqrt(np.add.reduceat(thetas * thetas, starts, axis=1, dtype=np.float64))
 
     def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden activations and predictions for inputs of shape (..., input_dim); the leading
+        axes (domains, examples) are flattened, so each layer is one matrix product over
+        every domain's examples rather than one per domain."""
         w1, w2, w3 = self._params
-        h1 = np.tanh(x @ w1)
-        h2 = np.tanh(h1 @ w2)
-        return h1, h2, (h2 @ w3)[..., 0]
+        lead = x.shape[:-1]
+        h1 = np.tanh(np.dot(x.reshape(-1, x.shape[-1]), w1))
+        h2 = np.tanh(np.dot(h1, w2))
+        return h1.reshape(*lead, -1), h2.reshape(*lead, -1), np.dot(h2, w3).reshape(lead)
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
@@ -563,13 +597,15 @@ class ToyBackend:
         return float(self._objective_weights @ np.array(list(self.evaluate().values())))
 
     def domain_gradients(self) -> np.ndarray:
-        """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D)."""
+        """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D):
+        one forward and backward pass over every domain's probe set together, then one
+        product per layer and domain."""
         task = self._task
         h1, h2, pred = self._forward(task.probe_x)
         d_out = (pred - task.probe_y)[..., None] * np.float32(2.0 / self.config.probe_size)  # (K, P, 1)
         _, w2, w3 = self._params
         d2 = (d_out @ w3.T) * (1 - h2 * h2)
-        d1 = (d2 @ w2.T) * (1 - h1 * h1)
+        d1 = ((d2.reshape(-1, d2.shape[-1]) @ w2.T) * (1 - (h1 * h1).reshape(-1, h1.shape[-1]))).reshape(h1.shape)
         k = len(self.domains)
         per_layer = [np.swapaxes(a, 1, 2) @ b for a, b in ((task.probe_x, d1), (h1, d2), (h2, d_out))]
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
@@ -581,9 +617,22 @@ class ToyBackend:
             update_norms=self._layer_norms((self._theta - self._previous_theta)[None])[0],
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What `pickle` and `copy.deepcopy` carry: the configuration (the task's seed
+        included) and `state_dict`, a few KB. Not the task's data (9 MB at K=5): the copy
+        rebuilds it from the seed, and its checksum must match the original's. A plain copy
+        of the attributes would also break the views of the flat parameter vector, leaving a
+        copy whose SGD steps update a vector the model no longer reads."""
+        return {"config": self.config, "state": self.state_dict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])  # type: ignore[misc]
+        self.load_state_dict(state["state"])
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "fingerprint": self.config.fingerprint(),
+            "data_checksum": self._task.checksum,
             "step": self._step,
             "theta": self._theta.copy(),
             "velocity": self._velocity.copy(),
@@ -596,6 +645,12 @@ class ToyBackend:
             raise ValueError(
                 f"state is from a toy task with fingerprint {state.get('fingerprint')!r}, "
                 f"this backend's is {self.config.fingerprint()!r}"
+            )
+        if state.get("data_checksum", self._task.checksum) != self._task.checksum:
+            raise ValueError(
+                f"the toy task's data rebuilt from task_seed={self.config.task_seed} differs from the one the state "
+                f"was saved with (checksum {self._task.checksum} != {state['data_checksum']}): a different numpy or "
+                "platform draws it differently"
             )
         self._step = int(state["step"])
         self._theta[...] = state["theta"]
