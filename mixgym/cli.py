@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -526,8 +527,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not launched():
+        return _run(parser, args, lambda: int(args.func(args)))
     try:
-        return _distributed(args) if launched() else int(args.func(args))
+        code = _run(parser, args, lambda: _distributed(args))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    # A torchrun process ends here, its results written and its process groups destroyed: at
+    # interpreter teardown gloo's threads can abort it ("terminate called without an active
+    # exception"), turning a finished run into a failed one, so it exits at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, command: Callable[[], int]) -> int:
+    """`command`'s status; a user mistake is one line and status 2, Ctrl-C is status 130."""
+    try:
+        return command()
     except USER_ERRORS as error:
         if args.debug:
             raise

@@ -398,7 +398,198 @@ REAL_LM = [
     ),
 ]
 
-NOTEBOOKS = {"quickstart.ipynb": QUICKSTART, "real_lm.ipynb": REAL_LM}
+HF_TRAINER = [
+    (
+        "markdown",
+        """
+        # Bring your own trainer: a mixgym agent steers a Hugging Face `Trainer`
+
+        Most people who pretrain a language model already have a training loop, very often the Hugging Face `Trainer`. `mixgym.integrations` lets any mixgym agent choose the data mixture of such a run, without changing the loop:
+
+        - `MixtureDataset`: a torch `IterableDataset` over K domains that follows a mixture which may change while training. Each domain is read in its own seeded order through its own cursor, so a change of mixture never loses or repeats an example within an epoch of a domain; per-domain examples, tokens and epochs are counted exactly; `max_epochs` retires a domain instead of repeating it silently.
+        - `MixtureCallback`: a `TrainerCallback` that, every few optimizer steps, gives the agent the observation and reward `MixingEnv` computes (per-domain training loss of the rows trained on, held-out loss per domain, weight norms) and sets the agent's mixture on the dataset. It logs through the Trainer and saves its state with the Trainer's checkpoints.
+
+        `QUICK` (set by the test suite) trains a 0.5M-parameter GPT-2 for a few dozen steps on the packaged sample corpus; `QUICK = False` trains longer.
+        """,
+    ),
+    (
+        "code",
+        """
+        import os
+        import tempfile
+        from pathlib import Path
+
+        QUICK = os.environ.get("MIXGYM_NOTEBOOK_QUICK", "0") == "1"
+        MAX_STEPS = 16 if QUICK else 300         # optimizer steps of the run
+        EVERY = 4 if QUICK else 10               # optimizer steps per decision
+        SEQ_LEN, BATCH = (32, 4) if QUICK else (64, 8)
+
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import pandas as pd
+        import torch
+        import transformers
+
+        torch.set_num_threads(1)  # a tiny model: one thread is faster than two contending ones
+        transformers.logging.set_verbosity_error()
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## The data: one dataset per domain
+
+        Any `datasets.Dataset` or `IterableDataset` per domain works, tokenised (an `input_ids` column) or as text with a tokenizer and a sequence length (documents are packed into rows of exactly `seq_len` tokens). Here: the sample corpus that ships with mixgym, its byte-level BPE trained locally, and `datasets.Dataset`s built from it. `max_epochs=2`: no domain is read more than twice.
+        """,
+    ),
+    (
+        "code",
+        """
+        import datasets
+        from mixgym.data import SAMPLE_CORPUS
+        from mixgym.integrations import MixtureCallback, MixtureDataset
+        from mixgym.llm_backend.corpus import load_corpus
+        from mixgym.llm_backend.hf import preset_config
+        from mixgym.llm_backend.tokenizer import corpus_tokenizer
+
+        corpus = load_corpus(SAMPLE_CORPUS)
+        tokenizer = corpus_tokenizer(corpus.train_texts(), corpus.path)
+        train_sets = {d.name: datasets.Dataset.from_dict({"text": list(d.train)}) for d in corpus.domains}
+        held_out = {d.name: datasets.Dataset.from_dict({"text": list(d.validation)}) for d in corpus.domains}
+
+        def make_dataset():
+            return MixtureDataset(train_sets, tokenizer=tokenizer, seq_len=SEQ_LEN, seed=0, max_epochs=2)
+
+        train = make_dataset()
+        pd.DataFrame({"rows": train.sizes, "tokens": train.domain_tokens}, index=train.domains)
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## The run: a stock `Trainer`, plus the callback
+
+        `exp3` is ODM's bandit: a domain's reward is its training loss, so domains the model still finds hard get more. `mixing.install(trainer)` puts the callback first among the Trainer's callbacks, so TensorBoard or W&B (when `report_to` names them) receive its `mixgym/...` metrics too.
+        """,
+    ),
+    (
+        "code",
+        """
+        def make_trainer(dataset, callback, output_dir, **overrides):
+            config = preset_config("gpt2-tiny", tokenizer.vocab_size, tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id)
+            torch.manual_seed(0)
+            model = transformers.AutoModelForCausalLM.from_config(config)
+            options = dict(output_dir=str(output_dir), max_steps=MAX_STEPS, per_device_train_batch_size=BATCH,
+                           learning_rate=2e-3, logging_steps=EVERY, save_steps=MAX_STEPS // 2, report_to=[],
+                           use_cpu=True, seed=0, disable_tqdm=True)
+            args = transformers.TrainingArguments(**{**options, **overrides})
+            trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset, callbacks=[callback])
+            trainer.remove_callback(transformers.PrinterCallback)  # the logs are in trainer.state.log_history
+            callback.install(trainer)
+            return trainer
+
+        runs = Path(tempfile.mkdtemp())
+        mixing = MixtureCallback(train, "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
+        trainer = make_trainer(train, mixing, runs / "exp3")
+        trainer.train()
+        print(f"{len(mixing.history) - 1} decisions; final training loss {trainer.state.log_history[-2]['loss']:.3f}")
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## What the agent chose, and what was served
+
+        Each decision's `info` (the same dict `MixingEnv.step` returns) is in `mixing.history`: the mixture chosen, the *realised* mixture (the share of the examples actually trained on in the decision, drawn from the mixture), per-domain training and held-out losses, the reward. The dataset's `accounting()` is exact: it counts what the loop consumed.
+        """,
+    ),
+    (
+        "code",
+        """
+        steps = [int(h["step"]) for h in mixing.history[1:]]
+        chosen = np.array([h["mixture"] for h in mixing.history[1:]])
+        realised = np.array([h["realised_mixture"] for h in mixing.history[1:]])
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+        axes[0].stackplot(steps, chosen.T, labels=train.domains)
+        axes[0].set(title="mixture chosen (exp3)", xlabel="optimizer step", ylim=(0, 1))
+        axes[0].legend(loc="upper left", fontsize=7)
+        axes[1].stackplot(steps, realised.T)
+        axes[1].set(title="share of examples served", xlabel="optimizer step", ylim=(0, 1))
+        for i, name in enumerate(train.domains):
+            axes[2].plot([0] + steps, [h["eval_loss"][i] for h in mixing.history], label=name)
+        axes[2].set(title="held-out loss per domain", xlabel="optimizer step")
+        plt.tight_layout(); plt.show()
+
+        book = train.accounting()
+        pd.DataFrame({"examples": book.examples, "tokens": book.tokens, "epochs": book.epochs.round(3),
+                      "share": book.realised_mixture.round(3), "last mixture": chosen[-1].round(3)}, index=book.domains)
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## Resume from a Trainer checkpoint: the same examples, the same decisions
+
+        The callback writes its state (agent, environment, the dataset's cursors and mixture schedule) as `mixgym_mixture.ckpt` into every Trainer checkpoint. Stop a run half way, resume it with `trainer.train(resume_from_checkpoint=True)`, and the examples served, the mixtures and the model's weights are those of the uninterrupted run above.
+        """,
+    ),
+    (
+        "code",
+        """
+        class StopHalfWay(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                control.should_training_stop = state.global_step == MAX_STEPS // 2
+
+        first = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
+        cut = make_trainer(first.dataset, first, runs / "cut")
+        cut.add_callback(StopHalfWay())
+        cut.train()
+        again = MixtureCallback(make_dataset(), "exp3", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
+        resumed = make_trainer(again.dataset, again, runs / "cut")
+        resumed.train(resume_from_checkpoint=True)
+
+        same_mixtures = all(np.array_equal(a["mixture"], b["mixture"]) for a, b in zip(mixing.history, again.history))
+        same_weights = all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), resumed.model.state_dict().values()))
+        print("same decisions:", same_mixtures and len(mixing.history) == len(again.history), "| same final weights:", same_weights)
+        print("same examples per domain:", again.dataset.accounting().examples.tolist() == book.examples.tolist())
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## Any agent: a policy learned on a proxy, acting on this run
+
+        Proxy mode, as AC-ODM uses it: learn a policy on a small, cheap run (here the toy backend with the same number of domains and the same observation layout), save it, and let it act on the real run. `MixtureCallback(train, path, ...)` loads it and acts deterministically (it warns that the policy learned on other domain names and acts position by position); an agent *name* such as `"hds"` or `"acodm"` would instead learn online during this run (SB3's own `learn`, in a thread that takes turns with the Trainer).
+        """,
+    ),
+    (
+        "code",
+        """
+        from mixgym.agents import make_agent
+        from mixgym.envs import MixingEnv
+
+        proxy = MixingEnv(num_domains=len(train.domains), total_steps=100, steps_per_action=EVERY, reward="eval_loss")
+        policy = make_agent("td3", proxy, seed=0, sb3_kwargs={"learning_starts": 5})
+        policy.learn(total_timesteps=10 if QUICK else 200)
+        policy.save(runs / "td3.zip")
+
+        acting = MixtureCallback(make_dataset(), runs / "td3.zip", held_out, steps_per_decision=EVERY, eval_rows=4 if QUICK else 16)
+        make_trainer(acting.dataset, acting, runs / "td3").train()
+        pd.DataFrame([h["mixture"] for h in acting.history[1:]], columns=train.domains,
+                     index=[int(h["step"]) for h in acting.history[1:]]).round(3).rename_axis("step")
+        """,
+    ),
+    (
+        "markdown",
+        """
+        ## Your own loop
+
+        For a loop that is not the `Trainer` (plain PyTorch, litgpt, torchtitan, ...), `MixtureDriver` is the same thing without the callback: `driver.observe(step, per_example_losses, domains=batch["domain"])` every step, `driver.mixture()` when you want it (the README shows a complete loop). At this scale the mixtures above say little about which data is better: a few dozen steps of a tiny model, one seed. What this notebook shows is the plumbing: any agent, a stock Trainer, exact accounting and an exact resume.
+        """,
+    ),
+]
+
+NOTEBOOKS = {"quickstart.ipynb": QUICKSTART, "real_lm.ipynb": REAL_LM, "hf_trainer.ipynb": HF_TRAINER}
 
 
 def notebook(cells: list[tuple[str, str]], stem: str) -> nbformat.NotebookNode:

@@ -10,6 +10,8 @@ from nbclient import NotebookClient
 
 FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("*.ipynb"))
+# what a notebook must print, beyond running without an error
+PRINTED = {"hf_trainer.ipynb": ["same decisions: True | same final weights: True", "same examples per domain: True"]}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -21,6 +23,9 @@ def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    printed = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    for line in PRINTED.get(path.name, []):
+        assert line in printed, f"{path.name} did not print {line!r}"
 
 
 def test_notebooks_match_build_script() -> None:
