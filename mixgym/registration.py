@@ -16,11 +16,27 @@ from mixgym.tasks import TASK_PRESETS
 ENTRY_POINT = "mixgym.envs.mixing_env:MixingEnv"
 
 ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "mixgym/Mixing-v0": {},
-    "mixgym/MixingHolistic-v0": {"reward": "holistic"},
-    "mixgym/Mixing22-v0": {"num_domains": 22},
+    "mixgym/Mixing-v0": {"observation": "v0"},
+    "mixgym/MixingHolistic-v0": {"reward": "holistic", "observation": "v0"},
+    "mixgym/Mixing22-v0": {"num_domains": 22, "observation": "v0"},
+    "mixgym/Mixing-v1": {"observation": "v1"},
+    "mixgym/MixingHolistic-v1": {"reward": "holistic", "observation": "v1"},
+    "mixgym/Mixing22-v1": {"num_domains": 22, "observation": "v1"},
+    "mixgym/MixingAdvantage-v1": {"reward": "advantage", "reward_kwargs": {"scale": 100.0}, "observation": "v1"},
+    "mixgym/MixingAdvantage22-v1": {
+        "reward": "advantage",
+        "reward_kwargs": {"scale": 100.0},
+        "num_domains": 22,
+        "observation": "v1",
+    },
 }
-"""Registered ids and their default keyword arguments (any can be overridden in `make`)."""
+"""Registered ids and their default keyword arguments (any can be overridden in `make`).
+
+``-v0`` ids keep the observation layout they were published with (``observation="v0"``,
+AC-ODM/HDS's state); ``-v1`` ids use the v1 layout (previous mixture, data seen so far, no
+weight norms; see `mixgym.envs.features`). ``MixingAdvantage`` pays the counterfactual
+advantage over a uniform baseline twin (`mixgym.envs.rewards.AdvantageReward`), times 100 (an
+episode's return is then the final advantage in hundredths of a loss unit)."""
 
 
 def register_envs() -> None:

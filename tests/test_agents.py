@@ -18,13 +18,14 @@ from mixgym.envs import MixingEnv
 from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
 
 SMALL = {"total_steps": 60}  # 6 decisions of 10 optimizer steps
-SB3 = {"acodm", "hds", "td3", "ppo"}
+SB3 = {"acodm", "hds", "td3", "ppo", "ppo-tuned"}
 TINY = {
     "acodm": {"net_width": 16, "net_depth": 2, "batch_size": 8},
     "acodm-frozen-actor": {"net_width": 16, "net_depth": 2},
     "hds": {"net_width": 16, "batch_size": 8},
     "td3": {"sb3_kwargs": {"learning_starts": 4, "batch_size": 8, "policy_kwargs": {"net_arch": [16]}}},
     "ppo": {"sb3_kwargs": {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}},
+    "ppo-tuned": {"sb3_kwargs": {"n_steps": 8, "batch_size": 8, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}},
     "fixed": {"mixture": [4, 1, 0, 1, 1]},
 }
 
@@ -436,7 +437,8 @@ def test_agent_on_an_env_with_another_action_map() -> None:
         ("exp3", {"reward_scale": -1}, "reward_scale.*-1"),
         ("fixed", {}, "mixture must have 5 entries"),
         ("acodm", {"odm_smoothing": 2}, r"agent 'acodm': odm_smoothing must be in \[0.0, 1.0\), got 2.0"),
-        ("hds", {"gamma": 1.5}, r"gamma must be in \[0.0, 1.0\], got 1.5"),
+        ("hds", {"gamma": 1.5}, r"gamma must be in \(0.0, 1.0\], got 1.5"),
+        ("hds", {"gamma": 0.0}, r"gamma must be in \(0.0, 1.0\], got 0.0"),
         ("fixed", {"mixture": [1, -1, 0, 0, 0]}, "mixture weight must be >= 0.0, got -1.0"),
         ("random", {"concentration": 0}, "concentration.*0"),
         ("doremi", {"reference_loss": [1, 2]}, r"reference_loss must have 5 entries, one per domain \['easy'"),

@@ -183,7 +183,7 @@ def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishe
     ("change", "match"),
     [
         ({"agents": ["sac-ultra"]}, "unknown agent 'sac-ultra' in 'agents'; allowed: .*exp3"),
-        ({"rewards": ["perplexity"]}, "unknown reward 'perplexity' in 'rewards'; allowed: alignment, eval_loss, holistic"),
+        ({"rewards": ["perplexity"]}, "unknown reward 'perplexity' in 'rewards'; allowed: advantage, advantage_terminal, alignment, eval_loss, holistic"),
         ({"backends": {"x": {"backend": "jax"}}}, "unknown backend 'jax' in 'backends.x'; allowed: toy, hf"),
         ({"seed": [0]}, r"unknown key\(s\) \['seed'\].*allowed: name, mode, seeds"),
         ({"agents": []}, "'agents' must be a non-empty"),

@@ -242,7 +242,7 @@ def test_reward_needing_a_missing_signal_fails_at_construction() -> None:
 
     with pytest.raises(ValueError, match="gradients.*does not provide"):
         MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="alignment")
-    env = MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="eval_loss")
+    env = MixingEnv(backend=LossOnlyBackend(total_steps=50), reward="eval_loss", observation="v0")
     obs, _ = env.reset(seed=0)
     assert not obs[env.layout.slices()["norm_z"]].any()  # no weight norms: documented zeros
 
@@ -304,15 +304,16 @@ def test_importing_mixgym_imports_neither_torch_nor_transformers() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_env_state_dict_resumes_bit_identically() -> None:
+@pytest.mark.parametrize("reward", ["holistic", "advantage"])  # advantage: the baseline twin resumes too
+def test_env_state_dict_resumes_bit_identically(reward: str) -> None:
     actions = np.random.default_rng(1).uniform(-1, 1, (6, 5)).astype(np.float32)
-    env = MixingEnv(reward="holistic", **SMALL)
+    env = MixingEnv(reward=reward, **SMALL)
     env.reset(seed=4)
     for action in actions[:3]:
         env.step(action)
     state = env.state_dict()
     expected = [env.step(action)[:2] for action in actions[3:]]
-    resumed = MixingEnv(reward="holistic", **SMALL)
+    resumed = MixingEnv(reward=reward, **SMALL)
     resumed.reset(seed=99)
     resumed.load_state_dict(state)
     got = [resumed.step(action)[:2] for action in actions[3:]]

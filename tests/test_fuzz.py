@@ -65,12 +65,20 @@ def run_env(env: MixingEnv) -> None:
 
 
 ENV_KEYWORDS = ["action_map", "temperature", "eps", "steps_per_action", "total_steps", "eval_every", "reward", "reward_kwargs",
-                "info_timings", "render_mode", "num_domains", "hidden_dim", "batch_size", "task_seed"]  # fmt: skip
+                "info_timings", "render_mode", "num_domains", "hidden_dim", "batch_size", "task_seed", "observation"]  # fmt: skip
 
 
 def test_mixing_env_keywords() -> None:
     outcomes = [check(lambda: MixingEnv(**{**SMALL, name: value}), name, value, run_env) for name, value in draws(ENV_KEYWORDS, 500, 0)]
     assert outcomes.count("refused") > 250 and outcomes.count("accepted") > 20
+
+
+def test_advantage_reward_options() -> None:
+    def make(name: str, value: object) -> MixingEnv:
+        return MixingEnv(**SMALL, reward="advantage", reward_kwargs={name: value})
+
+    outcomes = [check(lambda: make(name, value), name, value, run_env) for name, value in draws(["baseline", "terminal", "scale"], 120, 2)]
+    assert outcomes.count("refused") > 50 and outcomes.count("accepted") > 10
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # absurd but finite sizes (domain_shift=1e12) overflow to NaN

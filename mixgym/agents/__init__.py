@@ -15,7 +15,7 @@ machinery they share (and td3, ppo), `static` the fixed mixtures. See DESIGN.md,
 1
 """
 
-from mixgym.agents import acodm, doremi, hds, odm, sb3_presets, static  # noqa: F401  (each registers its agents)
+from mixgym.agents import acodm, doremi, hds, odm, sb3_presets, static, tuned  # noqa: F401  (each registers its agents)
 from mixgym.agents.base import AGENTS, Agent, EnvFacts, InfoObserver, load_agent, make_agent, make_config
 from mixgym.agents.callbacks import MixtureLogger
 from mixgym.agents.mixer import MixerAgent
@@ -25,7 +25,8 @@ from mixgym.agents.sb3_presets import SB3Agent
 PAPER_REWARDS: dict[str, str] = {
     name: spec.env_options["reward"] for name, spec in AGENTS.items() if "reward" in spec.env_options
 }
-"""The env reward each paper trains its agent with (AC-ODM: gradient alignment; HDS: holistic)."""
+"""The env reward each agent with a set-up learns with (AC-ODM: gradient alignment; HDS: holistic;
+the tuned presets: the advantage reward they were tuned with)."""
 
 __all__ = [
     "AGENTS",

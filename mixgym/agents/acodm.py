@@ -90,8 +90,9 @@ ACODM_FORCED_FRACTION = 22 / 144
 ``training.py:395-398``) of 144 per step (1152 sequences in micro-batches of 8,
 ``acodm_config/models/1B.yml:19-21``), with the Pile's 22 domains."""
 
-ENV_OPTIONS = {"reward": "alignment", "forced_fraction": ACODM_FORCED_FRACTION}
-"""AC-ODM's set-up (`mixgym.agents.base.AgentSpec.env_options`)."""
+ENV_OPTIONS = {"reward": "alignment", "forced_fraction": ACODM_FORCED_FRACTION, "observation": "v0"}
+"""AC-ODM's set-up (`mixgym.agents.base.AgentSpec.env_options`); "v0" is its state (per-domain
+loss features, weight norms of three matrices, progress: agent.py's)."""
 
 
 class LayerNormReLU(nn.Module):

@@ -44,6 +44,8 @@ from mixgym.envs.mixing_env import MixingEnv
 MODES = ("act", "proxy", "online")
 REFERENCES = ("natural", "uniform", "oracle")
 """Agents every comparison runs; "decisions to reach" is measured against the first two."""
+_ENV_LEVEL = ("reward", "observation")
+"""`AgentSpec.env_options` keys that are `MixingEnv`'s own, applied whatever the backend."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,18 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     """A `MixingEnv` for `agent` from env/backend `options`.
 
     Unless given (as arguments or in `options`): the agent's first action map ("simplex"
-    for mixers, "softmax" for SB3 presets) and its paper's set-up (`AgentSpec.env_options`):
-    the reward it learns from and, for acodm, acodm-frozen-actor and hds, the forced
-    per-domain micro-batches of AC-ODM and HDS (``forced_fraction`` 22/144). Backend options
-    apply only to a backend built here by name; a `Backend` instance in `options` is used as
-    it is (give it ``forced_fraction`` yourself).
+    for mixers, "softmax" for SB3 presets) and its set-up (`AgentSpec.env_options`): the
+    reward it learns from, for acodm, acodm-frozen-actor and hds the papers' state (observation
+    layout "v0") and forced per-domain micro-batches (``forced_fraction`` 22/144), for the
+    tuned presets the advantage reward. Backend options apply only to a backend built here by
+    name; a `Backend` instance in `options` is used as it is (give it ``forced_fraction``
+    yourself).
     """
     spec = agent_spec(agent)
     kwargs = {"action_map": action_map or spec.action_maps[0], **options}
     built_here = isinstance(kwargs.get("backend", "toy"), str)
     for key, value in spec.env_options.items():
-        if key == "reward" or built_here:
+        if key in _ENV_LEVEL or built_here:
             kwargs.setdefault(key, value)
     if reward is not None:
         kwargs["reward"] = reward

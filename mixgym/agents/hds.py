@@ -93,5 +93,5 @@ register_sb3(
     HDSConfig,
     _build_hds,
     _warmup,
-    {"reward": "holistic", "forced_fraction": HDS_FORCED_FRACTION},
+    {"reward": "holistic", "forced_fraction": HDS_FORCED_FRACTION, "observation": "v0"},  # v0: HDS's state
 )

@@ -213,7 +213,7 @@ class WarmupConfig(SB3Config):
         super().__post_init__()
         for name in ("net_width", "net_depth", "buffer_size"):
             integer(name, getattr(self, name), 1)
-        number("gamma", self.gamma, 0.0, 1.0)
+        number("gamma", self.gamma, maximum=1.0, above=0.0)
         number("tau", self.tau, 0.0, 1.0, above=0.0)
         number("warmup_fraction", self.warmup_fraction, 0.0, below=1.0)
         if self.prior not in ("natural", "uniform"):

@@ -58,7 +58,7 @@ from mixgym.validation import integer
 
 MODES = ("proxy", "non-proxy")
 _KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "baselines", "env", "train_decisions", "proxy")
-_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "objective")
+_ENV_KEYS = ("action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "objective", "observation")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 BASELINES = ("natural", "uniform", "tempered", "oracle")
 """Reference mixtures a grid can run beside its agents (agents of the same names)."""

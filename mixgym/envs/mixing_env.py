@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from mixgym.envs.action_maps import ActionMap
-from mixgym.envs.features import ObservationLayout
+from mixgym.envs.features import LAYER_FEATURES, TWIN_FEATURES, ObservationLayout, resolve_features
 from mixgym.envs.rewards import Reward, RewardFn, Snapshot, call_reward, make_reward, reward_components
 from mixgym.llm_backend import Backend, Signal, backend_options, check_options, make_backend, require_signals
 from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
@@ -18,6 +19,8 @@ from mixgym.tasks import get_task
 from mixgym.validation import integer
 
 _DEFAULT_LAYERS = 3
+TIMED = ("train", "eval", "signals", "reward", "twin")
+"""Parts of a decision whose wall-clock time `MixingEnv.timings` keeps."""
 
 
 class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -49,20 +52,37 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
 
-    A flat ``Box`` of float32 of size 4K + 2L + 1 (L = 3 chosen weight matrices):
+    A flat ``Box`` of float32 made of blocks chosen by ``observation``. The default, ``"v1"``
+    (``-v1`` ids), has size 6K + 1, or 7K + 1 with the advantage rewards:
 
-    | index         | observation                                         | min | max |
-    |---------------|-----------------------------------------------------|-----|-----|
-    | 0 .. K-1      | z-score of per-domain training loss                 | -3  | 3   |
-    | K .. 2K-1     | z-score of its change since the previous decision   | -3  | 3   |
-    | 2K .. 3K-1    | share of the decision's samples per domain          | 0   | 1   |
-    | 3K .. 4K-1    | held-out loss / held-out loss at reset              | 0   | 5   |
-    | 4K .. 4K+L-1  | z-score of the chosen matrices' norms               | -3  | 3   |
-    | 4K+L .. 4K+2L-1 | z-score of the norms of their last update         | -3  | 3   |
-    | 4K+2L         | progress: optimizer steps / budget                  | 0   | 1   |
+    | index         | block        | observation                                         | min | max |
+    |---------------|--------------|-----------------------------------------------------|-----|-----|
+    | 0 .. K-1      | loss_z       | z-score of per-domain training loss                 | -3  | 3   |
+    | K .. 2K-1     | dloss_z      | z-score of its change since the previous decision   | -3  | 3   |
+    | 2K .. 3K-1    | share        | share of the decision's samples per domain: the     | 0   | 1   |
+    |               |              | previous realised mixture (reset: 0)                |     |     |
+    | 3K .. 4K-1    | eval_ratio   | held-out loss / held-out loss at reset              | 0   | 5   |
+    | 4K .. 5K-1    | mixture      | the mixture chosen at the previous decision         | 0   | 1   |
+    |               |              | (reset: uniform)                                    |     |     |
+    | 5K .. 6K-1    | cumulative   | share of all samples since reset (reset: 0)         | 0   | 1   |
+    | 6K            | progress     | optimizer steps / budget                            | 0   | 1   |
+    | 6K+1 .. 7K    | baseline_    | only with a reward that runs a baseline twin: the   | 0   | 5   |
+    |               | ratio        | twin's held-out loss / held-out loss at reset       |     |     |
 
-    All features are size-invariant, so a policy moves between backends with the same K
-    (details in `mixgym.envs.features`).
+    ``"v0"`` (``-v0`` ids; AC-ODM's and HDS's state) has size 4K + 2L + 1 (L = 3 chosen
+    weight matrices): loss_z, dloss_z, share, eval_ratio as above (indices 0 .. 4K-1), then
+
+    | index           | block    | observation                                         | min | max |
+    |-----------------|----------|-----------------------------------------------------|-----|-----|
+    | 4K .. 4K+L-1    | norm_z   | z-score of the chosen matrices' norms (zeros if the | -3  | 3   |
+    |                 |          | backend reports none)                               |     |     |
+    | 4K+L .. 4K+2L-1 | update_z | z-score of the norms of their last update           | -3  | 3   |
+    | 4K+2L           | progress | optimizer steps / budget                            | 0   | 1   |
+
+    Any list of blocks and layout names works, in the order given (``["v1", "norm_z",
+    "update_z"]`` adds the weight norms to v1; asking for them by name on a backend without
+    weight norms is an error). All features are size-invariant, so a policy moves between
+    backends with the same K (details in `mixgym.envs.features`).
 
     ## Rewards
 
@@ -74,6 +94,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       them (``reward_kwargs`` sets the weights, ``alignment``, ``stability="per-step"|
       "per-decision"`` and ``diversity="mtld"|"progress-over-mtld"|"released"``).
     - ``"eval_loss"``: decrease of the objective (``objective=``, below).
+    - ``"advantage"``: counterfactual -- the change of ``B_t - A_t``, the objective of a
+      baseline twin (the same run, same initial model and random numbers, trained in lock-step
+      on ``reward_kwargs={"baseline": "uniform" | "natural" | K weights}``) minus the agent's;
+      the undiscounted return of an episode is exactly the final advantage ``B_T - A_T``.
+      ``"advantage_terminal"`` pays that advantage once, at the last decision (a ``TimeLimit``
+      that truncates the run earlier cuts it off). The twin doubles training and evaluation
+      (``timings["last"]["twin"]``); a backend without ``twin()`` (`Signal.TWIN`) is refused.
     - any callable ``(before: Snapshot, after: Snapshot, env) -> float | (float, dict)``.
 
     Formulas and sources are in `mixgym.envs.rewards`; components go to ``info["reward/<name>"]``.
@@ -123,7 +150,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     The reward's components are those it declares (`Reward.components`); a plain callable's
     appear from the first ``step`` (or at reset too, if it has a ``components`` dict). The
     last decision's components are also on ``env.unwrapped.reward_components`` as a dict.
-    Wall-clock ``timings`` (seconds in train, eval, signals and reward: the last decision's,
+    Wall-clock ``timings`` (seconds in train, eval, twin -- the baseline twin's training and
+    evaluation, 0 without one --, signals and reward: the last decision's,
     and summed over the env's life, across resets, so that an auto-reset at the end of a run
     does not erase them) are on ``env.unwrapped.timings``, and in ``info["timings/<part>"]``
     only with ``info_timings=True`` (zeros at reset): by default ``info`` is exactly
@@ -132,10 +160,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Arguments
 
     ```python
-    gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="alignment", action_map="softmax",
+    gymnasium.make("mixgym/Mixing-v1", backend="toy", reward="alignment", action_map="softmax",
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
                    eval_every=1, reward_kwargs=None, info_timings=False, render_mode=None,
-                   out_of_bounds="clip", task=None, objective=None, **backend_kwargs)
+                   observation="v1", out_of_bounds="clip", task=None, objective=None, **backend_kwargs)
     ```
 
     An unknown keyword raises `mixgym.llm_backend.UnexpectedOptionError`, a `TypeError`
@@ -157,6 +185,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       ``target_weights``, else "domain-mean".
     - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
     - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
+    - ``observation``: ``"v1"``, ``"v0"`` or a list of blocks (see Observation Space).
     - ``render_mode``: ``"human"`` prints the ``"ansi"`` table at every reset and step (what
       RL Zoo3's ``enjoy`` and Tianshou's watch mode ask for; no pygame needed), ``"ansi"``
       returns it from `render`, ``"rgb_array"`` returns a bar chart image.
@@ -168,15 +197,20 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       the same keys at reset as at step, ``realised_mixture`` added; ``out_of_bounds``
       (clip by default: out-of-bounds actions used to raise) and ``render_mode="human"``
       added; unknown keywords raise `UnexpectedOptionError` (a `TypeError` and `ValueError`);
-      copies (deepcopy, pickle) continue bit-identically; ``task=`` and named ``objective=``
-      added (the default objective is unchanged: the mean over non-noise domains on the toy,
-      over all domains of an ordinary corpus).
+      copies (deepcopy, pickle) continue bit-identically. The ``"advantage"`` rewards work
+      with every version (rewards are options, not versions).
+    - v1: observation layout "v1": the previous chosen mixture, the share of all data seen so
+      far and, under the advantage rewards, the twin's held-out losses added; the weight-norm
+      blocks opt-in (they barely move on the toy). ``-v0`` ids keep the v0 layout bit for bit;
+      `MixingEnv`'s default is v1.
+      ``task=`` and named ``objective=`` added (the default objective is unchanged: the mean
+      over non-noise domains on the toy, over all domains of an ordinary corpus).
 
     >>> import gymnasium, mixgym
-    >>> env = gymnasium.make("mixgym/Mixing-v0", num_domains=3, total_steps=40)
+    >>> env = gymnasium.make("mixgym/Mixing-v1", num_domains=4, total_steps=40)
     >>> obs, info = env.reset(seed=0)
     >>> obs.shape
-    (19,)
+    (25,)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     >>> round(float(info["mixture"].sum()), 6), int(info["step"])
     (1.0, 10)
@@ -197,6 +231,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         reward_kwargs: dict[str, Any] | None = None,
         info_timings: bool = False,
         render_mode: str | None = None,
+        observation: str | Sequence[str] = "v1",
         out_of_bounds: str = "clip",
         task: str | None = None,
         objective: ObjectiveSpec | None = None,
@@ -250,6 +285,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.reward_components: dict[str, Any] = {}
         """The last decision's reward components (also in ``info`` as ``reward/<name>``)."""
         self._has_weights = Signal.WEIGHT_NORMS in self.backend.signals
+        self.twin: Backend | None = None
+        """The baseline twin (a reward that needs one, `Signal.TWIN`): the same run, trained in
+        lock-step on `baseline_mixture`."""
+        self.baseline_mixture: np.ndarray | None = None
+        if Signal.TWIN in needed:
+            self.baseline_mixture = self.reward_fn.baseline_mixture(self.domains, self.backend.info.domain_sizes)  # type: ignore[union-attr]
+            self.twin = self.backend.twin()  # type: ignore[attr-defined]
 
         self.action_mapper = ActionMap(action_map, k, temperature, eps, out_of_bounds)
         self.steps_per_action = int(steps_per_action)
@@ -258,7 +300,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.info_timings = bool(info_timings)
         self.timings: dict[str, dict[str, float]] = {"last": {}, "total": {}}
         num_layers = len(self.backend.weight_stats().names) if self._has_weights else _DEFAULT_LAYERS
-        self.layout = ObservationLayout(k, num_layers)
+        features = resolve_features(observation, twin=self.twin is not None)
+        asked = {observation} if isinstance(observation, str) else set(observation)
+        if asked & set(LAYER_FEATURES) and not self._has_weights:
+            raise ValueError(
+                f"observation blocks {sorted(asked & set(LAYER_FEATURES))} need weight norms, "
+                f"which {type(self.backend).__name__} does not report"
+            )
+        if asked & set(TWIN_FEATURES) and self.twin is None:
+            raise ValueError(f"observation block 'baseline_ratio' needs a reward with a baseline twin, not {reward!r}")
+        self.layout = ObservationLayout(k, num_layers, features)
         self.action_space = self.action_mapper.space
         self.observation_space = self.layout.space()
         self.objective: Objective = make_objective(objective, self.backend.info, k)
@@ -277,8 +328,11 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self.backend.reset(int(self.np_random.integers(2**31 - 1)))
-        eval_loss = self._evaluate()
+        run_seed = int(self.np_random.integers(2**31 - 1))
+        self.backend.reset(run_seed)
+        eval_loss = self._evaluate(self.backend)
+        if self.twin is not None:
+            self.twin.reset(run_seed)  # common random numbers: the same init and draws
         k = len(self.domains)
         self._initial_eval = eval_loss
         self._decision = 0
@@ -290,12 +344,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             samples=np.zeros(k, dtype=np.int64),
             eval_loss=eval_loss,
             weights=self.backend.weight_stats() if self._has_weights else None,
+            cumulative_samples=np.zeros(k, dtype=np.int64),
+            baseline_eval_loss=None if self.twin is None else self._evaluate(self.twin),
         )
         obs = self.layout.build(self._snapshot, self._snapshot.train_loss, self._initial_eval)
         self.reward_components = {name: np.zeros(shape) for name, shape in self._reward_shapes.items()}
         info = self._info(np.full(k, 1.0 / k), self._snapshot, fresh=True, learning_rate=0.0)
         if self.info_timings:
-            info.update({f"timings/{key}": np.float64(0.0) for key in ("train", "eval", "signals", "reward")})
+            info.update({f"timings/{key}": np.float64(0.0) for key in TIMED})
         self._shown = False
         if self.render_mode == "human":
             self.render()
@@ -320,8 +376,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._decision += 1
         terminated = self.backend.step >= self.backend.total_steps
         fresh = terminated or self._decision % self.eval_every == 0
-        eval_loss = self._evaluate() if fresh else before.eval_loss
+        eval_loss = self._evaluate(self.backend) if fresh else before.eval_loss
         t2 = time.perf_counter()
+        baseline_eval, twin_time = before.baseline_eval_loss, 0.0
+        if self.twin is not None:
+            assert self.baseline_mixture is not None
+            self.twin.train(self.baseline_mixture, n_steps)
+            baseline_eval = self._evaluate(self.twin) if fresh else baseline_eval
+            twin_time = time.perf_counter() - t2
         sampled = stats.samples > 0
         after = Snapshot(
             step=self.backend.step,
@@ -334,6 +396,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             token_ids=stats.token_ids,
             progress=self.backend.step / self.backend.total_steps,
             step_weight_norms=stats.step_weight_norms,
+            cumulative_samples=before.cumulative_samples + stats.samples,
+            baseline_eval_loss=baseline_eval,
         )
         t3 = time.perf_counter()
         result = call_reward(self.reward_fn, before, after, self)
@@ -343,7 +407,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = self.layout.build(after, before.train_loss, self._initial_eval)
         self.reward_components = dict(result.components)
         info = self._info(mixture, after, fresh=fresh, learning_rate=stats.learning_rate)
-        last = {"train": t1 - t0, "eval": t2 - t1, "signals": t3 - t2, "reward": t4 - t3}
+        last = {"train": t1 - t0, "eval": t2 - t1, "twin": twin_time, "signals": t3 - t2 - twin_time, "reward": t4 - t3}
         total = self.timings["total"]
         self.timings = {"last": last, "total": {key: total.get(key, 0.0) + value for key, value in last.items()}}
         if self.info_timings:
@@ -373,12 +437,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             info[f"reward/{name}"] = np.asarray(value, dtype=np.float64) if np.ndim(value) else np.float64(value)
         return info
 
-    def _evaluate(self) -> np.ndarray:
-        losses = self.backend.evaluate()
-        values = np.array([losses[d] for d in self.backend.domains], dtype=np.float64)
+    def _evaluate(self, backend: Backend) -> np.ndarray:
+        losses = backend.evaluate()
+        values = np.array([losses[d] for d in backend.domains], dtype=np.float64)
         if not np.all(np.isfinite(values)):
-            names = [d for d, v in zip(self.backend.domains, values) if not np.isfinite(v)]
-            raise FloatingPointError(f"non-finite held-out loss at step {self.backend.step} in domain(s) {names}")
+            names = [d for d, v in zip(backend.domains, values) if not np.isfinite(v)]
+            which = "baseline twin's " if backend is self.twin else ""
+            raise FloatingPointError(f"non-finite {which}held-out loss at step {backend.step} in domain(s) {names}")
         return values
 
     def render(self) -> str | np.ndarray | None:
@@ -415,6 +480,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         """The environment's state (backend, snapshot, counters, RNG, timings) for checkpoints."""
         return {
             "backend": self.backend.state_dict(),
+            "twin": None if self.twin is None else self.twin.state_dict(),
             "snapshot": self._snapshot,
             "initial_eval": getattr(self, "_initial_eval", None),
             "decision": getattr(self, "_decision", 0),
@@ -427,6 +493,11 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state from `state_dict`."""
         self.backend.load_state_dict(state["backend"])
+        if (state.get("twin") is None) != (self.twin is None):
+            have = "runs" if self.twin is not None else "does not run"
+            raise ValueError(f"state and environment disagree on the baseline twin: this env {have} one (reward {self.reward_fn!r})")
+        if self.twin is not None:
+            self.twin.load_state_dict(state["twin"])
         self._snapshot = state["snapshot"]
         self._initial_eval = state["initial_eval"]
         self._decision = state["decision"]

@@ -12,6 +12,7 @@ the environment is built, and the components they report (`Reward.components`), 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -41,6 +42,9 @@ class Snapshot:
         progress: step / total_steps.
         step_weight_norms: norms of the chosen matrices at the previous snapshot and after
             every optimizer step since, (steps + 1, L), if the backend reports them.
+        cumulative_samples: per-domain examples trained on since reset, shape (K,).
+        baseline_eval_loss: the baseline twin's per-domain held-out loss at the same
+            evaluation, if the reward runs a twin (`AdvantageReward`), shape (K,).
     """
 
     step: int
@@ -53,6 +57,8 @@ class Snapshot:
     token_ids: np.ndarray | None = None
     progress: float = 0.0
     step_weight_norms: np.ndarray | None = None
+    cumulative_samples: np.ndarray | None = None
+    baseline_eval_loss: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -446,7 +452,117 @@ class EvalLossReward(Reward):
         return RewardResult(value, {"eval_loss": value})
 
 
-REWARDS: dict[str, type[Reward]] = {"alignment": AlignmentReward, "holistic": HolisticReward, "eval_loss": EvalLossReward}
+BASELINES = ("uniform", "natural")
+"""Named reference mixtures of `AdvantageReward`'s baseline twin (or give K weights)."""
+
+
+@dataclass
+class AdvantageReward(Reward):
+    """Counterfactual reward: the change of the run's advantage over a baseline twin.
+
+    The environment runs a baseline twin of the agent's run (`Signal.TWIN`): the same initial
+    model and the same random numbers (data order and sampling draws: common random numbers),
+    trained in lock-step on a fixed reference mixture, and evaluated whenever the agent's run
+    is. With the objective J (target-weighted mean held-out loss, lower is better) of the twin,
+    B_t, and of the agent's run, A_t, after decision t, the advantage is ``B_t - A_t`` and the
+    reward is its change, ``r_t = (B_t - A_t) - (B_{t-1} - A_{t-1})``. The sum telescopes:
+    the undiscounted return of an episode is ``B_T - A_T`` (``B_0 = A_0``: the runs start from
+    the same model), exactly the agent's final advantage. The mixture's effect is measured
+    against the twin on the same draws, so the large common trend (loss falls whatever the
+    mixture) and most of the sampling noise cancel -- what ``eval_loss``'s per-decision
+    decrease does not do.
+
+    ``terminal=True`` (the ``"advantage_terminal"`` reward) pays 0 until the budget is spent
+    and then the final advantage ``B_T - A_T``: the same return, all of it at the end.
+
+    The twin doubles training and evaluation (`MixingEnv.timings` counts it as ``"twin"``):
+    cheap on the toy, a second model on the HF backend -- there, choose this reward only when
+    that is affordable. Components: ``advantage`` (``B_t - A_t``), ``baseline_objective``
+    (``B_t``) and ``baseline_eval_loss`` (the twin's per-domain held-out loss).
+
+    Attributes:
+        baseline: the twin's mixture: ``"uniform"``, ``"natural"`` (proportional to the
+            backend's domain sizes) or K non-negative weights (divided by their sum).
+        terminal: pay the whole advantage at the end instead of its change per decision.
+        scale: a positive factor on the reward (the return is ``scale * (B_T - A_T)``; the
+            components stay unscaled). On the toy an episode's advantage is a few hundredths
+            of a loss unit, per-decision changes ~1e-4: SAC's entropy bonus and default
+            learning rates are set for rewards near 1, hence ``mixgym/MixingAdvantage-v1``'s
+            scale 100.
+    """
+
+    baseline: str | tuple[float, ...] = "uniform"
+    terminal: bool = False
+    scale: float = 1.0
+    name = "advantage"
+    requires = frozenset({Signal.TWIN})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.baseline, str):
+            if self.baseline not in BASELINES:
+                raise ValueError(
+                    f"unknown baseline {self.baseline!r}; choose one of {', '.join(BASELINES)} or give K mixture weights"
+                )
+        elif isinstance(self.baseline, (list, tuple, np.ndarray)):
+            if not all(isinstance(w, numbers.Real) and not isinstance(w, (bool, np.bool_)) for w in self.baseline):
+                raise TypeError(f"the baseline mixture's weights must be numbers, got {self.baseline!r}")
+            weights = np.asarray(self.baseline, dtype=np.float64)
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+                raise ValueError(f"the baseline mixture's weights must be finite and non-negative, got {self.baseline!r}")
+            if not weights.sum() > 0:
+                raise ValueError(f"the baseline mixture's weights are all zero: {self.baseline!r}")
+        else:
+            raise TypeError(f"baseline must be {' or '.join(map(repr, BASELINES))} or K mixture weights, got {self.baseline!r}")
+        if not isinstance(self.terminal, (bool, np.bool_)):
+            raise TypeError(f"terminal must be True or False, got {self.terminal!r}")
+        number("reward_kwargs scale", self.scale, above=0.0)
+
+    def baseline_mixture(self, domains: list[str], domain_sizes: np.ndarray) -> np.ndarray:
+        """The twin's mixture over `domains` (checked; weights divided by their sum)."""
+        k = len(domains)
+        if isinstance(self.baseline, str):
+            if self.baseline == "uniform":
+                return np.full(k, 1.0 / k)
+            sizes = np.asarray(domain_sizes, dtype=np.float64)
+            if sizes.shape != (k,) or not np.all(sizes >= 0) or not sizes.sum() > 0:
+                raise ValueError(f"baseline 'natural' needs the backend's K={k} domain sizes, got {sizes!r}")
+            return sizes / sizes.sum()
+        weights = np.asarray(self.baseline, dtype=np.float64)
+        if weights.shape != (k,):
+            raise ValueError(f"the baseline mixture needs K={k} weights (one per domain of {domains}), got {self.baseline!r}")
+        return weights / weights.sum()  # finite, non-negative, not all zero: checked at construction
+
+    def components(self, num_domains: int) -> dict[str, tuple[int, ...]]:
+        return {"advantage": (), "baseline_objective": (), "baseline_eval_loss": (num_domains,)}
+
+    def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
+        assert before.baseline_eval_loss is not None and after.baseline_eval_loss is not None
+        score = env.objective  # the env's objective (`mixgym.llm_backend.objectives`), on both runs
+        baseline_objective = float(score(after.baseline_eval_loss))
+        advantage = baseline_objective - float(score(after.eval_loss))
+        if self.terminal:
+            value = advantage if after.progress >= 1.0 else 0.0
+        else:
+            value = advantage - (float(score(before.baseline_eval_loss)) - float(score(before.eval_loss)))
+        components = {"advantage": advantage, "baseline_objective": baseline_objective, "baseline_eval_loss": after.baseline_eval_loss}
+        return RewardResult(self.scale * value, components)
+
+
+@dataclass
+class TerminalAdvantageReward(AdvantageReward):
+    """`AdvantageReward` paid once, at the end of the run: the final advantage ``B_T - A_T``."""
+
+    terminal: bool = True
+    name = "advantage_terminal"
+
+
+REWARDS: dict[str, type[Reward]] = {
+    "alignment": AlignmentReward,
+    "holistic": HolisticReward,
+    "eval_loss": EvalLossReward,
+    "advantage": AdvantageReward,
+    "advantage_terminal": TerminalAdvantageReward,
+}
 
 
 def make_reward(reward: str | Reward | RewardFn, **kwargs: Any) -> Reward | RewardFn:

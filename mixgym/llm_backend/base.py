@@ -19,7 +19,7 @@ import numpy as np
 
 
 class Signal(str, enum.Enum):
-    """An optional measurement a backend can report besides losses."""
+    """An optional measurement (or, for `TWIN`, capability) a backend has besides losses."""
 
     GRADIENTS = "gradients"
     """`domain_gradients()`: one gradient per domain on the chosen parameters."""
@@ -27,6 +27,11 @@ class Signal(str, enum.Enum):
     """`weight_stats()`: norms of the chosen weight matrices and of their last update."""
     TOKENS = "tokens"
     """`TrainStats.token_ids`: the tokens trained on, for lexical-diversity rewards."""
+    TWIN = "twin"
+    """`twin()`: a second, independent backend of the same task and settings which, reset with
+    the same seed, replays the same run -- the same initial model and the same random numbers
+    (data order, sampling draws) -- on whatever mixture it is given: the baseline twin of a
+    counterfactual reward (`mixgym.envs.rewards.AdvantageReward`)."""
 
 
 @dataclass(frozen=True)

@@ -450,7 +450,9 @@ class HFBackend:
             self._objective_weights: np.ndarray | None = w / w.sum()
         else:
             self._objective_weights = None
-        self.signals = frozenset({Signal.WEIGHT_NORMS, Signal.TOKENS} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set()))
+        self.signals = frozenset(
+            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
+        )
         self.total_steps = config.total_steps
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
@@ -562,6 +564,24 @@ class HFBackend:
             self._gradients = DomainGradients(matrices, len(self.domains), sketch)
         self._previous_weights = [p.detach().clone() for p in matrices]
         self._step = 0
+
+    def twin(self) -> HFBackend:
+        """A second run of the same model, corpus and settings (`Signal.TWIN`), sharing the
+        tokenised chunks, evaluation and probe batches (read only) but with its own model,
+        optimizer, data cursors and RNGs. Reset with the same seed it starts from the same
+        weights and replays the same random numbers: each domain's chunk order comes from its
+        own stream, the micro-batch plan draws the same uniform numbers whatever the mixture
+        (mapped to domains through its CDF, `draw_plan`), and dropout draws from the run's own
+        torch generator. It doubles the memory and compute of training; the twin records no
+        per-domain gradients (``gradient_mode="off"``: the hooks read gradients without changing
+        them, and nothing reads the twin's).
+        """
+        twin = copy.copy(self)
+        twin.config = replace(self.config, gradient_mode="off")
+        twin.signals = self.signals - {Signal.GRADIENTS}
+        twin._streams = [_DomainStream(stream.chunks) for stream in self._streams]
+        twin.reset(seed=0)  # rebinds model, optimizer, scheduler, RNGs and cursors: nothing mutable is shared
+        return twin
 
     def draw_plan(self, mixture: np.ndarray, n_steps: int) -> np.ndarray:
         """The domain of each micro-batch of a `train` call, (n_steps, grad_accumulation),

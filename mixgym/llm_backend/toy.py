@@ -414,7 +414,7 @@ class ToyBackend:
     True
     """
 
-    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS})
+    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN})
 
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
@@ -609,6 +609,13 @@ class ToyBackend:
         k = len(self.domains)
         per_layer = [np.swapaxes(a, 1, 2) @ b for a, b in ((task.probe_x, d1), (h1, d2), (h2, d_out))]
         return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
+
+    def twin(self) -> ToyBackend:
+        """A fresh backend of the same task (`Signal.TWIN`). Reset with the same seed it starts
+        from the same student and draws the same uniform numbers, which `train` maps to domains
+        through the mixture's CDF and to examples within a domain: common random numbers, so
+        two mixtures are compared on the same draws. The task's data is shared (cached)."""
+        return ToyBackend(self.config)
 
     def weight_stats(self) -> WeightStats:
         return WeightStats(
