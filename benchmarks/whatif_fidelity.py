@@ -99,7 +99,7 @@ def toy(seeds: int, out: Path) -> pd.DataFrame:
     steps_grid, lr_grid, rank_grid = (20, 50, 100), (0.5, 1.0, 2.0), (None, 16, 4, 1)
     rows = []
     env = MixingEnv(total_steps=1000)
-    weights = env.objective_weights
+    weights = env.objective.weights  # a weighted mean: the default objective
     k = len(env.domains)
     bar = tqdm(total=seeds * len(steps_grid) * len(lr_grid), desc="toy states x settings")
     for seed in range(seeds):
@@ -130,7 +130,7 @@ def _example(env: MixingEnv, seed: int, steps: int, lr_scale: float, rank: int |
     env.reset(seed=seed)
     env.backend.train(np.full(k, 1.0 / k), int(PREFIX * env.backend.total_steps))
     probes, candidates = opmix_request(k, 12, seed)
-    weights = env.objective_weights
+    weights = env.objective.weights  # a weighted mean: the default objective
     merge = env.backend.simulate(probes, steps, candidates, "merge", lr_scale, rank).candidate_loss @ weights
     exact = env.backend.simulate(probes, steps, candidates, "exact", lr_scale).candidate_loss @ weights
     truth = continuation(env, env.backend.state_dict(), candidates @ probes) @ weights
@@ -143,7 +143,7 @@ def hf(seeds: int, out: Path, corpus: str, steps: int, total_steps: int, seq_len
     torch.set_num_threads(1)
     env = MixingEnv(backend="hf", model="pythia-tiny", corpus=corpus, total_steps=total_steps, seq_len=seq_len,
                     micro_batch_size=8, grad_accumulation=4)  # fmt: skip
-    weights = env.objective_weights
+    weights = env.objective.weights  # a weighted mean: the default objective
     k = len(env.domains)
     rows = []
     for seed in tqdm(range(seeds), desc="hf seeds"):

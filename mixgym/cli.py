@@ -1,8 +1,9 @@
 """The `mixgym` command line: ``demo``, ``train``, ``eval`` and ``agents``.
 
-- ``mixgym demo`` compares uniform, random, odm, exp3, doremi, acodm and hds on the toy
-  backend (the RL agents in proxy mode: they learn on a smaller toy model, then act on the
-  target over 5 seeds) against the oracle static mixture; prints a table, writes a PNG.
+- ``mixgym demo`` compares natural, uniform, random, odm, exp3, doremi, acodm and hds on the
+  toy task ``pile22`` (22 domains sized like The Pile's; the RL agents in proxy mode: they
+  learn on a smaller toy model, then act on the target over 5 seeds) against the oracle
+  static mixture; prints a table, writes a PNG.
 - ``mixgym train AGENT`` learns a policy -- proxy mode (many runs on the given backend) or
   online (non-proxy: during one run) -- and saves it; ``mixgym eval`` runs a saved policy
   (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
@@ -44,7 +45,7 @@ with the subparsers object (``argparse._SubParsersAction``) and adds its own com
 The corpus tools plug in by adding ``"mixgym.llm_backend.corpus:add_corpus_cli"``; modules
 are imported only when the parser is built."""
 
-DEMO_AGENTS = ("uniform", "random", "odm", "exp3", "doremi", "acodm", "hds")
+DEMO_AGENTS = ("natural", "uniform", "random", "odm", "exp3", "doremi", "acodm", "hds")
 RL_AGENTS = ("acodm", "hds", "td3", "ppo")
 
 
@@ -59,6 +60,8 @@ class DemoSettings:
         proxy_hidden_dim: the proxy toy model's width.
         target_hidden_dim: the target toy model's width.
         rl_overrides: options given to the RL agents.
+        oracle_search: options of the oracle's search (`mixgym.agents.static.OracleConfig`).
+        task: the toy task (`mixgym.tasks`).
     """
 
     total_steps: int
@@ -67,9 +70,18 @@ class DemoSettings:
     proxy_hidden_dim: int
     target_hidden_dim: int
     rl_overrides: dict[str, Any] = field(default_factory=dict)
+    oracle_search: dict[str, Any] = field(default_factory=dict)
+    task: str = "pile22"
 
 
-DEMO = DemoSettings(total_steps=1000, seeds=5, train_decisions=3000, proxy_hidden_dim=16, target_hidden_dim=32)
+DEMO = DemoSettings(
+    total_steps=1000,
+    seeds=5,
+    train_decisions=2000,
+    proxy_hidden_dim=16,
+    target_hidden_dim=32,
+    oracle_search={"n_random": 8, "rounds": 3},
+)
 QUICK = DemoSettings(
     total_steps=200,
     seeds=2,
@@ -77,6 +89,7 @@ QUICK = DemoSettings(
     proxy_hidden_dim=8,
     target_hidden_dim=16,
     rl_overrides={"net_width": 32},
+    oracle_search={"search_seeds": (0,), "n_random": 2, "rounds": 1},
 )
 
 
@@ -135,18 +148,20 @@ def demo(args: argparse.Namespace) -> int:
     settings = QUICK if args.quick else DEMO
     started = time.perf_counter()
     _set_threads(args.threads)
-    target = {"total_steps": settings.total_steps, "hidden_dim": settings.target_hidden_dim}
-    proxy = {"total_steps": settings.total_steps, "hidden_dim": settings.proxy_hidden_dim}
+    common = {"task": settings.task, "total_steps": settings.total_steps}
+    target = {**common, "hidden_dim": settings.target_hidden_dim}
+    proxy = {**common, "hidden_dim": settings.proxy_hidden_dim}
     contenders = [
         Contender(name, "proxy", dict(settings.rl_overrides, seed=args.seed), reward=args.reward)
         if name in RL_AGENTS
         else Contender(name, "act", {"seed": args.seed} if name == "random" else {})
         for name in DEMO_AGENTS
-    ]
+    ] + [Contender("oracle", "act", dict(settings.oracle_search))]
     console.print(
-        f"toy backend: target model width {settings.target_hidden_dim}, proxy {settings.proxy_hidden_dim}, "
+        f"toy task {settings.task}: target model width {settings.target_hidden_dim}, proxy {settings.proxy_hidden_dim}, "
         f"{settings.total_steps} optimizer steps = {settings.total_steps // 10} decisions per run, "
-        f"{settings.seeds} target seeds; RL agents learn {settings.train_decisions} decisions on the proxy"
+        f"{settings.seeds} target seeds; RL agents learn {settings.train_decisions} decisions on the proxy; "
+        "objective: mean held-out loss over the domains (junk left out)"
     )
     with _progress(console) as progress:
         hook = lambda label, total: partial(progress.advance, progress.add_task(label, total=total))  # noqa: E731
@@ -392,13 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "demo",
-        help="compare mixing agents on the toy backend: table and PNG",
+        help="compare mixing agents on the pile22 toy task: table and PNG",
         description=(
-            "Compare " + ", ".join(DEMO_AGENTS) + " on the toy backend against the oracle static mixture. "
+            "Compare " + ", ".join(DEMO_AGENTS) + " on the toy task pile22 (22 domains sized like The Pile's, "
+            "so the natural mixture is far from uniform) against the oracle static mixture. "
             "acodm and hds run in proxy mode: they learn on a smaller toy model (same domains) and then act "
             "deterministically on the target; the others act on the target directly (the bandits and DoReMi adapt "
             "online). Every agent runs the same target seeds. Prints final mean held-out loss, regret vs the oracle, "
-            "decisions to reach the uniform mixture's final loss and wall time; writes DIR/demo.png (stacked-area "
+            "decisions to reach the natural and the uniform mixture's final loss and wall time; writes DIR/demo.png (stacked-area "
             "mixtures and held-out loss curves), DIR/summary.md and each agent's per-decision results and policy."
         ),
         formatter_class=formatter,

@@ -11,6 +11,8 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
+from mixgym.tasks import TASK_PRESETS
+
 ENTRY_POINT = "mixgym.envs.mixing_env:MixingEnv"
 
 ENV_PRESETS: dict[str, dict[str, Any]] = {
@@ -38,7 +40,9 @@ episode's return is then the final advantage in hundredths of a loss unit)."""
 
 
 def register_envs() -> None:
-    """Register every id in `ENV_PRESETS` that is not registered yet."""
-    for env_id, kwargs in ENV_PRESETS.items():
+    """Register every id in `ENV_PRESETS` and every task's id (`mixgym.tasks.TASK_PRESETS`)
+    that is not registered yet."""
+    presets = {**ENV_PRESETS, **{task.env_id: {"task": name} for name, task in TASK_PRESETS.items()}}
+    for env_id, kwargs in presets.items():
         if env_id not in registry:
             register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs))

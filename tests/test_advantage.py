@@ -31,7 +31,7 @@ def test_undiscounted_return_is_the_final_advantage(reward: str, baseline, eval_
     rewards, infos = episode(env, 11, actions)
     final = infos[-1]
     # the advantage, recomputed from the two runs' held-out losses at the end
-    weights = env.objective_weights
+    weights = env.objective.weights
     baseline_objective = float(weights @ env._evaluate(env.twin))
     agent_objective = float(weights @ env._evaluate(env.backend))
     assert agent_objective == float(final["objective"])

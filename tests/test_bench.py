@@ -43,16 +43,17 @@ def test_two_cell_grid_runs_through_the_cli_and_a_rerun_skips_finished_cells(tmp
     out = tmp_path / "out"
     assert main(["bench", str(write(tmp_path, GRID)), "--out", str(out), "--workers", "2", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "| exp3 | alignment | toy3 | 1 |" in printed and "| uniform |" in printed
+    assert "| exp3 | alignment | toy3 | 1 |" in printed and "| uniform |" in printed and "| natural |" in printed
     results = pd.read_csv(out / "results.csv")
-    assert sorted(results["agent"]) == ["exp3", "uniform"]
+    assert sorted(results["agent"]) == ["exp3", "natural", "uniform"]
     assert results["regret"].notna().all() and (results["final_objective"] > 0).all()
     uniform = results[results["agent"] == "uniform"].iloc[0]
-    assert uniform["decisions_to_uniform"] == 10 and uniform["percent_saved"] == 0.0
+    assert uniform["domain-mean/steps_to_uniform"] == 100 and uniform["domain-mean/saved_vs_uniform"] == 0.0
+    assert (results["domain-mean/final"] == results["final_objective"]).all()
     for name in ("summary.md", "summary.csv", "loss_vs_tokens.png", "mixtures.png", "final_loss.png", "config.yaml"):
         assert (out / name).stat().st_size > 0, name
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")}
-    assert len(stamps) == 2
+    assert len(stamps) == 3
     again = run_bench(load_config(out / "config.yaml"), out, workers=1, progress=False)
     assert {o.status for o in again.outcomes} == {"cached"}
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/summary.json")} == stamps
@@ -64,8 +65,8 @@ def test_a_crashing_cell_is_reported_and_the_others_finish(tmp_path: Path, capsy
     assert main(["bench", str(write(tmp_path, dict(GRID, backends=backends))), "--out", str(out), "--workers", "2", "--no-progress"]) == 1
     printed = capsys.readouterr().out
     assert "FAILED exp3/alignment/diverging/seed0" in printed and "| exp3 | alignment | toy3 | 1 |" in printed
-    reported = re.findall(r"details: (\S+error.txt)", printed)
-    assert len(reported) == 2 and all("FloatingPointError: non-finite" in Path(p).read_text() for p in reported)
+    reported = re.findall(r"details: (\S+error.txt)", printed)  # exp3, uniform and natural diverge
+    assert len(reported) == 3 and all("FloatingPointError: non-finite" in Path(p).read_text() for p in reported)
 
 
 def test_bad_cells_fail_before_anything_runs(tmp_path: Path) -> None:
@@ -106,13 +107,17 @@ def test_a_name_cannot_leave_the_output_folder(name: str) -> None:
         parse_config(dict(GRID, name=name))
 
 
+def test_the_grid_keeps_its_name_whatever_its_agents_are_called() -> None:
+    assert parse_config(dict(GRID, name="mine", agents={"odm": {}, "exp3": {"rewards": ["alignment"]}})).name == "mine"
+
+
 def test_repeated_seeds_and_agents_are_merged_and_the_report_survives(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="'seeds' repeats 0: merged"):
         grid = parse_config(dict(GRID, seeds=[0, 0], agents=["exp3", "exp3", "uniform"]))
     keys = [cell.key for cell in grid.cells()]
-    assert len(keys) == len(set(keys)) == 2
+    assert len(keys) == len(set(keys)) == 3  # exp3, uniform and natural (always run)
     result = run_bench(grid, tmp_path / "out", workers=2, progress=False)
-    assert sorted(o.status for o in result.outcomes) == ["done", "done"] and len(result.summary) == 2
+    assert sorted(o.status for o in result.outcomes) == ["done"] * 3 and len(result.summary) == 3
     assert run_bench(grid, tmp_path / "out", workers=2, progress=False).markdown == result.markdown  # and again, cached
 
 
@@ -155,17 +160,17 @@ def always_die(cell, directory: Path) -> dict:
 def test_a_killed_worker_is_retried_and_the_grid_completes(tmp_path: Path) -> None:
     cells = parse_config(dict(GRID, seeds=[0, 1, 2])).cells()
     outcomes = run_cells(cells, tmp_path, die_once, workers=2, progress=False)
-    assert sorted(o.status for o in outcomes) == ["done"] * 6
-    assert len(list(tmp_path.glob("killed-*"))) == 2 and not list(tmp_path.glob("cells/*.partial"))
+    assert sorted(o.status for o in outcomes) == ["done"] * 9  # exp3, natural and uniform, 3 seeds
+    assert len(list(tmp_path.glob("killed-*"))) == 3 and not list(tmp_path.glob("cells/*.partial"))
     summary, _ = write_report(outcomes, tmp_path)
-    assert summary["seeds"].tolist() == [3, 3]
+    assert summary["seeds"].tolist() == [3, 3, 3]
 
 
 def test_a_cell_whose_process_dies_twice_is_failed_with_a_real_error_file(tmp_path: Path) -> None:
     cells = parse_config(dict(GRID, seeds=[0, 1])).cells()
     outcomes = run_cells(cells, tmp_path, always_die, workers=2, progress=False)
     failed = [o for o in outcomes if o.status == "failed"]
-    assert sorted(o.cell.seed for o in failed) == [1, 1] and sum(o.status == "done" for o in outcomes) == 2
+    assert sorted(o.cell.seed for o in failed) == [1, 1, 1] and sum(o.status == "done" for o in outcomes) == 3
     for outcome in failed:
         assert "killed by signal 9 (SIGKILL)" in outcome.error
         assert "out-of-memory killer" in (outcome.directory / "error.txt").read_text()
@@ -183,13 +188,13 @@ def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishe
     process.send_signal(signal.SIGINT)  # to the bench only, as a scheduler would send SIGTERM
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "stopped:" in stdout and "| uniform |" in stdout
+    assert "Traceback" not in stderr and "stopped:" in stdout and "| natural |" in stdout  # the first baseline cell finished
     finished = list(out.glob("cells/*/summary.json"))
-    assert 1 <= len(finished) < 6 and (out / "summary.md").exists()
+    assert 1 <= len(finished) < 9 and (out / "summary.md").exists()  # hds, natural and uniform, 3 seeds
     assert list(out.glob("cells/*.partial/checkpoints/*.ckpt"))  # the interrupted cells checkpointed
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
-    assert len(list(out.glob("cells/*/summary.json"))) == 6 and not list(out.glob("cells/*.partial"))
+    assert len(list(out.glob("cells/*/summary.json"))) == 9 and not list(out.glob("cells/*.partial"))
 
 
 @pytest.mark.parametrize(
@@ -204,6 +209,17 @@ def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishe
         ({"mode": "offline"}, "unknown mode 'offline'"),
         ({"env": {"reward": "holistic"}}, r"unknown key\(s\) \['reward'\] in 'env'"),
         ({"agents": {"hds": {"rewards": ["loss"]}}}, "unknown agents.hds.reward 'loss'"),
+        ({"baselines": ["best"]}, "unknown baseline 'best' in 'baselines'; allowed: natural, uniform, tempered, oracle"),
+        ({"baselines": {"tempered": {"tau": 0}}}, "baseline 'tempered' in 'baselines': agent 'tempered': tau .* must be > 0.0, got 0"),
+        ({"baselines": {"tempered": {"tau": -1.0}}}, r"tau \(1 is natural, towards 0 uniform\) must be > 0.0, got -1.0"),
+        ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile"),
+        ({"env": {"objective": "loss"}}, "unknown objective 'loss' in 'env.objective'; allowed: domain-mean, natural, worst-domain"),
+        ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must have 3 entries"),
+        ({"env": {"objective": [0, 0, 0]}}, "have a positive sum"),
+        (
+            {"backends": {"lm": {"task": "hf-pile", "corpus": "c"}}, "baselines": ["oracle"]},
+            r"baseline 'oracle' needs toy backends .*not toy: \['lm'\]",
+        ),
     ],
 )
 def test_an_invalid_config_fails_before_anything_runs(change: dict, match: str) -> None:
@@ -226,9 +242,40 @@ def test_an_agent_can_be_pinned_to_its_own_reward() -> None:
         "exp3/alignment/toy3/seed0",
         "exp3/eval_loss/toy3/seed0",
         "hds/holistic/toy3/seed0",
+        "natural/alignment/toy3/seed0",
         "uniform/alignment/toy3/seed0",
     ]
     assert all("rewards" not in cell.agent_options for cell in grid.cells())
+
+
+def test_a_task_grid_reports_every_objective_against_natural_and_uniform(tmp_path: Path) -> None:
+    grid = parse_config(
+        {
+            **GRID,
+            "seeds": [0, 1],
+            "agents": ["exp3"],
+            "backends": {"pile": {"task": "pile22", "total_steps": 100}},
+            "baselines": {"tempered": {"tau": 0.3}},
+            "env": {"steps_per_action": 10, "objective": "worst-domain"},
+        }
+    )
+    assert sorted({c.agent for c in grid.cells()}) == ["exp3", "natural", "tempered", "uniform"]
+    result = run_bench(grid, tmp_path, workers=1, progress=False)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 8 and set(results["objective"]) == {"worst-domain"}
+    assert (results["worst-domain/final"] == results["final_objective"]).all()
+    for objective in ("domain-mean", "natural"):
+        for reference in ("natural", "uniform"):
+            own = results[results["agent"] == reference]
+            assert (own[f"{objective}/steps_to_{reference}"] <= 100).all(), (objective, reference)
+            assert (own[f"{objective}/saved_vs_{reference}"] == 0).all()  # a baseline saves nothing on itself
+    natural, uniform = (results[results["agent"] == name].set_index("seed") for name in ("natural", "uniform"))
+    assert (natural["tv_uniform"] > 0.4).all() and (uniform["tv_uniform"] < 0.1).all() and (natural["tv_natural"] < 0.1).all()
+    assert (natural["natural/final"] < uniform["natural/final"]).all()  # natural wins on its own objective
+    text = (tmp_path / "summary.md").read_text()
+    assert text.count("| agent |") == 3 and "worst-domain (the env's objective)" in text
+    assert "% steps saved vs natural" in text and "% steps saved vs uniform" in text and "| tempered |" in text
+    assert result.summary["seeds"].tolist() == [2, 2, 2, 2]
 
 
 def test_a_stopped_grid_resumes_its_cells_from_their_checkpoints(tmp_path: Path) -> None:
@@ -265,7 +312,7 @@ def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(t
     proxy = {"num_domains": 3, "total_steps": 100, "hidden_dim": 8}
     grid = dict(GRID, agents={"doremi-static": {"proxy": proxy}, "doremi": {}}, rewards=["eval_loss"])
     result = run_bench(parse_config(grid), tmp_path, workers=1, progress=False)
-    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "uniform"}
+    assert not result.failed and set(result.summary["agent"]) == {"doremi-static", "doremi", "natural", "uniform"}
     summaries = {o.cell.agent: json.loads((o.directory / "summary.json").read_text()) for o in result.outcomes}
     averaged = summaries["doremi"]["time_averaged_mixture"]
     assert set(averaged) == {"easy", "hard", "noise"} and sum(averaged.values()) == pytest.approx(1.0)

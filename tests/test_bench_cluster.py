@@ -34,10 +34,10 @@ def _summary(folder: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The grid run by the process engine: 4 cells (exp3 and uniform, 2 seeds)."""
+    """The grid run by the process engine: 6 cells (exp3, natural and uniform, 2 seeds)."""
     out = tmp_path_factory.mktemp("whole")
     result = run_bench(parse_config(GRID), out, workers=1, progress=False)
-    assert len(result.outcomes) == 4 and not result.failed
+    assert len(result.outcomes) == 6 and not result.failed
     return out
 
 
@@ -46,10 +46,10 @@ def test_two_shards_together_equal_the_whole_grid(whole: Path, tmp_path: Path) -
     config = parse_config(GRID)
     ran = [run_bench(config, out, workers=1, progress=False, shard=(index, 2)) for index in range(2)]
     keys = [{o.cell.key for o in result.outcomes} for result in ran]
-    assert len(keys[0]) == len(keys[1]) == 2 and not keys[0] & keys[1]  # disjoint halves
+    assert len(keys[0]) == len(keys[1]) == 3 and not keys[0] & keys[1]  # disjoint halves
     assert all(o.status == "done" for result in ran for o in result.outcomes)
     for index in range(2):
-        assert len(pd.read_csv(out / "shards" / f"{index}-of-2" / "results.csv")) == 2  # each shard's own table
+        assert len(pd.read_csv(out / "shards" / f"{index}-of-2" / "results.csv")) == 3  # each shard's own table
     final = run_bench(config, out, workers=1, progress=False)  # every cell found in the cache
     assert {o.status for o in final.outcomes} == {"cached"} and {o.cell.key for o in final.outcomes} == keys[0] | keys[1]
     pd.testing.assert_frame_equal(_summary(out), _summary(whole))
@@ -95,7 +95,7 @@ def test_the_ray_engine_gives_the_process_engines_summary(whole: Path, tmp_path:
         for number, handler in handlers.items():  # ray.init installs its own and leaves them
             signal.signal(number, handler)
         shutil.rmtree(scratch, ignore_errors=True)
-    assert [o.status for o in result.outcomes] == ["done"] * 4, [o.error for o in result.outcomes]
+    assert [o.status for o in result.outcomes] == ["done"] * 6, [o.error for o in result.outcomes]
     pd.testing.assert_frame_equal(_summary(tmp_path / "ray"), _summary(whole))
     with pytest.raises(ValueError, match="cpus_per_cell must be > 0"):
         RayOptions(cpus_per_cell=0)

@@ -29,6 +29,9 @@ def test_demo_quick_writes_table_figure_and_results(tmp_path, capsys) -> None:
         assert Results.load(tmp_path / name).config["agent"] == name
     summary = (tmp_path / "summary.md").read_text()
     assert "regret vs oracle" in summary and summary.count("\n") == len(cli.DEMO_AGENTS) + 3
+    assert "decisions to natural's final loss" in summary and "decisions to uniform's final loss" in summary
+    assert "toy task pile22" in out and {"natural", "uniform"} <= set(cli.DEMO_AGENTS)
+    assert len(Results.load(tmp_path / "natural").domains) == 22
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert load_agent(tmp_path / "acodm" / "policy.zip").name == "acodm"
 

@@ -282,6 +282,90 @@ def test_missing_datasets_says_which_extra_to_install(tmp_path: Path, monkeypatc
         load_corpus(path)
 
 
+def build_debian(tmp_path: Path, name: str, **options) -> dict:
+    root = tmp_path / "root"
+    if not root.exists():
+        make_debian_root(root)
+    sources = ["fortunes", "wordnet", "dictionary"]
+    return build_corpus(tmp_path / name, sources=sources, vocab_size=300, root=root, **QUIET, **options)
+
+
+def test_keep_skew_keeps_the_sources_size_ratios(tmp_path: Path) -> None:
+    capped = {d["domain"]: d for d in build_debian(tmp_path, "capped", max_bytes_per_domain=1000)["domains"]}
+    skewed = build_debian(tmp_path, "skewed", max_bytes_per_domain=1000, keep_skew=True, scan_bytes=100_000)
+    assert skewed["settings"]["keep_skew"] and skewed["settings"]["scan_bytes"] == 100_000
+    entries = {d["domain"]: d for d in skewed["domains"]}
+    read = {name: entry["bytes_read"] for name, entry in entries.items()}
+    kept = {name: sum(entry["bytes"].values()) for name, entry in entries.items()}
+    largest = max(read, key=read.get)
+    assert kept[largest] <= 1000 and read[largest] > 2 * kept[largest]
+    for name in entries:  # each domain keeps the same share of its text, to within one document (< 100 bytes)
+        assert abs(kept[name] - 1000 * read[name] / read[largest]) < 100, name
+        assert entries[name]["kind"] == "text"
+    spread = lambda sizes: max(sizes.values()) / min(sizes.values())  # noqa: E731
+    assert spread(kept) > 1.5 * spread({name: sum(e["bytes"].values()) for name, e in capped.items()})
+
+
+def test_noise_and_duplicate_domains_are_made_from_the_other_domains(tmp_path: Path) -> None:
+    manifest = build_debian(tmp_path, "c", max_bytes_per_domain=2000, noise_bytes=1500, duplicate_bytes=1200, duplicate_count=3)
+    kinds = {d["domain"]: d["kind"] for d in manifest["domains"]}
+    assert kinds == {"dictionary": "text", "duplicate": "duplicate", "fortunes": "text", "noise": "noise", "wordnet": "text"}
+    corpus = load_corpus(tmp_path / "c")
+    assert corpus.kinds == ("text", "duplicate", "text", "noise", "text")
+    domains = {d.name: d for d in corpus.domains}
+    real = [t for name in ("dictionary", "fortunes", "wordnet") for t in domains[name].train]
+    words = {w for t in real for w in t.split()}
+    noise = domains["noise"].train + domains["noise"].validation
+    assert 1000 < sum(len(t.encode()) for t in noise) <= 1500
+    assert all(set(t.split()) <= words for t in noise) and not set(noise) & set(real)
+    duplicate = domains["duplicate"]
+    assert len(set(duplicate.train)) == 3 and set(duplicate.train) == set(duplicate.validation) <= set(real)
+    assert len(duplicate.train) >= 6 and sum(len(t.encode()) for t in duplicate.train) <= 1200
+    again = build_debian(tmp_path, "again", max_bytes_per_domain=2000, noise_bytes=1500, duplicate_bytes=1200, duplicate_count=3)
+    assert again["domains"] == manifest["domains"]  # deterministic
+
+
+def test_corpus_cli_keeps_skew_and_adds_junk_domains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="mixgym")
+    add_corpus_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["corpus", "build", str(tmp_path / "c"), "--sources", "python", "--max-bytes", "20000", "--vocab-size", "300",
+         "--keep-skew", "--scan-bytes", "40000", "--noise-bytes", "5000", "--duplicate-bytes", "4000", "--duplicate-count", "2"]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "| noise | noise |" in out and "| duplicate | duplicate |" in out and "natural share" in out
+    assert load_corpus(tmp_path / "c").kinds == ("duplicate", "noise", "text")
+
+
+def test_junk_domains_and_skew_options_fail_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="no other domain to draw the noise domain from: none of the sources"):
+        build_corpus(tmp_path / "x", sources=["wordnet"], noise_bytes=5000, root=tmp_path / "empty-root", **QUIET)
+    with pytest.raises(CorpusError, match="draw the noise and duplicate domain from"):
+        build_corpus(tmp_path / "x", sources=["wordnet"], noise_bytes=5000, duplicate_bytes=5000, root=tmp_path / "empty-root", **QUIET)
+    assert not (tmp_path / "x").exists()
+    for options, match in (
+        ({"scan_bytes": 10_000}, "scan_bytes=10000 measures sources for keep_skew, which is off"),
+        ({"keep_skew": True, "max_bytes_per_domain": 5000, "scan_bytes": 2000}, "scan_bytes must be an integer >= 5000"),
+        ({"noise_bytes": -1}, "noise_bytes must be an integer >= 0"),
+        ({"duplicate_bytes": 1.5}, "duplicate_bytes must be an integer"),
+        ({"duplicate_count": 0}, "duplicate_count must be an integer >= 1"),
+    ):
+        with pytest.raises(CorpusError, match=match):
+            build_corpus(tmp_path / "y", sources=["python"], **options, **QUIET)
+    with pytest.raises(CorpusError, match="repeats documents of at most 1 bytes"):
+        build_debian(tmp_path, "z", max_bytes_per_domain=1000, duplicate_bytes=10, duplicate_count=8)
+
+
+def test_a_manifest_with_an_unknown_kind_is_an_error(tmp_path: Path) -> None:
+    path = write_user_corpus(tmp_path / "corpus")
+    (path / "manifest.json").write_text(json.dumps({"domains": [{"domain": "code", "kind": "spam"}]}))
+    with pytest.raises(CorpusError, match="domain 'code' has unknown kind 'spam'; known: text, noise, duplicate"):
+        load_corpus(path)
+    (path / "manifest.json").write_text(json.dumps({"domains": [{"domain": "code", "kind": "noise"}]}))
+    assert dict(zip(load_corpus(path).names, load_corpus(path).kinds))["code"] == "noise"
+
+
 def test_a_fifo_in_a_corpus_is_refused_instead_of_waited_on(tmp_path) -> None:
     (tmp_path / "code.txt").write_text("def a():\n    pass\n\ndef b():\n    pass\n")
     os.mkfifo(tmp_path / "news.txt")  # opening it for reading would block until a writer comes

@@ -73,7 +73,7 @@ def test_the_driver_gives_mixing_env_observations_and_rewards_from_the_same_inpu
         evaluate=lambda: evals.popleft(), weights=Replayed(calls["weight_stats"]),
         gradients=(lambda: gradients.popleft()) if calls["domain_gradients"] else None,
         env_options={"reward": reward}, domain_sizes=recording.info.domain_sizes,
-        objective_weights=recording.info.objective_weights,
+        objective_weights=recording.info.objective_weights, domain_kinds=recording.info.domain_kinds,
     )
     driver.start()
     for decision, stats in enumerate(calls["train"]):

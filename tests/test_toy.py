@@ -201,3 +201,21 @@ def test_oracle_is_cached_and_a_schedule_never_loses_to_it() -> None:
     assert schedule.objective <= first.objective
     with pytest.raises(ValueError, match="phases.*0"):
         search_schedule(config, phases=0)
+
+
+def test_a_domain_can_name_the_domain_it_repeats_relates_to_or_contradicts() -> None:
+    specs = (
+        DomainSpec("a", "easy", 0.5, 0.05, 2000),
+        DomainSpec("b", "hard", 2.5, 0.05, 2000),
+        DomainSpec("c", "redundant", 0.5, 0.05, 2000, source="a"),
+        DomainSpec("d", "redundant", 2.5, 0.05, 2000),  # no source: the first hard domain, as before
+    )
+    backend = ToyBackend(ToyConfig(domains=specs, total_steps=300))
+    backend.reset(0)
+    backend.train(np.array([1.0, 0.0, 0.0, 0.0]), 300)  # train on "a" only
+    losses = backend.evaluate()
+    assert abs(losses["c"] - losses["a"]) < 0.05 < losses["d"] - losses["a"]  # c is a's data, d is b's
+    with pytest.raises(ValueError, match="only kinds redundant, related, conflict take a source, not 'easy'"):
+        DomainSpec("x", "easy", 1.0, 0.1, 10, source="a")
+    with pytest.raises(ValueError, match=r"domain 'c': source 'd' must name an earlier domain; earlier domains: \['a', 'b'\]"):
+        ToyConfig(domains=specs[:2] + (DomainSpec("c", "conflict", 0.5, 0.05, 10, source="d"), specs[3]))

@@ -6,7 +6,7 @@ records, under SB3's logger (so into TensorBoard when the agent has ``tensorboar
 
 - ``mixture/<domain>`` (chosen), ``realised_mixture/<domain>`` (trained on: the share of the
   decision's samples), ``train_loss/<domain>``, ``eval_loss/<domain>``,
-- ``mix/objective`` (target-weighted mean held-out loss) and ``mix/reward``,
+- ``mix/objective`` (the env's objective of the held-out losses) and ``mix/reward``,
 - ``mix/final_objective`` at the end of each run,
 
 dumping every `log_every` decisions at ``num_timesteps``. It works with SB3 models and with

@@ -8,17 +8,21 @@ Each `Contender` meets the target environment in one of three modes:
   same domains, a smaller model -- and then acts deterministically on the target env;
 - ``"online"``: non-proxy, a fresh agent per seed learns during the one target run it drives.
 
-Every contender runs on the same target seeds. The oracle (the toy's best static mixture,
-`mixgym.llm_backend.oracle.oracle_mixture`) and the uniform mixture always run too: the
-oracle's objective on those seeds -- the same backend runs `schedule_objective` would train,
-since a static mixture trained 10 steps at a time equals one trained in one go -- is the
-yardstick of regret, and uniform's final objective the target of "decisions to reach".
+Every contender runs on the same target seeds. The references always run too (`REFERENCES`):
+the natural and uniform mixtures and the oracle (the toy's best static mixture,
+`mixgym.llm_backend.oracle.oracle_mixture`; pass it in `contenders` with options to search
+differently). The oracle's objective on those seeds -- the same backend runs
+`schedule_objective` would train, since a static mixture trained 10 steps at a time equals
+one trained in one go -- is the yardstick of regret; natural's and uniform's final
+objectives are the targets of "decisions to reach" (the papers measure against natural,
+which on a skewed corpus is far from uniform).
 
 `Comparison.summary` has, per contender: final objective (mean and sd over seeds), regret
-vs the oracle (absolute and relative), the first decision at which the mean objective curve
-reaches uniform's final objective and how many fewer that is than uniform needs, and wall
-time (learning plus evaluation). `Comparison.plot` draws the mean mixture each contender
-trained on over the run (the realised one, stacked areas) and the held-out loss curves.
+vs the oracle (absolute and relative), for natural and for uniform the first decision at
+which the mean objective curve reaches that baseline's final objective and how many fewer
+that is than the baseline needs, and wall time (learning plus evaluation).
+`Comparison.plot` draws the mean mixture each contender trained on over the run (the
+realised one, stacked areas) and the held-out loss curves.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from mixgym.agents.runner import Results, evaluate, learn_online
 from mixgym.envs.mixing_env import MixingEnv
 
 MODES = ("act", "proxy", "online")
+REFERENCES = ("natural", "uniform", "oracle")
+"""Agents every comparison runs; "decisions to reach" is measured against the first two."""
 _ENV_LEVEL = ("reward", "observation")
 """`AgentSpec.env_options` keys that are `MixingEnv`'s own, applied whatever the backend."""
 
@@ -107,33 +113,31 @@ class Comparison:
     modes: dict[str, str]
     seconds: dict[str, float]
 
-    def summary(self, oracle: str = "oracle", baseline: str = "uniform") -> pd.DataFrame:
+    def summary(self, oracle: str = "oracle", baselines: tuple[str, ...] = REFERENCES[:2]) -> pd.DataFrame:
         """One row per contender; see the module docstring for the columns."""
         best = float(self.results[oracle].final_objectives().mean())
-        target = float(self.results[baseline].final_objectives().mean())
-        baseline_decisions = self.results[baseline].decisions_to_reach(target)
+        targets = {b: float(self.results[b].final_objectives().mean()) for b in baselines}
+        needed = {b: self.results[b].decisions_to_reach(targets[b]) for b in baselines}
         rows = []
         for name, results in self.results.items():
             finals = results.final_objectives()
-            reached = results.decisions_to_reach(target)
-            fewer = (
-                100.0 * (baseline_decisions - reached) / baseline_decisions
-                if reached is not None and baseline_decisions
-                else np.nan
-            )
-            rows.append(
-                {
-                    "agent": name,
-                    "mode": self.modes[name],
-                    "final_objective": float(finals.mean()),
-                    "final_sd": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
-                    "regret": float(finals.mean()) - best,
-                    "regret_pct": 100.0 * (float(finals.mean()) - best) / best,
-                    "decisions_to_uniform": reached,
-                    "pct_fewer_than_uniform": fewer,
-                    "wall_s": self.seconds[name],
-                }
-            )
+            row = {
+                "agent": name,
+                "mode": self.modes[name],
+                "final_objective": float(finals.mean()),
+                "final_sd": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
+                "regret": float(finals.mean()) - best,
+                "regret_pct": 100.0 * (float(finals.mean()) - best) / best,
+            }
+            for baseline in baselines:
+                reached = results.decisions_to_reach(targets[baseline])
+                row[f"decisions_to_{baseline}"] = reached
+                row[f"pct_fewer_than_{baseline}"] = (
+                    100.0 * (needed[baseline] - reached) / needed[baseline]
+                    if reached is not None and needed[baseline]
+                    else np.nan
+                )
+            rows.append({**row, "wall_s": self.seconds[name]})
         return pd.DataFrame(rows)
 
     def plot(self, path: str | Path, dpi: int = 110) -> Path:
@@ -199,7 +203,7 @@ def compare(
     save_dir: str | Path | None = None,
     progress: ProgressHook | None = None,
 ) -> Comparison:
-    """Run every contender (plus uniform and the oracle) on `seeds` target runs.
+    """Run every contender (plus the `REFERENCES` not among them) on `seeds` target runs.
 
     Args:
         contenders: the agents and how they meet the target.
@@ -213,8 +217,8 @@ def compare(
     """
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds!r}")
-    references = [Contender("uniform"), Contender("oracle")]
-    everyone = references + [c for c in contenders if c.agent not in ("uniform", "oracle")]
+    given = {c.agent for c in contenders}
+    everyone = [Contender(name) for name in REFERENCES if name not in given] + list(contenders)
     labels = [c.name for c in everyone]
     if len(set(labels)) != len(labels):
         raise ValueError(f"contender labels must be unique, got {labels}")
@@ -251,30 +255,34 @@ HEADER = (
     "mode",
     "final held-out loss (mean ± sd)",
     "regret vs oracle",
+    "decisions to natural's final loss",
     "decisions to uniform's final loss",
     "wall time (s)",
 )
 
 
+def _reached(row: pd.Series, baseline: str) -> str:
+    decisions, pct = row[f"decisions_to_{baseline}"], row[f"pct_fewer_than_{baseline}"]
+    text = "never" if pd.isna(decisions) else f"{int(decisions)}"
+    if not pd.isna(pct) and row["agent"] != baseline:
+        text += f" ({pct:.0f}% fewer)" if pct >= 0 else f" ({-pct:.0f}% more)"
+    return text
+
+
 def table_rows(summary: pd.DataFrame) -> list[tuple[str, ...]]:
     """The summary's rows as text, one cell per `HEADER` column."""
-    rows = []
-    for row in summary.itertuples():
-        reached = "never" if pd.isna(row.decisions_to_uniform) else f"{int(row.decisions_to_uniform)}"
-        if not pd.isna(row.pct_fewer_than_uniform) and row.agent != "uniform":
-            pct = row.pct_fewer_than_uniform
-            reached += f" ({pct:.0f}% fewer)" if pct >= 0 else f" ({-pct:.0f}% more)"
-        rows.append(
-            (
-                str(row.agent),
-                str(row.mode),
-                f"{row.final_objective:.4f} ± {row.final_sd:.4f}",
-                f"{row.regret:+.4f} ({row.regret_pct:+.1f}%)",
-                reached,
-                f"{row.wall_s:.1f}",
-            )
+    return [
+        (
+            str(row["agent"]),
+            str(row["mode"]),
+            f"{row['final_objective']:.4f} ± {row['final_sd']:.4f}",
+            f"{row['regret']:+.4f} ({row['regret_pct']:+.1f}%)",
+            _reached(row, "natural"),
+            _reached(row, "uniform"),
+            f"{row['wall_s']:.1f}",
         )
-    return rows
+        for _, row in summary.iterrows()
+    ]
 
 
 def markdown(summary: pd.DataFrame) -> str:

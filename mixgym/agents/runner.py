@@ -11,7 +11,7 @@ Two ways an agent meets a target run:
 
 Either gives `Results`: one row per decision and episode (decision 0 is the state after
 ``reset``), with the mixture, the scalar reward and its components, per-domain training and
-held-out losses and samples, tokens, the objective (target-weighted mean held-out loss) and
+held-out losses and samples, tokens, the objective (the env's, `MixingEnv.objective`) and
 the wall time of the decision (agent and environment); plus a JSON-able ``config``. Saved as
 ``decisions.csv`` and ``config.json`` in a folder; `Results.load` reads them back.
 """
@@ -33,6 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from mixgym.agents.base import Agent, EnvFacts, InfoObserver, make_agent
 from mixgym.agents.mixer import MixerAgent
+from mixgym.llm_backend.objectives import Objective
 
 TABLE = "decisions.csv"
 CONFIG = "config.json"
@@ -87,6 +88,10 @@ class Results:
     def per_domain(self, key: str) -> pd.DataFrame:
         """Columns ``"<key>/<domain>"`` renamed to the domain names."""
         return self.decisions[[f"{key}/{d}" for d in self.domains]].set_axis(self.domains, axis=1)
+
+    def objective_values(self, objective: Objective) -> pd.Series:
+        """`objective` of every row's held-out losses: any objective, not only the env's."""
+        return pd.Series(objective(self.per_domain("eval_loss").to_numpy()), index=self.decisions.index)
 
     def final_objectives(self) -> np.ndarray:
         """The objective at the end of each episode."""

@@ -1,7 +1,9 @@
-"""Static baselines: uniform, natural, fixed, random (Dirichlet each decision) and oracle.
+"""Static baselines: uniform, natural, tempered, fixed, random (Dirichlet each decision), oracle.
 
 Every online mixing method must beat these to matter. ``natural`` samples in proportion to
-the domains' sizes (the Pile's default weights are of this kind); ``oracle`` is the toy
+the domains' sizes (the Pile's default weights are of this kind); ``tempered`` samples in
+proportion to size^tau, between natural (tau = 1) and uniform (tau -> 0), the temperature
+sampling of multilingual pretraining (mT5's alpha = 0.3, XLM's 0.5-0.7); ``oracle`` is the toy
 backend's best static mixture, found by search (`mixgym.llm_backend.oracle.oracle_mixture`),
 the yardstick of regret. ``random`` draws a fresh Dirichlet mixture every decision, the
 floor any policy should clear. All drive an env with ``action_map="simplex"``.
@@ -17,22 +19,10 @@ import numpy as np
 
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
+from mixgym.llm_backend.base import normalised_mixture
 from mixgym.validation import integer, number
 from mixgym.llm_backend.oracle import oracle_mixture
 from mixgym.llm_backend.toy import ToyBackend
-
-
-def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
-    """`values` as a mixture over `num_domains` domains; an error naming `what` otherwise."""
-    try:
-        m = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be {num_domains} numbers, got {values!r}") from None
-    if m.shape != (num_domains,):
-        raise ValueError(f"{what} must have {num_domains} entries (one per domain), got {values!r}")
-    if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
-        raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
-    return m / m.sum()
 
 
 class StaticMixer:
@@ -75,6 +65,28 @@ class FixedConfig(MixerConfig):
         super().__post_init__()
         for weight in self.mixture:
             number("mixture weight", weight, 0.0)
+
+
+@dataclass(frozen=True)
+class TemperedConfig(MixerConfig):
+    """Options of the ``tempered`` agent."""
+
+    tau: float = field(
+        default=0.5, metadata={"help": "temperature: mixture proportional to size^tau (1: natural, towards 0: uniform)"}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number("tau (1 is natural, towards 0 uniform)", self.tau, above=0.0)
+
+
+def tempered_mixture(natural: np.ndarray, tau: float) -> np.ndarray:
+    """``natural ** tau``, normalised: the natural mixture flattened (tau < 1) or sharpened.
+
+    Computed in log space, so a large tau gives the largest domain(s), not inf / inf."""
+    logs = np.log(np.asarray(natural, dtype=np.float64))
+    weights = np.exp(tau * (logs - logs.max()))
+    return weights / weights.sum()
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,10 @@ def _natural(env: gym.Env, config: MixerConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(np.array(facts.natural))
 
 
+def _tempered(env: gym.Env, config: TemperedConfig, facts: EnvFacts) -> StaticMixer:
+    return StaticMixer(tempered_mixture(_natural(env, config, facts).mixture(), config.tau))
+
+
 def _fixed(env: gym.Env, config: FixedConfig, facts: EnvFacts) -> StaticMixer:
     return StaticMixer(normalised_mixture(config.mixture, facts.num_domains, "agent 'fixed': option mixture"))
 
@@ -172,6 +188,7 @@ def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
 
 register_mixer("uniform", "the uniform mixture", MixerConfig, _uniform, restore_static)
 register_mixer("natural", "proportional to the backend's domain sizes", MixerConfig, _natural, restore_static)
+register_mixer("tempered", "proportional to domain size^tau (option tau, default 0.5)", TemperedConfig, _tempered, restore_static)
 register_mixer("fixed", "a given mixture (option mixture=[...])", FixedConfig, _fixed, restore_static)
 register_mixer("random", "a fresh Dirichlet mixture every decision", RandomConfig, _random, _restore_random)
 register_mixer("oracle", "the toy backend's best static mixture, by search", OracleConfig, _oracle, restore_static)

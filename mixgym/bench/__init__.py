@@ -8,8 +8,8 @@ daemon: one Slurm array task per shard); shards share the cell cache, so a final
 >>> from mixgym.bench import parse_config
 >>> grid = parse_config({"seeds": [0, 1], "agents": ["exp3"], "rewards": ["alignment"],
 ...                      "backends": {"toy": {"num_domains": 3}}})
->>> [cell.label for cell in grid.cells()]
-['exp3/alignment/toy/seed0', 'uniform/alignment/toy/seed0', 'exp3/alignment/toy/seed1', 'uniform/alignment/toy/seed1']
+>>> [cell.label for cell in grid.cells()][:3]  # natural and uniform run beside every agent
+['exp3/alignment/toy/seed0', 'natural/alignment/toy/seed0', 'uniform/alignment/toy/seed0']
 """
 
 from __future__ import annotations
@@ -103,7 +103,10 @@ def run_bench(
         if shard is not None:
             cells = cells[index::count]
         atomic_write_bytes(out / "config.yaml", json.dumps(_as_raw(config), indent=1).encode())
-        oracles = {label: value for label, options in config.backends.items() if (value := oracle_objective(options)) is not None}
+        search = {key: value for key, value in {**config.baselines, **config.agents}.get("oracle", {}).items() if key != "rewards"}
+        oracles = {
+            label: value for label, options in config.backends.items() if (value := oracle_objective(options, search)) is not None
+        }
         runner = functools.partial(run_cell, oracles=oracles)
         if engine == "ray":
             from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mixgym.bench.config import Cell
 
 ORACLE_EVAL_SEEDS = tuple(range(100, 105))
@@ -54,6 +56,7 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
         "final_eval": {d: float(final[f"eval_loss/{d}"]) for d in results.domains},
         "wall_time": time.perf_counter() - start,
         "reward_time": reward_time,
+        **scoring(target if cell.mode == "proxy" else finished.env),
     }
     averaged = results.final_report("time_averaged_mixture")  # DoReMi's output
     if averaged is not None:
@@ -63,16 +66,37 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
     return summary
 
 
-def oracle_objective(backend_options: dict[str, Any]) -> float | None:
+def scoring(env: Any) -> dict[str, Any]:
+    """How the report scores a cell's run: the env's objective, every named objective's
+    weights (`mixgym.llm_backend.objectives.all_objectives`) and the natural mixture."""
+    from mixgym.llm_backend.objectives import all_objectives
+
+    inner = env.unwrapped
+    objectives = {**all_objectives(inner.backend.info, len(inner.domains)), inner.objective.name: inner.objective}
+    sizes = np.asarray(inner.backend.info.domain_sizes, dtype=np.float64)
+    return {
+        "objective": inner.objective.name,
+        "objectives": {name: {"weights": o.weights.tolist(), "worst": o.worst} for name, o in objectives.items()},
+        "natural_mixture": (sizes / sizes.sum()).tolist(),
+    }
+
+
+def oracle_objective(backend_options: dict[str, Any], search: dict[str, Any] | None = None) -> float | None:
     """Mean objective of the toy's oracle static mixture over `ORACLE_EVAL_SEEDS` (None: not toy,
-    or a run in phases, for which a static mixture over all domains is no oracle)."""
+    or a run in phases, for which a static mixture over all domains is no oracle), searched with the ``oracle`` agent's options `search` (`mixgym.agents.static.OracleConfig`):
+    regret is measured against the oracle the grid runs."""
     options = dict(backend_options)
     if options.pop("backend", "toy") != "toy" or "phases" in options:
         return None
     options.pop("budget", None)  # an env option, not the toy's
+    from mixgym.agents import make_config
     from mixgym.llm_backend.oracle import oracle_mixture, schedule_objective
     from mixgym.llm_backend.toy import ToyBackend
+    from mixgym.tasks import get_task
 
+    if "task" in options:
+        options = get_task(options.pop("task")).backend_kwargs(options)
     backend = ToyBackend(**options)
-    oracle = oracle_mixture(backend.config)
+    how = make_config("oracle", **(search or {}))
+    oracle = oracle_mixture(backend.config, seeds=how.search_seeds, n_random=how.n_random, rounds=how.rounds)
     return schedule_objective(backend, oracle.mixtures, ORACLE_EVAL_SEEDS)

@@ -7,22 +7,26 @@ seeds: [0, 1, 2]
 agents: [uniform, exp3, hds]   # names, or {name: {option: value}} for overrides;
                                # {hds: {rewards: [holistic]}} pins the rewards an agent runs with
 rewards: [alignment]
-backends:                      # label -> options of `make_backend` (and `backend:` = kind);
+backends:                      # label -> options of `make_backend` (and `backend:` = kind),
   toy5: {backend: toy, num_domains: 5, total_steps: 1000}   # a backend may carry its own
   # `phases: [[300, [easy, hard]], [700, [easy, hard, noise]]]` (a continual task, MixingEnv)
-env: {steps_per_action: 10}    # other `MixingEnv` options, shared by every cell
+  pile: {task: pile22}         # or a named task (`mixgym.tasks`) and overrides of its options
+baselines: [natural, uniform, {tempered: {tau: 0.5}}, oracle]   # natural and uniform always run
+env: {steps_per_action: 10, objective: domain-mean}   # other `MixingEnv` options, for every cell
 train_decisions: 2000          # proxy: decisions the agent learns for before evaluation
 proxy: {}                      # proxy: backend options changed for training (e.g. a smaller model)
 ```
 
 Every mistake fails before anything runs, naming the key and the allowed values: an unknown
-key, agent, reward or backend kind; an empty list; a ``name`` that is not a plain folder name
-(``../x`` or ``/tmp/x`` would write outside the output folder); an agent, backend or ``env``
+key, agent, reward, task, baseline, objective or backend kind; an empty list; a ``name`` that
+is not a plain folder name (``../x`` or ``/tmp/x`` would write outside the output folder);
+objective weights that do not match a backend's K; an agent, baseline, backend or ``env``
 option of the wrong type or out of range, or one that does not fit the backend (a ``fixed``
 mixture of the wrong length) -- each cell's agent and environment are checked as they will be
 made (`validate`, which `run_bench` calls first: toy backends are built; for ``hf`` the
-configuration and the corpus folder are checked without loading a model). Repeated seeds, rewards or agents are merged, with a
-warning, and so are cells that come out identical: each runs once.
+configuration and the corpus folder are checked without loading a model). Repeated seeds,
+rewards, agents or baselines are merged, with a warning, and so are cells that come out
+identical: each runs once.
 
 Numbers follow YAML 1.2 (`mixgym.yaml12`): ``1e-3`` is a number, ``010`` is ten.
 
@@ -43,17 +47,28 @@ from typing import Any
 
 import yaml
 
+import numpy as np
+
 from mixgym import yaml12
 from mixgym.envs.rewards import REWARDS
 from mixgym.llm_backend import BACKENDS
+from mixgym.llm_backend.base import BackendInfo
+from mixgym.llm_backend.objectives import OBJECTIVES, make_objective
+from mixgym.tasks import TASK_PRESETS, get_task
 from mixgym.validation import integer
 
 MODES = ("proxy", "non-proxy")
-_KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "env", "train_decisions", "proxy")
+_KEYS = ("name", "mode", "seeds", "agents", "rewards", "backends", "baselines", "env", "train_decisions", "proxy")
 _ENV_KEYS = (
-    "action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "observation", "budget", "phases",
+    "action_map", "temperature", "eps", "steps_per_action", "eval_every", "reward_kwargs", "objective", "observation",
+    "budget", "phases",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+BASELINES = ("natural", "uniform", "tempered", "oracle")
+"""Reference mixtures a grid can run beside its agents (agents of the same names)."""
+ALWAYS = ("natural", "uniform")
+"""Baselines every grid runs: every table shows both (the papers compare with natural, which
+is uniform on a balanced corpus and far from it on The Pile)."""
 
 
 def _known_agents() -> list[str]:
@@ -103,7 +118,9 @@ class BenchConfig:
         seeds: run seeds; each cell uses one.
         agents: agent name -> option overrides for `make_agent`.
         rewards: reward names.
-        backends: label -> backend options (``backend`` is the kind, default "toy").
+        backends: label -> backend options (``backend`` is the kind, default "toy"; ``task``
+            a named task whose options the others override).
+        baselines: baseline name -> its options (`BASELINES`; always natural and uniform).
         env: `MixingEnv` options shared by every cell.
         train_decisions: proxy mode's learning budget, in decisions.
         proxy: backend options replaced when training in proxy mode.
@@ -118,12 +135,13 @@ class BenchConfig:
     env: dict[str, Any] = field(default_factory=dict)
     train_decisions: int = 2000
     proxy: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=lambda: {name: {} for name in ALWAYS})
 
     def cells(self) -> list[Cell]:
-        """Every cell of the grid, plus a "uniform" baseline per backend and seed.
+        """Every cell of the grid, plus one cell per baseline, backend and seed.
 
-        The uniform run is the reference that "decisions to reach uniform's final loss" is
-        measured against; its trajectory does not depend on the reward, so one suffices.
+        The baselines (natural and uniform at least) are the references that "steps to reach
+        a baseline's final loss" is measured against (see `runs`).
         """
         cells: dict[str, Cell] = {}
         for label, options in self.backends.items():
@@ -135,16 +153,16 @@ class BenchConfig:
         return list(cells.values())
 
     def runs(self) -> list[tuple[str, dict[str, Any], str]]:
-        """(agent, its options, reward) of every run on each backend and seed, uniform included:
-        an agent runs with its pinned rewards or the grid's (uniform with the first only)."""
+        """(agent, its options, reward) of every run on each backend and seed, the baselines
+        included: an agent runs with its pinned rewards or the grid's (a baseline with the
+        first only: a static mixture's trajectory does not depend on the reward)."""
         runs = []
         for agent, agent_options in self.agents.items():
             options = dict(agent_options)
             pinned = tuple(options.pop("rewards", ()))
-            rewards = pinned or (self.rewards[:1] if agent == "uniform" else self.rewards)
+            rewards = pinned or (self.rewards[:1] if agent in BASELINES else self.rewards)
             runs += [(agent, options, reward) for reward in dict.fromkeys(rewards)]
-        if "uniform" not in self.agents:
-            runs.append(("uniform", {}, self.rewards[0]))
+        runs += [(name, dict(options), self.rewards[0]) for name, options in self.baselines.items() if name not in self.agents]
         return runs
 
     def _cell(
@@ -166,10 +184,13 @@ class BenchConfig:
 
 
 def _names(value: Any, key: str, allowed: list[str]) -> dict[str, dict[str, Any]]:
-    """A list of names or a {name: options} mapping, each name checked against `allowed`."""
+    """A list of names (or of one-key {name: options} mappings) or a {name: options} mapping,
+    each name checked against `allowed`."""
     if isinstance(value, list):
+        if not all(isinstance(item, str) or (isinstance(item, dict) and len(item) == 1) for item in value):
+            raise ValueError(f"'{key}' lists names or one-key {{name: options}} mappings, got {value!r}")
         _warn_repeats(value, key)
-        value = {name: {} for name in value}
+        value = {name: options for item in value for name, options in (item.items() if isinstance(item, dict) else [(item, {})])}
     if not isinstance(value, dict) or not value:
         raise ValueError(f"'{key}' must be a non-empty list or mapping of names; allowed: {', '.join(allowed)}")
     for name, options in value.items():
@@ -207,17 +228,21 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
     _warn_repeats(seeds, "seeds")
     agents = _names(raw["agents"], "agents", _known_agents())
     rewards = list(_names(raw["rewards"], "rewards", sorted(REWARDS)))
-    for name, options in agents.items():
+    for agent, options in agents.items():  # not `name`: that is the grid's
         if "rewards" in options:
-            _names(options["rewards"], f"agents.{name}.rewards", sorted(REWARDS))
+            _names(options["rewards"], f"agents.{agent}.rewards", sorted(REWARDS))
     backends = raw["backends"]
     if not isinstance(backends, dict) or not backends:
-        raise ValueError("'backends' must be a non-empty mapping: label -> {backend: toy|hf, ...options}")
+        raise ValueError("'backends' must be a non-empty mapping: label -> {backend: toy|hf, ...options} or {task: NAME, ...}")
     checked: dict[str, dict[str, Any]] = {}
     for label, options in backends.items():
         if options is not None and not isinstance(options, dict):
             raise ValueError(f"'backends.{label}' must be a mapping of backend options, got {options!r}")
         options = dict(options or {})
+        if "task" in options:
+            if options["task"] not in TASK_PRESETS:
+                raise ValueError(f"unknown task {options['task']!r} in 'backends.{label}'; allowed: {', '.join(TASK_PRESETS)}")
+            options.setdefault("backend", TASK_PRESETS[options["task"]].backend)
         kind = options.setdefault("backend", "toy")
         if kind not in BACKENDS:
             raise ValueError(f"unknown backend {kind!r} in 'backends.{label}'; allowed: {', '.join(BACKENDS)}")
@@ -229,6 +254,14 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
     bad_env = sorted(set(env) - set(_ENV_KEYS))
     if bad_env:
         raise ValueError(f"unknown key(s) {bad_env} in 'env'; allowed: {', '.join(_ENV_KEYS)}")
+    if "objective" in env:
+        for label, options in checked.items():
+            _check_objective(env["objective"], label, options)
+    baselines = {**{name: {} for name in ALWAYS}, **_names(raw.get("baselines", list(ALWAYS)), "baselines", list(BASELINES))}
+    if "oracle" in baselines:
+        not_toy = [label for label, options in checked.items() if options["backend"] != "toy"]
+        if not_toy:
+            raise ValueError(f"baseline 'oracle' needs toy backends (its mixture is found by search); not toy: {not_toy}")
     train_decisions = integer("'train_decisions'", raw.get("train_decisions", 2000), 1)
     config = BenchConfig(
         name=name,
@@ -240,11 +273,17 @@ def parse_config(raw: dict[str, Any]) -> BenchConfig:
         env=env,
         train_decisions=train_decisions,
         proxy=dict(raw.get("proxy") or {}),
+        baselines=baselines,
     )
     from mixgym.agents.base import make_config
 
     for agent, options in agents.items():  # types and ranges of every agent option
         make_config(agent, **{k: v for k, v in options.items() if k != "rewards"})
+    for baseline, options in baselines.items():
+        try:
+            make_config(baseline, **options)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"baseline {baseline!r} in 'baselines': {error}") from None
     return config
 
 
@@ -252,6 +291,41 @@ def _warn_repeats(values: list[Any], key: str) -> None:
     repeated = sorted({repr(v) for v in values if values.count(v) > 1})
     if repeated:
         warnings.warn(f"'{key}' repeats {', '.join(repeated)}: merged, each runs once", stacklevel=3)
+
+
+def _check_objective(objective: Any, label: str, options: dict[str, Any]) -> None:
+    """Fail on an unknown objective name, or weights that do not fit backend `label`'s K
+    (known without building it: a toy's domains, a corpus folder's entries)."""
+    if isinstance(objective, str):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r} in 'env.objective'; allowed: {', '.join(OBJECTIVES)} or K weights")
+        return
+    k = _num_domains(options)
+    try:
+        make_objective(objective, BackendInfo(), k if k is not None else len(np.ravel(objective)))
+    except ValueError as error:
+        raise ValueError(f"'env.objective' for backend {label!r}: {error}") from None
+
+
+def _num_domains(options: dict[str, Any]) -> int | None:
+    """K of a backend's options when it is known without building the backend."""
+    options = dict(options)
+    kind = options.pop("backend")
+    if "task" in options:
+        options = get_task(options.pop("task")).backend_kwargs(options) if kind == "toy" else options
+    if kind == "toy":
+        from mixgym.llm_backend.toy import ToyConfig
+
+        return ToyConfig(**{k: v for k, v in options.items() if k in ToyConfig.__dataclass_fields__}).num_domains
+    corpus = options.get("corpus")
+    if corpus is not None and Path(corpus).is_dir():
+        from mixgym.llm_backend.corpus import CorpusError, domain_files
+
+        try:
+            return len(domain_files(Path(corpus)))
+        except CorpusError:
+            return None
+    return None
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -329,6 +403,8 @@ def _environment(agent: str, options: dict[str, Any], reward: str) -> tuple[tupl
 
     env_options = {k: options.pop(k) for k in list(options) if k in _ENV_KEYS}
     options.pop("backend")
+    if "task" in options:
+        options = get_task(options.pop("task")).backend_kwargs(options)
     unknown = sorted(set(options) - set(HFConfig.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown HFBackend option(s) {unknown}; known: {sorted(HFConfig.__dataclass_fields__)}")

@@ -1,13 +1,20 @@
 """Tables and plots of a finished grid, read back from the cells' files.
 
-Per cell: final objective (target-weighted mean held-out loss), per-domain final held-out
-loss, the objective *at equal compute* -- at the last decision whose compute (optimizer steps
-plus what-if compute, `MixingEnv.what_if`) was within the run's step budget, which is the final
-objective for agents that simulate nothing and an earlier one for OP-Mix -- and the what-if
-compute, regret against the oracle static mixture (toy backends), decisions / optimizer steps /
-tokens to reach the uniform baseline's final objective on the same backend and seed (and the
-percentage of the budget saved), wall time and reward-computation time. Per group (agent,
-reward, backend): mean and standard deviation over seeds.
+Per cell, for every objective the cell's env reports (`mixgym.llm_backend.objectives`:
+domain-mean, natural, worst-domain, and the env's own if it is explicit weights): the final
+value, and the optimizer step from which the run stays at or below the final value of each
+reference baseline (`REFERENCES`: natural and uniform) on the same backend and seed
+(`steps_to_reach`), with the share of the baseline's own steps saved (``100 * (1 - steps /
+the baseline's steps)``: the papers' "x% fewer iterations to reach the baseline's final
+perplexity"; NaN where the baseline's final value is no better than where it started, as
+when a worst-domain loss rises). Also: final objective of the env and
+regret against the oracle static mixture (toy backends), the per-domain final held-out
+losses, the total variation distance of the mean mixture trained on (realised) from uniform
+and from natural -- which says whether a gain over natural is explained by moving towards
+uniform -- wall time and reward time. Per group (agent, reward, backend): mean and standard
+deviation over seeds. Where a cell simulated (OP-Mix's what-if calls, `MixingEnv.what_if`),
+also the env's objective *at equal compute* -- at the last decision whose compute (optimizer
+steps plus what-if compute) was within the run's step budget -- and the what-if compute.
 """
 
 from __future__ import annotations
@@ -24,17 +31,40 @@ import pandas as pd  # noqa: E402
 
 from mixgym.agents.runner import Results  # noqa: E402
 from mixgym.bench.execute import CellOutcome  # noqa: E402
+from mixgym.llm_backend.objectives import Objective  # noqa: E402
 
 GROUP = ["agent", "reward", "backend"]
+REFERENCES = ("natural", "uniform")
+"""Baselines whose final objective every run is timed against."""
 
 
-def _reach(trajectory: pd.DataFrame, target: float) -> tuple[float, float, float]:
-    """(decisions, steps, tokens) at the first decision whose objective is <= target, else NaN."""
-    hit = trajectory.index[trajectory["objective"] <= target + 1e-12]
-    if len(hit) == 0:
-        return np.nan, np.nan, np.nan
-    row = trajectory.loc[hit[0]]
-    return float(row["decision"]), float(row["step"]), float(row["tokens"])
+def steps_to_reach(curve: pd.Series | np.ndarray, steps: pd.Series | np.ndarray, target: float, stay: bool = True) -> float:
+    """The optimizer step from which the objective stays at or below `target` to the end of the
+    run (``stay``), or at which it first gets there; NaN if it never does.
+
+    "Stays" is what "reaches the final loss of X" means on a noisy curve: a dip below the
+    target that does not last is not reaching it, and the baseline itself reaches its own final
+    value where its curve last comes down to it (the end of the run, for a decreasing curve).
+    """
+    below = np.asarray(curve, dtype=np.float64) <= target + 1e-12
+    if stay:
+        above = np.flatnonzero(~below)
+        first = 0 if not len(above) else above[-1] + 1
+        return float(np.asarray(steps)[first]) if first < len(below) else np.nan
+    hit = np.flatnonzero(below)
+    return float(np.asarray(steps)[hit[0]]) if len(hit) else np.nan
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+def _objectives(summary: dict) -> dict[str, Objective]:
+    """The objectives a cell's summary names (cells written before they existed: none)."""
+    return {
+        name: Objective(name, np.asarray(spec["weights"], dtype=np.float64), bool(spec["worst"]))
+        for name, spec in summary.get("objectives", {}).items()
+    }
 
 
 def objective_at_compute(trajectory: pd.DataFrame, budget: float) -> float:
@@ -45,13 +75,18 @@ def objective_at_compute(trajectory: pd.DataFrame, budget: float) -> float:
 
 
 def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """One row per finished cell, and each cell's per-decision trajectory (by cell key)."""
+    """One row per finished cell, and each cell's per-decision trajectory (by cell key), with a
+    column ``objective/<name>`` per objective."""
     rows, trajectories = [], {}
     for outcome in outcomes:
         if outcome.status not in ("done", "cached") or outcome.cell.key in trajectories:
             continue
         summary = json.loads((outcome.directory / "summary.json").read_text())
-        trajectory = Results.load(outcome.directory).decisions
+        results = Results.load(outcome.directory)
+        trajectory = results.decisions.copy()
+        objectives = _objectives(summary)
+        for name, objective in objectives.items():
+            trajectory[f"objective/{name}"] = results.objective_values(objective)
         cell = outcome.cell
         trajectories[cell.key] = trajectory
         row = {
@@ -60,6 +95,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "reward": cell.reward,
             "backend": cell.backend_label,
             "seed": cell.seed,
+            "objective": summary.get("objective", "objective"),
             "final_objective": summary["final_objective"],
             "oracle_objective": summary.get("oracle_objective", np.nan),
             "wall_time_s": summary["wall_time"],
@@ -68,55 +104,90 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "objective_equal_compute": objective_at_compute(trajectory, float(trajectory["step"].max())),
             "whatif_compute": float(trajectory["whatif_compute"].iloc[-1]) if "whatif_compute" in trajectory else 0.0,
         }
+        row.update({f"{name}/final": float(trajectory[f"objective/{name}"].iloc[-1]) for name in objectives})
+        acted = results.per_domain("realised_mixture")[trajectory["decision"] > 0].mean().to_numpy()
+        k = len(results.domains)
+        row["tv_uniform"] = total_variation(acted, np.full(k, 1.0 / k))
+        if "natural_mixture" in summary:
+            row["tv_natural"] = total_variation(acted, np.asarray(summary["natural_mixture"]))
         row.update({f"final_{domain}": loss for domain, loss in summary["final_eval"].items()})
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
         return table, trajectories
     table["regret"] = table["final_objective"] - table["oracle_objective"]
-    uniform = table[table["agent"] == "uniform"].set_index(["backend", "seed"])
-    reached = []
-    for _, row in table.iterrows():
-        target = uniform["final_objective"].get((row["backend"], row["seed"]), np.nan)
-        reached.append(_reach(trajectories[row["key"]], target) if np.isfinite(target) else (np.nan,) * 3)
-    table[["decisions_to_uniform", "steps_to_uniform", "tokens_to_uniform"]] = reached
-    table["percent_saved"] = 100.0 * (1.0 - table["steps_to_uniform"] / table["total_steps"])
+    for reference in REFERENCES:
+        base = table[table["agent"] == reference].set_index(["backend", "seed"])
+        for name in [c[: -len("/final")] for c in table.columns if c.endswith("/final")]:
+            steps, needed = [], []
+            for _, row in table.iterrows():
+                target = base[f"{name}/final"].get((row["backend"], row["seed"]), np.nan)
+                if not np.isfinite(target):
+                    steps.append(np.nan), needed.append(np.nan)
+                    continue
+                own = trajectories[base["key"][(row["backend"], row["seed"])]]
+                trajectory = trajectories[row["key"]]
+                steps.append(steps_to_reach(trajectory[f"objective/{name}"], trajectory["step"], target))
+                needed.append(steps_to_reach(own[f"objective/{name}"], own["step"], target))
+            table[f"{name}/steps_to_{reference}"] = steps
+            with np.errstate(divide="ignore", invalid="ignore"):
+                saved = 100.0 * (1.0 - np.array(steps) / np.array(needed))
+            table[f"{name}/saved_vs_{reference}"] = np.where(np.array(needed) > 0, saved, np.nan)
+            table[f"{name}/reached_{reference}"] = table[f"{name}/steps_to_{reference}"].notna().astype(float)
     return table, trajectories
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds for every numeric column, per group."""
+    """Mean and standard deviation over seeds for every numeric column, per group (means of
+    steps and savings are over the seeds that reached the baseline)."""
     numeric = [c for c in table.columns if c not in GROUP + ["key", "seed"] and pd.api.types.is_numeric_dtype(table[c])]
     grouped = table.groupby(GROUP)[numeric]
     summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", table.groupby(GROUP).size())
+    if "objective" in table:
+        summary.insert(1, "objective", table.groupby(GROUP)["objective"].first())
     return summary.reset_index()
 
 
+def _cell(row: pd.Series, name: str, digits: int, missing: str = "n/a") -> str:
+    mean, std = row.get(f"{name}_mean", np.nan), row.get(f"{name}_std", np.nan)
+    if not np.isfinite(mean):
+        return missing
+    return f"{mean:.{digits}f} +- {0 if not np.isfinite(std) else std:.{digits}f}"
+
+
 def markdown(summary: pd.DataFrame) -> str:
-    """The headline columns as a Markdown table (mean +- std over seeds)."""
-    columns = [
-        ("final_objective", "final held-out loss", 4),
-        ("objective_equal_compute", "at equal compute", 4),
-        ("whatif_compute", "what-if compute (steps)", 0),
-        ("regret", "regret vs oracle", 4),
-        ("decisions_to_uniform", "decisions to uniform's loss", 1),
-        ("percent_saved", "% budget saved", 1),
-        ("wall_time_s", "wall s", 1),
-        ("reward_time_s", "reward s", 2),
-    ]
-    head = ["agent", "reward", "backend", "seeds"] + [title for _, title, _ in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, row in summary.iterrows():
-        cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"]))]
-        for name, _, digits in columns:
-            mean, std = row.get(f"{name}_mean", np.nan), row.get(f"{name}_std", np.nan)
-            if not np.isfinite(mean):
-                cells.append("n/a" if name == "regret" else "not reached")
-            else:
-                cells.append(f"{mean:.{digits}f} +- {0 if not np.isfinite(std) else std:.{digits}f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    """One Markdown table per objective (mean +- std over seeds): final value, % of the budget
+    saved reaching natural's and uniform's final value, the mixture's distance from both; for
+    the env's objective, where a cell simulated, the value at equal compute and the what-if compute."""
+    names = [c[: -len("/final_mean")] for c in summary.columns if c.endswith("/final_mean")]
+    env_objective = str(summary["objective"].iloc[0]) if "objective" in summary else None
+    blocks = []
+    for name in names:
+        head = ["agent", "reward", "backend", "seeds", "final"]
+        head += [f"% steps saved vs {reference}" for reference in REFERENCES]
+        head += ["TV to uniform", "TV to natural"]
+        with_regret = name == env_objective and summary.get("regret_mean", pd.Series(dtype=float)).notna().any()
+        head += ["regret vs oracle"] if with_regret else []
+        simulated = name == env_objective and (summary.get("whatif_compute_mean", pd.Series(dtype=float)) > 0).any()
+        head += ["at equal compute", "what-if compute (steps)"] if simulated else []
+        head += ["wall s"]
+        lines = [f"{name}" + (" (the env's objective)" if name == env_objective else ""), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for _, row in summary.sort_values(f"{name}/final_mean").iterrows():
+            cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
+            for reference in REFERENCES:
+                text = _cell(row, f"{name}/saved_vs_{reference}", 1, "not reached")
+                reached = row.get(f"{name}/reached_{reference}_mean", np.nan)
+                if np.isfinite(reached) and 0 < reached < 1:
+                    text += f" ({round(reached * row['seeds'])}/{int(row['seeds'])} seeds)"
+                cells.append(text)
+            cells += [_cell(row, "tv_uniform", 3), _cell(row, "tv_natural", 3)]
+            cells += [_cell(row, "regret", 4)] if with_regret else []
+            cells += [_cell(row, "objective_equal_compute", 4), _cell(row, "whatif_compute", 0)] if simulated else []
+            cells += [_cell(row, "wall_time_s", 1)]
+            lines.append("| " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) -> list[Path]:

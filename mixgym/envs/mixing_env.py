@@ -25,6 +25,8 @@ from mixgym.llm_backend import (
     require_signals,
 )
 from mixgym.llm_backend.whatif import WhatIfResult, validate_request
+from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
+from mixgym.tasks import get_task
 from mixgym.validation import integer
 
 _DEFAULT_LAYERS = 3
@@ -110,7 +112,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       weights 1, 10, 10, alignment z-scored and stability per optimizer step as HDS computes
       them (``reward_kwargs`` sets the weights, ``alignment``, ``stability="per-step"|
       "per-decision"`` and ``diversity="mtld"|"progress-over-mtld"|"released"``).
-    - ``"eval_loss"``: decrease of the target-weighted mean held-out loss.
+    - ``"eval_loss"``: decrease of the objective (``objective=``, below).
     - ``"advantage"``: counterfactual -- the change of ``B_t - A_t``, the objective of a
       baseline twin (the same run, same initial model and random numbers, trained in lock-step
       on ``reward_kwargs={"baseline": "uniform" | "natural" | K weights}``) minus the agent's;
@@ -179,7 +181,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     |                      | sampled, its last known value (reset: the held-out loss)       |
     | ``eval_loss``        | (K,) held-out loss at the last evaluation                      |
     | ``eval_fresh``       | bool: evaluated at this decision                               |
-    | ``objective``        | target-weighted mean held-out loss                             |
+    | ``objective``        | the run's objective of the held-out losses (``objective=``)    |
     | ``samples``          | (K,) int: examples trained per domain (reset: zeros)           |
     | ``tokens``           | int: tokens trained on since reset                             |
     | ``step``             | int: optimizer steps since reset                               |
@@ -214,7 +216,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                    temperature=0.5, eps=0.05, steps_per_action=10, total_steps=None,
                    eval_every=1, reward_kwargs=None, info_timings=False, budget="steps",
                    phases=None, render_mode=None, observation="v1", out_of_bounds="clip",
-                   **backend_kwargs)
+                   task=None, objective=None, **backend_kwargs)
     ```
 
     An unknown keyword raises `mixgym.llm_backend.UnexpectedOptionError`, a `TypeError`
@@ -222,11 +224,18 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     which TorchRL's ``GymEnv`` relies on) that lists the known options; it is also a
     `ValueError`.
 
-    - ``backend``: ``"toy"``, ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
+    - ``backend``: ``"toy"`` (default), ``"hf"`` or a `Backend` instance; ``backend_kwargs`` go to
       `make_backend` (e.g. ``num_domains=22`` for the toy, ``model=`` and ``corpus=`` for hf;
       ``forced_fraction=f`` for either spreads that share of each decision's samples evenly
       over the domains, as AC-ODM and HDS do with 22/144; by default 0, so the run trains on
       the mixture chosen, in expectation).
+    - ``task``: a named task (`mixgym.tasks`: ``"classic5"``, ``"pile22"``, ``"hf-pile"``), which
+      sets the backend, its options and the objective; ``backend_kwargs`` override them.
+    - ``objective``: what ``info["objective"]`` and the ``"eval_loss"`` reward score:
+      ``"domain-mean"`` (the papers' unweighted mean over the domains that are not junk),
+      ``"natural"`` (size-weighted), ``"worst-domain"``, or K weights
+      (`mixgym.llm_backend.objectives`); None is the task's, else the backend's
+      ``target_weights``, else "domain-mean".
     - ``total_steps``: optimizer-step budget (default: the backend's; the toy's is 1000).
     - ``eval_every``: evaluate held-out loss every this many decisions (and at the end).
     - ``observation``: ``"v1"``, ``"v0"`` or a list of blocks (see Observation Space).
@@ -251,6 +260,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       far and, under the advantage rewards, the twin's held-out losses added; the weight-norm
       blocks opt-in (they barely move on the toy). ``-v0`` ids keep the v0 layout bit for bit;
       `MixingEnv`'s default is v1.
+      ``task=`` and named ``objective=`` added (the default objective is unchanged: the mean
+      over non-noise domains on the toy, over all domains of an ordinary corpus).
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v1", num_domains=4, total_steps=40)
@@ -266,7 +277,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(
         self,
-        backend: str | Backend = "toy",
+        backend: str | Backend | None = None,
         reward: str | Reward | RewardFn = "alignment",
         action_map: str = "softmax",
         temperature: float = 0.5,
@@ -281,11 +292,14 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         render_mode: str | None = None,
         observation: str | Sequence[str] = "v1",
         out_of_bounds: str = "clip",
+        task: str | None = None,
+        objective: ObjectiveSpec | None = None,
         **backend_kwargs: Any,
     ) -> None:
         own = [name for name in inspect.signature(MixingEnv.__init__).parameters if name not in ("self", "backend_kwargs")]
         # a backend instance comes configured: then MixingEnv takes no backend options at all
-        backend_known = backend_options(backend) if isinstance(backend, str) else ()
+        kind = backend if backend is not None else get_task(task).backend if task is not None else "toy"
+        backend_known = backend_options(kind) if isinstance(kind, str) else ()
         check_options(type(self).__name__, backend_kwargs, own + list(backend_known))
         integer("steps_per_action", steps_per_action, 1)
         integer("eval_every", eval_every, 1)
@@ -301,6 +315,15 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise TypeError(f"reward_kwargs must be a mapping of the reward's options, got {reward_kwargs!r}")
         if "num_domains" in backend_kwargs:
             integer("num_domains (K)", backend_kwargs["num_domains"], 2)
+        if task is not None:
+            preset = get_task(task)
+            if backend is not None and backend != preset.backend:
+                raise ValueError(f"task {task!r} runs on the {preset.backend!r} backend, not {backend!r}")
+            backend = preset.backend
+            backend_kwargs = preset.backend_kwargs(backend_kwargs)
+            objective = preset.objective if objective is None else objective
+        self.task = task
+        backend = "toy" if backend is None else backend
         if isinstance(backend, str):
             if total_steps is not None:
                 backend_kwargs["total_steps"] = int(total_steps)
@@ -362,8 +385,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                 np.concatenate([box.high, np.ones(k, dtype=np.float32)]),
                 dtype=np.float32,
             )
-        weights = self.backend.info.objective_weights
-        self.objective_weights = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.objective: Objective = make_objective(objective, self.backend.info, k)
+        """What ``info["objective"]`` and the "eval_loss" reward score (`mixgym.llm_backend.objectives`)."""
         self._snapshot: Snapshot | None = None
         self._whatif = {"compute": 0.0, "probe_steps": 0, "calls": 0}
         self._whatif_wall = 0.0
@@ -578,7 +601,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "train_loss": snap.train_loss,
             "eval_loss": snap.eval_loss,
             "eval_fresh": np.bool_(fresh),
-            "objective": np.float64(self.objective_weights @ snap.eval_loss),
+            "objective": np.float64(self.objective(snap.eval_loss)),
             "samples": np.asarray(snap.samples, dtype=np.int64),
             "tokens": np.int64(self._tokens),
             "step": np.int64(snap.step),

@@ -436,7 +436,7 @@ class HolisticReward(Reward):
 
 
 class EvalLossReward(Reward):
-    """Decrease of the target-weighted mean held-out loss over the decision.
+    """Decrease of the environment's objective (`MixingEnv.objective`) over the decision.
 
     A plain, honest signal: what the objective gained. With ``eval_every > 1`` the held-out
     loss is refreshed only on evaluation decisions, so the reward arrives there.
@@ -448,8 +448,7 @@ class EvalLossReward(Reward):
         return {"eval_loss": ()}
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
-        w = env.objective_weights
-        value = float(w @ before.eval_loss - w @ after.eval_loss)
+        value = env.objective(before.eval_loss) - env.objective(after.eval_loss)
         return RewardResult(value, {"eval_loss": value})
 
 
@@ -538,13 +537,13 @@ class AdvantageReward(Reward):
 
     def __call__(self, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
         assert before.baseline_eval_loss is not None and after.baseline_eval_loss is not None
-        w = env.objective_weights
-        baseline_objective = float(w @ after.baseline_eval_loss)
-        advantage = baseline_objective - float(w @ after.eval_loss)
+        score = env.objective  # the env's objective (`mixgym.llm_backend.objectives`), on both runs
+        baseline_objective = float(score(after.baseline_eval_loss))
+        advantage = baseline_objective - float(score(after.eval_loss))
         if self.terminal:
             value = advantage if after.progress >= 1.0 else 0.0
         else:
-            value = advantage - (float(w @ before.baseline_eval_loss) - float(w @ before.eval_loss))
+            value = advantage - (float(score(before.baseline_eval_loss)) - float(score(before.eval_loss)))
         components = {"advantage": advantage, "baseline_objective": baseline_objective, "baseline_eval_loss": after.baseline_eval_loss}
         return RewardResult(self.scale * value, components)
 

@@ -254,6 +254,8 @@ class MixtureDriver:
         lookahead: examples the loop reads ahead of the step it trains (accelerate: a batch).
         domain_sizes: natural sizes (tokens) per domain, when `dataset` is only names.
         objective_weights: weights of the per-domain held-out losses in the objective.
+        domain_kinds: each domain's kind (``"text"``, ``"noise"``, ...): the default
+            "domain-mean" objective leaves junk (noise) domains out; None: every domain counts.
     """
 
     def __init__(
@@ -276,6 +278,7 @@ class MixtureDriver:
         lookahead: int = 0,
         domain_sizes: Sequence[float] | None = None,
         objective_weights: Sequence[float] | None = None,
+        domain_kinds: Sequence[str] | None = None,
     ) -> None:
         for name, value in (("total_steps", total_steps), ("steps_per_decision", steps_per_decision)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
@@ -314,6 +317,7 @@ class MixtureDriver:
             domain_sizes=np.asarray(sizes if sizes is not None else [], dtype=np.float64),
             tokens_per_sample=int(self.dataset.seq_len or 1) if self.dataset is not None else 1,
             objective_weights=None if objective_weights is None else np.asarray(objective_weights, dtype=np.float64),
+            domain_kinds=None if domain_kinds is None else tuple(domain_kinds),
         )
         self.backend = ExternalBackend(self, names, self.total_steps, info, frozenset(signals))
         self._step_norms: list[np.ndarray] = []

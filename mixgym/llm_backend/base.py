@@ -90,6 +90,9 @@ class BackendInfo:
     tokens_per_sample: int = 1
     objective_weights: np.ndarray | None = None
     """Weights of the per-domain held-out losses in the run's objective; None is uniform."""
+    domain_kinds: tuple[str, ...] | None = None
+    """What each domain is (the toy's kinds; a corpus' "text", "noise", "duplicate"), so that
+    objectives can leave out junk domains (`mixgym.envs.objectives.JUNK_KINDS`); None: unknown."""
 
 
 @runtime_checkable
@@ -216,6 +219,19 @@ def validate_mixture(mixture: np.ndarray, num_domains: int) -> np.ndarray:
     if not np.isfinite(m).all() or m.min() < 0 or abs(m.sum() - 1.0) > 1e-6:  # methods: this runs every decision
         raise ValueError(f"mixture must be finite, non-negative and sum to 1, got {m!r}")
     return m
+
+
+def normalised_mixture(values: Any, num_domains: int, what: str) -> np.ndarray:
+    """`values` (K non-negative weights) divided by their sum; an error naming `what` otherwise."""
+    try:
+        m = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be {num_domains} numbers, got {values!r}") from None
+    if m.shape != (num_domains,):
+        raise ValueError(f"{what} must have {num_domains} entries (one per domain), got {values!r}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0) or not m.sum() > 0:
+        raise ValueError(f"{what} must be finite, non-negative and have a positive sum, got {values!r}")
+    return m / m.sum()
 
 
 class UnexpectedOptionError(TypeError, ValueError):

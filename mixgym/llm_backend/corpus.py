@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -53,6 +54,10 @@ FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "te
 SPLITS = ("train", "validation")
 MANIFEST = "manifest.json"
 DEFAULT_VALIDATION_FRACTION = 0.05
+DOMAIN_KINDS = ("text", "noise", "duplicate")
+"""What a domain of a corpus is: real text, or junk `build_corpus` injected (`Domain.kind`)."""
+NOISE_DOMAIN, DUPLICATE_DOMAIN = "noise", "duplicate"
+"""Names of the injected domains in a built corpus."""
 
 
 class CorpusError(ValueError):
@@ -68,12 +73,15 @@ class Domain:
         train: training documents.
         validation: held-out documents.
         files: the files read.
+        kind: "text", or what `build_corpus` injected: "noise" (shuffled words of the other
+            domains) or "duplicate" (a few documents repeated); read from ``manifest.json``.
     """
 
     name: str
     train: tuple[str, ...]
     validation: tuple[str, ...]
     files: tuple[str, ...]
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,11 @@ class Corpus:
     @property
     def names(self) -> list[str]:
         return [d.name for d in self.domains]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Each domain's kind (`Domain.kind`), in the order of `names`."""
+        return tuple(d.kind for d in self.domains)
 
     def train_texts(self) -> dict[str, tuple[str, ...]]:
         """Domain name -> training documents (what the corpus' tokenizer is trained on)."""
@@ -216,6 +229,24 @@ def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str |
     return [t.strip() for t in data["text"] if isinstance(t, str) and t.strip()]
 
 
+def _manifest_kinds(path: Path) -> dict[str, str]:
+    """Domain -> kind from the folder's ``manifest.json`` (``domains: [{domain, kind}]``), if any."""
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return {}
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("domains", [])
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as error:
+        raise CorpusError(f"{str(manifest)!r} is not a JSON object with a 'domains' list: {error}") from None
+    kinds = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and "kind" in entry:
+            if entry["kind"] not in DOMAIN_KINDS:
+                raise CorpusError(f"{str(manifest)!r}: domain {entry.get('domain')!r} has unknown kind {entry['kind']!r}; known: {', '.join(DOMAIN_KINDS)}")
+            kinds[str(entry.get("domain"))] = entry["kind"]
+    return kinds
+
+
 _LOADED: dict[tuple[Any, ...], Corpus] = {}
 
 
@@ -240,7 +271,9 @@ def load_corpus(
     """
     path = Path(path).expanduser().resolve()
     entries = domain_files(path)
+    kinds = _manifest_kinds(path)
     stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for files in entries.values() for f in files)
+    stats += tuple(sorted(kinds.items()))
     key = (str(path), stats, validation_fraction, str(cache_dir))
     if key in _LOADED:
         return _LOADED[key]
@@ -266,7 +299,7 @@ def load_corpus(
             if not documents:
                 raise CorpusError(f"domain {name!r} has no documents ({[str(p) for p in files]} hold no non-empty text)")
             train, validation = split_documents(documents, validation_fraction, name)
-        domains.append(Domain(name, tuple(train), tuple(validation), tuple(str(p) for p in files)))
+        domains.append(Domain(name, tuple(train), tuple(validation), tuple(str(p) for p in files), kinds.get(name, "text")))
     corpus = Corpus(path, tuple(domains))
     _LOADED[key] = corpus
     return corpus
@@ -333,13 +366,20 @@ def collect_documents(
     max_bytes: int,
     max_document_bytes: int,
     min_document_chars: int,
-) -> list[tuple[str, str]]:
+    scan_bytes: int = 0,
+) -> tuple[list[tuple[str, str]], int]:
     """A source's documents, cleaned, cut to `max_document_bytes`, deduplicated (by their
-    whitespace-normalised text) and capped: reading stops before the document that would
-    take the domain past `max_bytes`."""
+    whitespace-normalised text) and capped, and the bytes it holds up to `scan_bytes`.
+
+    Documents are kept until the next would take the domain past `max_bytes`; reading goes on,
+    counting without keeping, until the count would pass ``max(max_bytes, scan_bytes)`` or the
+    source ends. Returns (documents, bytes counted): the count measures how big the source
+    is (up to the scan limit), which `build_corpus` needs to keep the sources' size skew.
+    """
     seen: set[bytes] = set()
     documents: list[tuple[str, str]] = []
-    total = 0
+    kept, counted, keeping = 0, 0, True
+    limit = max(max_bytes, scan_bytes)
     for origin, raw in source.read(root):
         for piece in split_long(clean_text(raw), max_document_bytes):
             if len(piece) < min_document_chars:
@@ -348,12 +388,77 @@ def collect_documents(
             if key in seen:
                 continue
             size = _nbytes(piece)
-            if total + size > max_bytes:
-                return documents
+            if counted + size > limit:
+                return documents, counted
             seen.add(key)
-            documents.append((origin, piece))
-            total += size
-    return documents
+            counted += size
+            keeping = keeping and kept + size <= max_bytes
+            if keeping:
+                documents.append((origin, piece))
+                kept += size
+    return documents, counted
+
+
+def _prefix_of(documents: list[str], budget: int) -> list[str]:
+    """The leading documents whose bytes stay within `budget` (at least two: a domain needs a
+    document on each side of its split)."""
+    total, count = 0, 0
+    for text in documents:
+        total += _nbytes(text)
+        if total > budget and count >= 2:
+            break
+        count += 1
+    return documents[:count]
+
+
+def noise_documents(pool: dict[str, Sequence[str]], n_bytes: int, seed: int = 0) -> list[str]:
+    """Documents of words drawn at random from every document of `pool` (domain -> documents).
+
+    Each document takes the length in words of a random pool document and that many words
+    drawn uniformly, with replacement, from all the pool's words: the other domains' words
+    shuffled, so their unigram statistics survive and every other structure is gone. Stops
+    before the document that would pass `n_bytes`; the same pool and seed give the same text.
+    """
+    documents_in_order = [doc for domain in sorted(pool) for doc in pool[domain]]
+    lengths = [len(doc.split()) for doc in documents_in_order]
+    words = [word for doc in documents_in_order for word in doc.split()]
+    if not words:
+        raise CorpusError("a noise domain needs words from other domains to shuffle, and they hold none")
+    rng = random.Random(seed)
+    documents: list[str] = []
+    total = 0
+    while True:
+        text = " ".join(rng.choices(words, k=max(1, rng.choice(lengths))))
+        if total + _nbytes(text) > n_bytes and documents:
+            return documents
+        documents.append(text)
+        total += _nbytes(text)
+
+
+def duplicate_documents(pool: dict[str, Sequence[str]], n_bytes: int, n_documents: int) -> tuple[list[str], list[str]]:
+    """(repeated, originals): `n_documents` documents of `pool`, repeated in turn until the
+    next copy would pass `n_bytes`. The originals are the first in the order of a hash of their
+    text among those short enough to be repeated about four times each
+    (``n_bytes / (4 * n_documents)`` bytes)."""
+    limit = max(1, n_bytes // (4 * n_documents))
+    candidates = sorted(
+        {doc for docs in pool.values() for doc in docs if _nbytes(doc) <= limit},
+        key=lambda t: hashlib.sha1(t.encode("utf-8", "surrogatepass")).digest(),
+    )
+    originals = candidates[:n_documents]
+    if not originals:
+        raise CorpusError(
+            f"a duplicate domain of {n_bytes} bytes repeats documents of at most {limit} bytes, and the other "
+            "domains hold none: give more duplicate_bytes or a smaller duplicate_count"
+        )
+    repeated: list[str] = []
+    total = 0
+    while True:
+        text = originals[len(repeated) % len(originals)]
+        if total + _nbytes(text) > n_bytes and len(repeated) >= len(originals):
+            return repeated, originals
+        repeated.append(text)
+        total += _nbytes(text)
 
 
 def install_packages(packages: Sequence[str]) -> None:
@@ -384,6 +489,11 @@ def build_corpus(
     overwrite: bool = False,
     root: str | Path = "/",
     log: Callable[[str], Any] = print,
+    keep_skew: bool = False,
+    scan_bytes: int | None = None,
+    noise_bytes: int = 0,
+    duplicate_bytes: int = 0,
+    duplicate_count: int = 8,
 ) -> dict[str, Any]:
     """Build a multi-domain corpus in `directory` from text on this machine; return the manifest.
 
@@ -392,9 +502,22 @@ def build_corpus(
     at `max_bytes_per_domain`, split (`split_documents`) and written to
     ``DOMAIN/train.jsonl`` and ``DOMAIN/validation.jsonl``. A byte-level BPE with
     `vocab_size` ids is trained on the training split and cached in the corpus (the one
-    `HFBackend` uses by default), and ``manifest.json`` records per domain its source,
+    `HFBackend` uses by default), and ``manifest.json`` records per domain its source, kind,
     documents, bytes and tokens (under that tokenizer) per split, and the sources that were
     missing. The output depends only on the files read and the arguments.
+
+    The cap makes domains similar in size, so the natural mixture is nearly uniform. With
+    `keep_skew` the cap applies to the largest domain only: every source is measured (read
+    up to `scan_bytes`) and each domain keeps the same share of its text, so sizes keep the
+    ratios they have on this machine -- as The Pile's components keep theirs -- and the
+    small domains are the ones a uniform mixture repeats.
+
+    Two junk domains can be injected, so that a real corpus has the toy's structure: a
+    ``noise`` domain (`noise_bytes`: words of the other domains' training text drawn at random,
+    `noise_documents`) and a ``duplicate`` domain (`duplicate_bytes`: `duplicate_count`
+    documents of the other domains repeated, `duplicate_documents`; its validation split is
+    one copy of each). The manifest marks their kinds, and objectives leave them out
+    (`mixgym.llm_backend.objectives`).
 
     Args:
         directory: where to write; must not exist, be empty, or (with `overwrite`) hold a
@@ -405,22 +528,35 @@ def build_corpus(
             corpus is built from what exists.
         root: the filesystem root to read from (tests use a fake one).
         log: called with progress messages.
+        keep_skew: keep the sources' size ratios (see above) instead of capping each domain.
+        scan_bytes: with `keep_skew`, how far a source is read to measure it (default 8 x
+            `max_bytes_per_domain`); larger sources count as this size.
+        noise_bytes, duplicate_bytes: sizes of the injected domains (0: none).
+        duplicate_count: distinct documents in the duplicate domain.
 
     Raises:
         CorpusError: unknown source, bad limits, a folder that would be clobbered, no
-            source available, a failed apt-get.
+            source available, a noise or duplicate domain with no other domain to draw
+            from, a failed apt-get.
     """
     names = list(SOURCES) if sources is None else list(sources)
     unknown = [n for n in names if n not in SOURCES]
     if unknown or not names:
         raise CorpusError(f"unknown source(s) {unknown or names}; known: {', '.join(SOURCES)}")
+    if scan_bytes is not None and not keep_skew:
+        raise CorpusError(f"scan_bytes={scan_bytes!r} measures sources for keep_skew, which is off; pass keep_skew=True (--keep-skew)")
+    scan_bytes = 8 * max_bytes_per_domain if scan_bytes is None and isinstance(max_bytes_per_domain, int) else scan_bytes
     for label, value, low in (
         ("max_bytes_per_domain", max_bytes_per_domain, 1000),
         ("max_document_bytes", max_document_bytes, 100),
         ("min_document_chars", min_document_chars, 1),
         ("vocab_size", vocab_size, MIN_VOCAB_SIZE),
+        ("scan_bytes", scan_bytes, max_bytes_per_domain if isinstance(max_bytes_per_domain, int) else 1000),
+        ("noise_bytes", noise_bytes, 0),
+        ("duplicate_bytes", duplicate_bytes, 0),
+        ("duplicate_count", duplicate_count, 1),
     ):
-        if not isinstance(value, int) or value < low:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise CorpusError(f"{label} must be an integer >= {low}, got {value!r}")
     if not 0 < validation_fraction < 1:
         raise CorpusError(f"validation_fraction must be in (0, 1), got {validation_fraction!r}")
@@ -431,7 +567,6 @@ def build_corpus(
                 f"{str(out)!r} exists and is not empty; give an empty or new folder "
                 "(overwrite=True / --overwrite replaces only a corpus built before, one with a manifest.json)"
             )
-        shutil.rmtree(out)
     root = Path(root)
 
     chosen = [SOURCES[n] for n in names]
@@ -441,6 +576,14 @@ def build_corpus(
         log(f"installing {' '.join(to_install)} with apt-get")
         install_packages(to_install)
         missing = {s.domain: s.missing(root) for s in chosen}
+    injected = [name for name, size in ((NOISE_DOMAIN, noise_bytes), (DUPLICATE_DOMAIN, duplicate_bytes)) if size]
+    if injected and all(missing[s.domain] for s in chosen):
+        raise CorpusError(
+            f"no other domain to draw the {' and '.join(injected)} domain from: none of the sources {names} is "
+            f"available here (missing: {', '.join(f'{d}: {m}' for d, m in missing.items())})"
+        )
+    if out.exists() and any(out.iterdir()):
+        shutil.rmtree(out)
     absent = [
         {"domain": s.domain, "packages": list(s.packages), "missing": missing[s.domain]} for s in chosen if missing[s.domain]
     ]
@@ -448,45 +591,67 @@ def build_corpus(
         fix = f"apt-get install {' '.join(entry['packages'])}" if entry["packages"] else "no Debian package provides it"
         log(f"skipping {entry['domain']!r}: missing {', '.join(entry['missing'])} ({fix}; or pass allow_apt=True / --allow-apt)")
 
-    collected: dict[str, tuple[Source, list[str], list[str], dict[str, str]]] = {}
+    read: dict[str, tuple[Source, list[tuple[str, str]], int]] = {}
     for source in chosen:
         if missing[source.domain]:
             continue
-        documents = collect_documents(source, root, max_bytes_per_domain, max_document_bytes, min_document_chars)
+        documents, available = collect_documents(
+            source, root, max_bytes_per_domain, max_document_bytes, min_document_chars, scan_bytes if keep_skew else 0
+        )
         if len(documents) < 2:
             absent.append({"domain": source.domain, "packages": list(source.packages), "missing": ["documents"]})
             log(f"skipping {source.domain!r}: it yielded {len(documents)} usable document(s)")
             continue
-        origins = {text: origin for origin, text in documents}
-        train, validation = split_documents([text for _, text in documents], validation_fraction, source.domain)
-        collected[source.domain] = (source, train, validation, origins)
-        log(f"{source.domain}: {len(documents)} documents, {sum(_nbytes(t) for _, t in documents):,} bytes")
-    if not collected:
+        read[source.domain] = (source, documents, available)
+    if not read:
         raise CorpusError(
             f"no source could be read on this machine (missing: {', '.join(e['domain'] for e in absent)}); "
             "install their packages or pass allow_apt=True"
         )
+    largest = max(available for _, _, available in read.values())
+    collected: dict[str, _Collected] = {}
+    for domain, (source, documents, available) in read.items():
+        origins = {text: origin for origin, text in documents}
+        texts = [text for _, text in documents]
+        if keep_skew:
+            texts = _prefix_of(texts, max_bytes_per_domain * available // largest)
+        train, validation = split_documents(texts, validation_fraction, domain)
+        collected[domain] = _Collected(source.description, "text", train, validation, origins, available)
+        log(f"{domain}: {len(texts)} documents, {sum(_nbytes(t) for t in texts):,} bytes (of {available:,} read)")
+    pool = {domain: c.train for domain, c in collected.items()}
+    if noise_bytes:
+        noise = noise_documents(pool, noise_bytes)
+        train, validation = split_documents(noise, validation_fraction, NOISE_DOMAIN)
+        description = f"words of the training text of {', '.join(sorted(pool))} drawn at random"
+        collected[NOISE_DOMAIN] = _Collected(description, "noise", train, validation, {}, sum(map(_nbytes, noise)))
+    if duplicate_bytes:
+        repeated, originals = duplicate_documents(pool, duplicate_bytes, duplicate_count)
+        origins = {text: f"{domain}#train" for domain, texts in pool.items() for text in texts}
+        description = f"{len(originals)} training documents of the other domains, repeated"
+        collected[DUPLICATE_DOMAIN] = _Collected(description, "duplicate", repeated, originals, origins, sum(map(_nbytes, repeated)))
 
     out.mkdir(parents=True, exist_ok=True)
     for domain in sorted(collected):
-        _, train, validation, origins = collected[domain]
+        entry = collected[domain]
         (out / domain).mkdir()
-        for split, texts in zip(SPLITS, (train, validation)):
-            _write_jsonl(out / domain / f"{split}.jsonl", [(origins[t], t) for t in texts])
-    train_texts = {d: collected[d][1] for d in sorted(collected)}
+        for split, texts in zip(SPLITS, (entry.train, entry.validation)):
+            _write_jsonl(out / domain / f"{split}.jsonl", [(entry.origins.get(t, f"{domain}#generated"), t) for t in texts])
+    train_texts = {d: collected[d].train for d in sorted(collected)}
     log(f"training a byte-level BPE with {vocab_size} ids on the training split")
     tokenizer = corpus_tokenizer(train_texts, out, vocab_size, cache_dir=out / CACHE_DIRNAME)
     domains = []
     for domain in sorted(collected):
-        source, train, validation, _ = collected[domain]
-        splits = dict(zip(SPLITS, (train, validation)))
+        entry = collected[domain]
+        splits = dict(zip(SPLITS, (entry.train, entry.validation)))
         domains.append(
             {
                 "domain": domain,
-                "source": source.description,
+                "kind": entry.kind,
+                "source": entry.description,
                 "documents": {s: len(t) for s, t in splits.items()},
                 "bytes": {s: sum(_nbytes(x) for x in t) for s, t in splits.items()},
                 "tokens": {s: int(len(tokenizer.encode_documents(t))) for s, t in splits.items()},
+                "bytes_read": entry.bytes_read,
             }
         )
     manifest = {
@@ -497,6 +662,11 @@ def build_corpus(
             "validation_fraction": validation_fraction,
             "max_document_bytes": max_document_bytes,
             "min_document_chars": min_document_chars,
+            "keep_skew": keep_skew,
+            "scan_bytes": scan_bytes if keep_skew else None,
+            "noise_bytes": noise_bytes,
+            "duplicate_bytes": duplicate_bytes,
+            "duplicate_count": duplicate_count if duplicate_bytes else None,
         },
         "tokenizer": {
             "kind": "byte-level BPE, trained on the train split; tokens count each document's end token",
@@ -508,6 +678,19 @@ def build_corpus(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
+
+
+@dataclass(frozen=True)
+class _Collected:
+    """One domain of a corpus being built: what it is, its splits, where its texts came from,
+    and how many bytes of its source were read (the measure `keep_skew` scales by)."""
+
+    description: str
+    kind: str
+    train: list[str]
+    validation: list[str]
+    origins: dict[str, str]
+    bytes_read: int
 
 
 # ---------------------------------------------------------------------------- CLI
@@ -525,14 +708,21 @@ def _build_command(args: argparse.Namespace) -> int:
             allow_apt=args.allow_apt,
             overwrite=args.overwrite,
             log=lambda message: print(message, file=sys.stderr),
+            keep_skew=args.keep_skew,
+            scan_bytes=args.scan_bytes,
+            noise_bytes=args.noise_bytes,
+            duplicate_bytes=args.duplicate_bytes,
+            duplicate_count=args.duplicate_count,
         )
     except CorpusError as error:
         print(f"mixgym corpus build: error: {error}", file=sys.stderr)
         return 2
-    print("| domain | documents (train/val) | bytes | tokens |\n|---|---|---|---|")
+    print("| domain | kind | documents (train/val) | bytes | tokens | natural share |\n|---|---|---|---|---|---|")
+    total = sum(d["tokens"]["train"] for d in manifest["domains"])
     for d in manifest["domains"]:
         docs, size, tokens = d["documents"], sum(d["bytes"].values()), sum(d["tokens"].values())
-        print(f"| {d['domain']} | {docs['train']}/{docs['validation']} | {size:,} | {tokens:,} |")
+        share = d["tokens"]["train"] / total
+        print(f"| {d['domain']} | {d['kind']} | {docs['train']}/{docs['validation']} | {size:,} | {tokens:,} | {share:.1%} |")
     if manifest["missing"]:
         packages = sorted({p for e in manifest["missing"] for p in e["packages"]})
         print(f"\nmissing: {', '.join(e['domain'] for e in manifest['missing'])}"
@@ -561,5 +751,21 @@ def add_corpus_cli(subparsers: Any) -> argparse.ArgumentParser:
     build.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help=f"BPE vocabulary (default {DEFAULT_VOCAB_SIZE})")
     build.add_argument("--allow-apt", action="store_true", help="apt-get install the packages of missing sources")
     build.add_argument("--overwrite", action="store_true", help="replace a corpus built before in DIR")
+    build.add_argument(
+        "--keep-skew",
+        action="store_true",
+        help="keep the sources' size ratios: --max-bytes caps the largest domain and every domain keeps the same share "
+        "of its text (default: --max-bytes caps each domain, so sizes end up similar)",
+    )
+    build.add_argument(
+        "--scan-bytes", type=int, default=None, help="with --keep-skew: read each source this far to measure it (default 8 x --max-bytes)"
+    )
+    build.add_argument(
+        "--noise-bytes", type=int, default=0, help="add a 'noise' domain of this size: the other domains' words drawn at random (default 0: none)"
+    )
+    build.add_argument(
+        "--duplicate-bytes", type=int, default=0, help="add a 'duplicate' domain of this size: a few documents repeated (default 0: none)"
+    )
+    build.add_argument("--duplicate-count", type=int, default=8, help="distinct documents of the duplicate domain (default 8)")
     build.set_defaults(func=_build_command)
     return corpus

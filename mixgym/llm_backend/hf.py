@@ -529,6 +529,7 @@ class HFBackend:
             domain_sizes=self._domain_sizes.copy(),
             tokens_per_sample=self.config.seq_len,
             objective_weights=self._objective_weights,
+            domain_kinds=self.corpus.kinds,
         )
 
     def reset(self, seed: int) -> None:

@@ -60,6 +60,7 @@ from mixgym.llm_backend.base import (
     draw_domains,
     validate_mixture,
 )
+from mixgym.llm_backend.objectives import make_objective
 from mixgym.llm_backend.whatif import (
     WhatIfCache,
     WhatIfRequest,
@@ -87,6 +88,7 @@ _KIND_DEFAULTS: dict[str, tuple[float, float]] = {
     "related": (2.0, 0.1),
 }
 _TOKEN_BINS = 8
+_SOURCE_KINDS = ("redundant", "related", "conflict")
 _SIZE_OPTIONS = ("input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size")
 MAX_DOMAINS = 10_000
 """Most default domains a toy task makes (each adds an input coordinate: K=10,000 already needs
@@ -103,6 +105,9 @@ class DomainSpec:
         difficulty: scale s of the teacher's input; larger is more non-linear.
         noise: fraction of target variance that is label noise, in [0, 1].
         size: number of training examples (sampled with replacement: small domains repeat).
+        source: for "redundant", "related" and "conflict": the name of the earlier domain it
+            repeats, borrows from or contradicts; None is the first "hard" domain (redundant,
+            related) or the first "easy" one (conflict).
     """
 
     name: str
@@ -110,6 +115,7 @@ class DomainSpec:
     difficulty: float
     noise: float
     size: int
+    source: str | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -118,6 +124,10 @@ class DomainSpec:
         number(f"domain {self.name!r}: noise", self.noise, 0.0, 1.0)
         number(f"domain {self.name!r}: difficulty", self.difficulty, above=0.0)
         integer(f"domain {self.name!r}: size", self.size, 1)
+        if self.source is not None and self.kind not in _SOURCE_KINDS:
+            raise ValueError(
+                f"domain {self.name!r}: only kinds {', '.join(_SOURCE_KINDS)} take a source, not {self.kind!r}"
+            )
 
 
 def default_domains(num_domains: int, task_seed: int = 0) -> tuple[DomainSpec, ...]:
@@ -226,6 +236,12 @@ class ToyConfig:
         names = [d.name for d in domains]
         if len(set(names)) != len(names):
             raise ValueError(f"domain names must be unique, got {names}")
+        for k, spec in enumerate(domains):
+            if spec.source is not None and spec.source not in names[:k]:
+                raise ValueError(
+                    f"domain {spec.name!r}: source {spec.source!r} must name an earlier domain; "
+                    f"earlier domains: {names[:k]}"
+                )
         check_forced_fraction(self.forced_fraction)
         if self.target_weights is not None:
             for weight in self.target_weights:
@@ -238,15 +254,12 @@ class ToyConfig:
                 )
 
     def objective_weights(self) -> np.ndarray:
-        """Normalised weights of the per-domain held-out losses in the objective."""
-        if self.target_weights is not None:
-            w = np.asarray(self.target_weights, dtype=np.float64)
-        else:
-            assert self.domains is not None
-            w = np.array([0.0 if d.kind == "noise" else 1.0 for d in self.domains])
-            if not w.sum() > 0:
-                w = np.ones(self.num_domains)
-        return w / w.sum()
+        """Normalised weights of the per-domain held-out losses in the objective (the one the
+        oracle search optimises): `target_weights`, or "domain-mean" over the non-noise domains."""
+        assert self.domains is not None
+        spec = self.target_weights if self.target_weights is not None else "domain-mean"
+        kinds = BackendInfo(domain_kinds=tuple(d.kind for d in self.domains))
+        return make_objective(spec, kinds, self.num_domains).weights
 
     def memory_bytes(self, steps_per_call: int = 10) -> int:
         """An upper estimate of the bytes a backend of this config allocates at its peak.
@@ -312,6 +325,12 @@ def _make_task(cfg: ToyConfig) -> _Task:
     domains = cfg.domains
     assert domains is not None
     first = {kind: next((i for i, s in enumerate(domains) if s.kind == kind), None) for kind in ("easy", "hard")}
+    index = {s.name: i for i, s in enumerate(domains)}
+    default_source = {"redundant": first["hard"], "related": first["hard"], "conflict": first["easy"]}
+
+    def source_of(k: int) -> int | None:
+        spec = domains[k]
+        return index[spec.source] if spec.source is not None else default_source.get(spec.kind)
 
     def unit(v: np.ndarray) -> np.ndarray:
         return v / np.linalg.norm(v)
@@ -320,7 +339,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
     for k, spec in enumerate(domains):
         own_mean = unit(rng.standard_normal(d)) * cfg.domain_shift
         own_head = unit(rng.standard_normal(m))
-        source = {"redundant": first["hard"], "related": first["hard"], "conflict": first["easy"]}.get(spec.kind)
+        source = source_of(k)
         if source is None or source >= k:
             means.append(own_mean), heads.append(own_head), scales.append(spec.difficulty)
             continue
@@ -334,7 +353,13 @@ def _make_task(cfg: ToyConfig) -> _Task:
         scales.append(domains[source].difficulty if spec.kind != "related" else spec.difficulty)
 
     k_total = len(domains)
-    tag_of = [first["hard"] if s.kind == "redundant" and first["hard"] is not None else k for k, s in enumerate(domains)]
+
+    def tag_index(k: int) -> int:
+        """A redundant domain is its source's data, so it carries its source's tag."""
+        source = source_of(k)
+        return source if domains[k].kind == "redundant" and source is not None else k
+
+    tag_of = [tag_index(k) for k in range(k_total)]
 
     def draw(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         x = means[k] + rng.standard_normal((n, d))
@@ -439,7 +464,8 @@ class ToyBackend:
         return BackendInfo(
             domain_sizes=self._task.sizes.astype(np.float64),
             tokens_per_sample=self.config.input_dim,
-            objective_weights=self._objective_weights,
+            objective_weights=self._objective_weights if self.config.target_weights is not None else None,
+            domain_kinds=tuple(d.kind for d in self.config.domains or ()),
         )
 
     def reset(self, seed: int) -> None:
