@@ -66,12 +66,13 @@ def _plain_loop(rank: int, world_size: int, init_method: str, options: dict[str,
     from mixgym.llm_backend.corpus import load_corpus
     from mixgym.llm_backend.distributed import DataParallel, session
     from mixgym.llm_backend.hf import HFConfig, WarmupCosine, preset_config
-    from mixgym.llm_backend.tokenizer import corpus_tokenizer
+    from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, corpus_tokenizer
 
     torch.set_num_threads(1)
     config = HFConfig(**_backend_options(options))
     corpus = load_corpus(SAMPLE_CORPUS)
-    tokenizer = corpus_tokenizer(corpus.train_texts(), corpus.path, config.vocab_size)
+    vocab_size = DEFAULT_VOCAB_SIZE if config.vocab_size is None else config.vocab_size  # a preset's, as the backend does
+    tokenizer = corpus_tokenizer(corpus.train_texts(), corpus.path, vocab_size)
     chunks, evals = [], []
     for domain in corpus.domains:
         for split, out in ((domain.train, chunks), (domain.validation, evals)):
