@@ -202,3 +202,16 @@ def test_bad_input_to_the_driver() -> None:
         driver.observe(1, [1.0, 1.0], samples=[1, 1])
     with pytest.raises(ValueError, match="unknown domain\\(s\\) \\['z'\\]"):
         driver.observe(2, {"z": 1.0}, samples=[1, 1])
+
+
+def test_an_env_over_your_own_loop_refuses_to_be_copied() -> None:
+    """A copy would be cut off from the loop that trains the model and never see another step."""
+    import copy
+    import pickle
+
+    _, _, driver = synthetic()
+    driver.start()
+    for attempt in (copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match=r"cannot be copied or pickled: its run lives in your loop; save driver.state_dict"):
+            attempt(driver.env)
+    driver.close()

@@ -199,6 +199,14 @@ class ExternalBackend:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._step, self._ended, self._last_eval = int(state["step"]), bool(state["ended"]), dict(state["last_eval"])
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Refused: a copy would be cut off from the loop that trains the model, and would
+        silently never see another step (the toy and HF backends copy their whole run)."""
+        raise TypeError(
+            "an environment over your own training loop (MixtureDriver, MixtureCallback) cannot be copied or "
+            "pickled: its run lives in your loop; save driver.state_dict() or the Trainer's checkpoint instead"
+        )
+
 
 class _Capture(BaseCallback):
     """In a learning agent's thread: keep the state at each point where the agent is about to
