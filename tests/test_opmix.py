@@ -181,6 +181,9 @@ def test_opmix_from_the_cli_and_the_bench(tmp_path) -> None:
     assert row["whatif_compute_mean"] > 0 and row["objective_equal_compute_mean"] >= 0
     uniform = result.summary.set_index("agent").loc["uniform"]
     assert uniform["whatif_compute_mean"] == 0 and uniform["objective_equal_compute_mean"] == uniform["final_objective_mean"]
+    headers = [line for line in (tmp_path / "bench" / "summary.md").read_text().splitlines() if line.startswith("| agent")]
+    with_compute = [h for h in headers if "at equal compute" in h and "what-if compute (steps)" in h]
+    assert len(headers) > 1 and len(with_compute) == 1  # only the env objective's table shows them
 
 
 def test_a_resumed_experiment_reads_its_probes_from_disk(tmp_path, monkeypatch) -> None:
