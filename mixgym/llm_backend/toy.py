@@ -39,10 +39,8 @@ trained on are.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -56,8 +54,6 @@ from mixgym.llm_backend.base import (
     WeightStats,
     check_forced_fraction,
     check_options,
-    domains_of,
-    draw_domains,
     validate_mixture,
 )
 from mixgym.llm_backend.objectives import make_objective
@@ -72,6 +68,7 @@ from mixgym.llm_backend.whatif import (
     training_flops,
     validate_request,
 )
+from mixgym.llm_backend.toy_runs import ToyRuns
 from mixgym.resources import check_memory
 from mixgym.validation import check_field_types, integer, number
 
@@ -418,6 +415,12 @@ LAYER_NAMES = ("mlp.0.weight", "mlp.1.weight", "mlp.2.weight")
 class ToyBackend:
     """The fast synthetic backend (see the module docstring for the task).
 
+    A `ToyBackend` is one run: a row of a `mixgym.llm_backend.toy_runs.ToyRuns`, which holds
+    the state of runs as arrays with a leading run axis and does their arithmetic. On its own
+    a backend has a one-row store; `mixgym.envs.vector.ToyVectorEnv` moves many backends onto
+    one shared store (`share_runs`) and trains them together with `train_together`, bit for
+    bit as they would train alone.
+
     >>> backend = ToyBackend(ToyConfig(num_domains=3, total_steps=200))
     >>> backend.reset(seed=0)
     >>> before = backend.evaluate()
@@ -448,16 +451,37 @@ class ToyBackend:
         self.total_steps = config.total_steps
         self._task = _task_for(config)
         self._objective_weights = config.objective_weights()
-        self._params: list[np.ndarray] = []
-        self._step = 0
+        self._runs = ToyRuns(config, self._task)
+        self._row = 0
         self.whatif_cache = WhatIfCache()
         """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
-        self.reset(seed=0)
+
+    # ------------------------------------------------------------------ the run's row
+    @property
+    def _theta(self) -> np.ndarray:
+        """The flat parameter vector (a view of the run's row: writing it changes the run)."""
+        return self._runs.theta[self._row]
+
+    @property
+    def _params(self) -> list[np.ndarray]:
+        """The three weight matrices, views of `_theta`."""
+        return self._runs.params(self._theta)
+
+    @property
+    def _seed(self) -> int:
+        return int(self._runs.seeds[self._row])
+
+    def share_runs(self, runs: ToyRuns, row: int) -> None:
+        """Move this run onto row `row` of `runs` (a store of the same task), state and all."""
+        if runs.task is not self._task or runs.config.fingerprint() != self.config.fingerprint():
+            raise ValueError("share_runs needs a store of runs of this backend's own task")
+        runs.load_state_dict(row, self._runs.state_dict(self._row))
+        self._runs, self._row = runs, row
 
     # ------------------------------------------------------------------ protocol
     @property
     def step(self) -> int:
-        return self._step
+        return int(self._runs.steps[self._row])
 
     @property
     def info(self) -> BackendInfo:
@@ -470,41 +494,11 @@ class ToyBackend:
 
     def reset(self, seed: int) -> None:
         """Fresh student (1/sqrt(fan-in) init), zero momentum, sampling RNG from `seed`."""
-        init_rng, self._rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-        self._seed = int(seed)
-        self._allocate()
-        for w in self._params:
-            w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
-        self._previous_theta = self._theta.copy()
-        self._step = 0
-
-    def _allocate(self) -> None:
-        """Zero flat parameter, gradient and momentum vectors, and the per-matrix views of the
-        first two (one vector op then updates every matrix)."""
-        d, h = self._task.input_dim, self.config.hidden_dim
-        self._shapes = shapes = [(d, h), (h, h), (h, 1)]
-        self._theta = np.zeros(sum(a * b for a, b in shapes), dtype=np.float32)
-        self._grad = np.zeros_like(self._theta)
-        self._velocity = np.zeros_like(self._theta)
-        self._params = self._views(self._theta, shapes)
-        self._grads = self._views(self._grad, shapes)
-        bounds = np.cumsum([0] + [w.size for w in self._params])
-        self._layer_slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-
-    @staticmethod
-    def _views(flat: np.ndarray, shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
-        """Views of `flat` shaped like the parameters, so one vector op updates them all."""
-        views, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            views.append(flat[start : start + size].reshape(shape))
-            start += size
-        return views
+        self._runs.reset(self._row, seed)
 
     def learning_rate(self, step: int) -> float:
         """Cosine decay from `learning_rate` to 10% of it over the budget."""
-        progress = min(step / self.total_steps, 1.0)
-        return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+        return self._runs.learning_rate(step)
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`
@@ -514,120 +508,23 @@ class ToyBackend:
         Without forced examples, sampling is per step from the run's RNG, so `train(m, 10)`
         twice equals `train(m, 20)` once, bit for bit (forced examples are planned per call).
         """
-        start = time.perf_counter()
-        mixture = validate_mixture(mixture, len(self.domains))
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
-        cfg, task = self.config, self._task
-        k = len(self.domains)
-        self._previous_theta = self._theta.copy()
-        domain, batches = self._draw(self._rng, mixture, n_steps, cfg.forced_fraction)
-        inputs = task.input_dim
-        xs, ys, tokens = batches[..., :inputs], batches[..., inputs : inputs + 1], batches[..., inputs + 1 :]
-        errors = np.empty((n_steps, cfg.batch_size, 1), dtype=np.float32)
-        history = np.empty((n_steps + 1, self._theta.size), dtype=np.float32)  # for per-step weight norms
-        history[0] = self._theta
-        learning_rates = [np.float32(self.learning_rate(self._step + t)) for t in range(n_steps)]
-        self._sgd(xs, ys, errors, learning_rates, history[1:])
-        self._step += n_steps
-        samples = np.bincount(domain.ravel(), minlength=k)
-        loss_sum = np.bincount(domain.ravel(), weights=(errors[..., 0] ** 2).ravel(), minlength=k)
-        train_loss = np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan)
-        return TrainStats(
-            samples=samples,
-            train_loss=train_loss,
-            tokens=int(samples.sum()) * cfg.input_dim,
-            wall_time=time.perf_counter() - start,
-            learning_rate=self.learning_rate(self._step - 1),
-            token_ids=tokens.astype(np.int64).reshape(n_steps, -1),
-            step_weight_norms=self._layer_norms(history),
-        )
-
-    def _draw(
-        self, rng: np.random.Generator, mixture: np.ndarray, n_steps: int, forced_fraction: float = 0.0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(domains (n, B), rows (n, B, d' + 1 + tokens) of the task's training table) of
-        `n_steps` batches drawn with `rng`: the run's generator, or a what-if branch's own."""
-        cfg, task = self.config, self._task
-        if forced_fraction:
-            domain = draw_domains(mixture, n_steps * cfg.batch_size, forced_fraction, rng)
-            domain = domain.reshape(n_steps, cfg.batch_size)
-            position = rng.random((n_steps, cfg.batch_size))
-        else:
-            draws = rng.random((n_steps, cfg.batch_size, 2))
-            domain = domains_of(mixture, draws[..., 0])
-            position = draws[..., 1]
-        index = task.offsets[domain] + (position * task.sizes[domain]).astype(np.int64)
-        return domain, task.train[index]
-
-    def _sgd(
-        self,
-        xs: np.ndarray,
-        ys: np.ndarray,
-        errors: np.ndarray,
-        learning_rates: list[np.float32],
-        thetas: np.ndarray | None,
-        branch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    ) -> None:
-        """One SGD-with-momentum step per batch ``xs[t]`` (forward, backward, update), the
-        errors written to `errors` and the parameters after each step to `thetas` (if given).
-        The run's parameters, or a what-if `branch`'s flat (parameters, momentum, gradient)
-        vectors, which are updated in place instead. Every array
-        is allocated once per call and written with ``out=``, and products use `np.dot`, whose
-        dispatch costs half a microsecond less than `np.matmul`'s (the same BLAS call): at these
-        sizes (32 x 32 matrices) numpy's per-call overhead, not arithmetic, is most of the cost."""
-        theta, velocity, grad = (self._theta, self._velocity, self._grad) if branch is None else branch
-        w1, w2, w3 = self._params if branch is None else self._views(theta, self._shapes)
-        g1, g2, g3 = self._grads if branch is None else self._views(grad, self._shapes)
-        w2_t, w3_t = w2.T, w3.T
-        h1, h2, d1, d2, slope = (np.empty((xs.shape[1], w2.shape[0]), dtype=np.float32) for _ in range(5))
-        d_out = np.empty((xs.shape[1], 1), dtype=np.float32)
-        update = np.empty_like(theta)
-        scale, momentum, one = np.float32(2.0 / self.config.batch_size), np.float32(self.config.momentum), np.float32(1)
-        for t, (x, y, err, learning_rate) in enumerate(zip(xs, ys, errors, learning_rates)):
-            np.tanh(np.dot(x, w1, out=h1), out=h1)
-            np.tanh(np.dot(h1, w2, out=h2), out=h2)
-            np.subtract(np.dot(h2, w3, out=err), y, out=err)
-            np.multiply(err, scale, out=d_out)
-            np.dot(d_out, w3_t, out=d2)  # the outer product d_out w3^T
-            np.multiply(d2, np.subtract(one, np.multiply(h2, h2, out=slope), out=slope), out=d2)  # tanh' = 1 - h^2
-            np.dot(d2, w2_t, out=d1)
-            np.multiply(d1, np.subtract(one, np.multiply(h1, h1, out=slope), out=slope), out=d1)
-            np.dot(x.T, d1, out=g1)
-            np.dot(h1.T, d2, out=g2)
-            np.dot(h2.T, d_out, out=g3)
-            velocity *= momentum
-            velocity += grad
-            theta -= np.multiply(velocity, learning_rate, out=update)
-            if thetas is not None:
-                thetas[t] = theta
-
-    def _layer_norms(self, thetas: np.ndarray) -> np.ndarray:
-        """(n, L) Frobenius norms of the three matrices in each row of `thetas` (n, P): one
-        ``reduceat`` over the contiguous matrices, summed in float64."""
-        starts = [p.start for p in self._layer_slices]
-        return np.sqrt(np.add.reduceat(thetas * thetas, starts, axis=1, dtype=np.float64))
-
-    def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hidden activations and predictions for inputs of shape (..., input_dim), at the run's
-        parameters or at flat `theta` (a what-if branch's); the leading axes (domains,
-        examples) are flattened, so each layer is one matrix product over every domain's
-        examples rather than one per domain."""
-        w1, w2, w3 = self._params if theta is None else self._views(theta, self._shapes)
-        lead = x.shape[:-1]
-        h1 = np.tanh(np.dot(x.reshape(-1, x.shape[-1]), w1))
-        h2 = np.tanh(np.dot(h1, w2))
-        return h1.reshape(*lead, -1), h2.reshape(*lead, -1), np.dot(h2, w3).reshape(lead)
+        return train_together([self], [mixture], n_steps)[0]
 
     def evaluate(self) -> dict[str, float]:
         """Mean squared error per domain on the task's fixed held-out sets."""
-        return dict(zip(self.domains, self._held_out_loss().tolist()))
+        return dict(zip(self.domains, self._runs.held_out_loss(self._row).tolist()))
 
     def _held_out_loss(self, theta: np.ndarray | None = None) -> np.ndarray:
         """(K,) mean squared error per domain on the held-out sets, at the run's parameters or
         at flat `theta`."""
-        _, _, pred = self._forward(self._task.eval_x, theta)
-        return ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
+        return self._runs.held_out_loss(self._row) if theta is None else self._runs.loss_of(theta[None])[0]
+
+    def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hidden activations and predictions for inputs of shape (..., input_dim), at the run's
+        parameters or at flat `theta`, the leading axes kept."""
+        h1, h2, pred = self._runs.forward(x, (self._theta if theta is None else theta)[None])
+        lead = x.shape[:-1]
+        return h1[0].reshape(*lead, -1), h2[0].reshape(*lead, -1), pred[0].reshape(lead)
 
     def objective(self) -> float:
         """The task's objective: target-weighted mean held-out loss (lower is better)."""
@@ -637,15 +534,7 @@ class ToyBackend:
         """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D):
         one forward and backward pass over every domain's probe set together, then one
         product per layer and domain."""
-        task = self._task
-        h1, h2, pred = self._forward(task.probe_x)
-        d_out = (pred - task.probe_y)[..., None] * np.float32(2.0 / self.config.probe_size)  # (K, P, 1)
-        _, w2, w3 = self._params
-        d2 = (d_out @ w3.T) * (1 - h2 * h2)
-        d1 = ((d2.reshape(-1, d2.shape[-1]) @ w2.T) * (1 - (h1 * h1).reshape(-1, h1.shape[-1]))).reshape(h1.shape)
-        k = len(self.domains)
-        per_layer = [np.swapaxes(a, 1, 2) @ b for a, b in ((task.probe_x, d1), (h1, d2), (h2, d_out))]
-        return np.concatenate([g.reshape(k, -1) for g in per_layer], axis=1).astype(np.float64)
+        return self._runs.domain_gradients(self._row)
 
     def twin(self) -> ToyBackend:
         """A fresh backend of the same task (`Signal.TWIN`). Reset with the same seed it starts
@@ -655,18 +544,18 @@ class ToyBackend:
         return ToyBackend(self.config)
 
     def weight_stats(self) -> WeightStats:
+        theta = self._theta
         return WeightStats(
             names=LAYER_NAMES,
-            norms=self._layer_norms(self._theta[None])[0],
-            update_norms=self._layer_norms((self._theta - self._previous_theta)[None])[0],
+            norms=self._runs.layer_norms(theta[None])[0],
+            update_norms=self._runs.layer_norms((theta - self._runs.previous_theta[self._row])[None])[0],
         )
 
     def __getstate__(self) -> dict[str, Any]:
         """What `pickle` and `copy.deepcopy` carry: the configuration (the task's seed
         included) and `state_dict`, a few KB. Not the task's data (9 MB at K=5): the copy
-        rebuilds it from the seed, and its checksum must match the original's. A plain copy
-        of the attributes would also break the views of the flat parameter vector, leaving a
-        copy whose SGD steps update a vector the model no longer reads."""
+        rebuilds it from the seed, and its checksum must match the original's. A copy of a run
+        on a shared store (`share_runs`) is a run on its own."""
         return {"config": self.config, "state": self.state_dict()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -674,16 +563,7 @@ class ToyBackend:
         self.load_state_dict(state["state"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.config.fingerprint(),
-            "data_checksum": self._task.checksum,
-            "step": self._step,
-            "theta": self._theta.copy(),
-            "velocity": self._velocity.copy(),
-            "previous_theta": self._previous_theta.copy(),
-            "rng": copy.deepcopy(self._rng.bit_generator.state),
-            "seed": self._seed,
-        }
+        return {"fingerprint": self.config.fingerprint(), "data_checksum": self._task.checksum, **self._runs.state_dict(self._row)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("fingerprint") != self.config.fingerprint():
@@ -697,12 +577,7 @@ class ToyBackend:
                 f"was saved with (checksum {self._task.checksum} != {state['data_checksum']}): a different numpy or "
                 "platform draws it differently"
             )
-        self._step = int(state["step"])
-        self._theta[...] = state["theta"]
-        self._velocity[...] = state["velocity"]
-        self._previous_theta[...] = state["previous_theta"]
-        self._rng.bit_generator.state = copy.deepcopy(state["rng"])
-        self._seed = int(state.get("seed", 0))
+        self._runs.load_state_dict(self._row, state)
 
     # ------------------------------------------------------------------ what-if (Signal.WHATIF)
     def simulate(
@@ -722,13 +597,14 @@ class ToyBackend:
         (`whatif.probe_learning_rates` of ``lr_scale * learning_rate``), drawing batches
         from a generator of its own (`whatif.probe_seed`, the same for every branch of the
         request), and is evaluated; the run's
-        parameters, momentum, step and generator are never written. ``"merge"`` candidates
+        parameters, momentum, step and generator are never written. The branches train
+        together, as extra rows of one batched SGD call. ``"merge"`` candidates
         are the current parameters plus the weighted probe deltas, each matrix's delta
         truncated to its top `rank` singular directions when `rank` is given (a stand-in for
         a LoRA adapter of that rank; probe losses are then those of the truncated deltas).
         """
         request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
-        digest = hashlib.sha256(self._theta.tobytes() + f"|{self._step}|{self._seed}".encode()).hexdigest()
+        digest = hashlib.sha256(self._theta.tobytes() + f"|{self.step}|{self._seed}".encode()).hexdigest()
         key = request.key(self.config.fingerprint(), digest)
         return cached_simulation(self.whatif_cache, key, lambda: self._simulate(request))
 
@@ -749,32 +625,33 @@ class ToyBackend:
         flops = branches * request.steps * training_flops(params, params, batch) + evaluations * forward_flops(params, held_out)
         return flops / training_flops(params, params, batch)
 
+    def _branches(self, theta0: np.ndarray, mixtures: np.ndarray, request: WhatIfRequest) -> np.ndarray:
+        """(n, P) parameter deltas of what-if branches from `theta0`, one per mixture, trained
+        together (fresh momentum, each branch's batches from `whatif.probe_seed`)."""
+        runs, n = self._runs, len(mixtures)
+        rates = probe_learning_rates(request.lr_scale * self.config.learning_rate, request.steps).astype(np.float32)
+        generators = [np.random.default_rng(probe_seed(self._seed, self.step)) for _ in range(n)]
+        _, rows = runs.draw(generators, mixtures, request.steps)
+        inputs = self._task.input_dim
+        theta = np.tile(theta0, (n, 1))
+        learning_rates = np.broadcast_to(rates[:, None, None], (request.steps, n, 1))
+        runs.sgd(theta, np.zeros_like(theta), rows[..., :inputs], rows[..., inputs : inputs + 1], learning_rates)
+        return theta - theta0
+
     def _simulate(self, request: WhatIfRequest) -> WhatIfResult:
         theta0 = self._theta.copy()
-        rates = probe_learning_rates(request.lr_scale * self.config.learning_rate, request.steps)
-
-        inputs, batch = self._task.input_dim, self.config.batch_size
-
-        def branch(mixture: np.ndarray) -> np.ndarray:
-            theta = theta0.copy()
-            rng = np.random.default_rng(probe_seed(self._seed, self._step))
-            _, rows = self._draw(rng, mixture, request.steps)
-            errors = np.empty((request.steps, batch, 1), dtype=np.float32)
-            weights = (theta, np.zeros_like(theta), np.zeros_like(theta))
-            self._sgd(rows[..., :inputs], rows[..., inputs : inputs + 1], errors, list(rates.astype(np.float32)), None, weights)
-            return theta - theta0
-
-        deltas = [self._truncate(branch(p), request.rank) for p in request.probes]
+        deltas = [self._truncate(d, request.rank) for d in self._branches(theta0, request.probes, request)]
         mixtures = request.candidate_mixtures
         if request.method == "merge":
             candidates = [theta0 + np.tensordot(w, deltas, axes=1).astype(np.float32) for w in request.candidates]
         else:
-            candidates = [theta0 + branch(m) for m in mixtures]
+            candidates = list(theta0 + self._branches(theta0, mixtures, request))
         steps = request.steps * (len(deltas) + (len(candidates) if request.method == "exact" else 0))
+        k = len(self.domains)
         return WhatIfResult(
             base_loss=self._held_out_loss(theta0),
-            probe_loss=np.array([self._held_out_loss(theta0 + d) for d in deltas]).reshape(len(deltas), -1),
-            candidate_loss=np.array([self._held_out_loss(c) for c in candidates]).reshape(len(candidates), len(self.domains)),
+            probe_loss=self._runs.loss_of(theta0 + np.array(deltas).reshape(len(deltas), -1)).reshape(len(deltas), k),
+            candidate_loss=self._runs.loss_of(np.array(candidates).reshape(len(candidates), -1)).reshape(len(candidates), k),
             candidate_mixtures=mixtures,
             probe_steps=steps,
             evaluations=1 + len(deltas) + len(candidates),
@@ -788,7 +665,42 @@ class ToyBackend:
         if rank is None or not np.all(np.isfinite(delta)):
             return delta
         out = np.empty_like(delta)
-        for matrix, where in zip(self._views(delta, self._shapes), self._layer_slices):
+        for matrix, where in zip(self._runs.params(delta), self._runs.layer_slices):
             u, s, vt = np.linalg.svd(matrix.astype(np.float64), full_matrices=False)
             out[where] = ((u[:, :rank] * s[:rank]) @ vt[:rank]).astype(np.float32).ravel()
         return out
+
+
+def train_together(backends: list[ToyBackend], mixtures: list[np.ndarray], n_steps: int, step_norms: bool = True) -> list[TrainStats]:
+    """`ToyBackend.train` of several runs of one shared store (`ToyBackend.share_runs`) in one
+    batched call: backend i trains `n_steps` on ``mixtures[i]``, exactly as ``backends[i].train``
+    alone would. Without `step_norms` the stats carry no per-step weight norms."""
+    start = time.perf_counter()
+    if not backends:
+        return []
+    runs = backends[0]._runs
+    if any(b._runs is not runs for b in backends):
+        raise ValueError("train_together needs backends on one shared store of runs (ToyBackend.share_runs)")
+    k = len(backends[0].domains)
+    checked = np.stack([validate_mixture(m, k) for m in mixtures])
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps!r}")
+    out = runs.train([b._row for b in backends], checked, n_steps, step_norms)
+    wall_time = (time.perf_counter() - start) / len(backends)
+    stats = []
+    for i, backend in enumerate(backends):
+        domain, squared = out["domain"][i].ravel(), (out["errors"][i, ..., 0] ** 2).ravel()
+        samples = np.bincount(domain, minlength=k)
+        loss_sum = np.bincount(domain, weights=squared, minlength=k)
+        stats.append(
+            TrainStats(
+                samples=samples,
+                train_loss=np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan),
+                tokens=int(samples.sum()) * backend.config.input_dim,
+                wall_time=wall_time,
+                learning_rate=runs.learning_rate(backend.step - 1),
+                token_ids=out["tokens"][i].astype(np.int64).reshape(n_steps, -1),
+                step_weight_norms=out["step_norms"][i] if step_norms else None,
+            )
+        )
+    return stats
