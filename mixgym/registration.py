@@ -14,6 +14,8 @@ from gymnasium.envs.registration import register, registry
 from mixgym.tasks import TASK_PRESETS
 
 ENTRY_POINT = "mixgym.envs.mixing_env:MixingEnv"
+VECTOR_ENTRY_POINT = "mixgym.envs.vector:ToyVectorEnv"
+"""Toy ids' ``vector_entry_point``: ``gymnasium.make_vec(id, num_envs=N)`` batches N runs."""
 
 ENV_PRESETS: dict[str, dict[str, Any]] = {
     "mixgym/Mixing-v0": {"observation": "v0"},
@@ -41,8 +43,10 @@ episode's return is then the final advantage in hundredths of a loss unit)."""
 
 def register_envs() -> None:
     """Register every id in `ENV_PRESETS` and every task's id (`mixgym.tasks.TASK_PRESETS`)
-    that is not registered yet."""
+    that is not registered yet; toy ids with `VECTOR_ENTRY_POINT` (`mixgym.envs.vector`)."""
     presets = {**ENV_PRESETS, **{task.env_id: {"task": name} for name, task in TASK_PRESETS.items()}}
+    toy = set(ENV_PRESETS) | {task.env_id for task in TASK_PRESETS.values() if task.backend == "toy"}
     for env_id, kwargs in presets.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=ENTRY_POINT, kwargs=dict(kwargs))
+            vector = VECTOR_ENTRY_POINT if env_id in toy else None
+            register(id=env_id, entry_point=ENTRY_POINT, vector_entry_point=vector, kwargs=dict(kwargs))

@@ -6,6 +6,7 @@ import inspect
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -19,6 +20,7 @@ from mixgym.llm_backend import (
     WHATIF_BACKENDS,
     Backend,
     Signal,
+    TrainStats,
     backend_options,
     check_options,
     make_backend,
@@ -33,6 +35,16 @@ _DEFAULT_LAYERS = 3
 BUDGETS = ("steps", "compute")
 TIMED = ("train", "eval", "signals", "reward", "twin", "whatif")
 """Parts of a decision whose wall-clock time `MixingEnv.timings` keeps."""
+
+
+@dataclass(frozen=True)
+class DecisionPlan:
+    """What one decision trains (`MixingEnv.plan_decision`): the backend's mixture (masked to
+    the phase), its optimizer steps, and the baseline twin's mixture (None without a twin)."""
+
+    mixture: np.ndarray
+    n_steps: int
+    baseline: np.ndarray | None
 
 
 class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -516,9 +528,21 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        plan = self.plan_decision(action)
+        t0 = time.perf_counter()
+        stats = self.backend.train(plan.mixture, plan.n_steps)
+        t1 = time.perf_counter()
+        if self.twin is not None:
+            self.twin.train(plan.baseline, plan.n_steps)
+        return self.finish_decision(plan, stats, train_time=t1 - t0, twin_time=time.perf_counter() - t1)
+
+    def plan_decision(self, action: np.ndarray) -> DecisionPlan:
+        """The first half of `step`: check the episode and the action and say what the backend
+        (and the baseline twin) must train. `step` is ``plan_decision``, the backend's ``train``
+        calls, then `finish_decision`; `mixgym.envs.vector.ToyVectorEnv` runs the middle for
+        every sub-environment in one batched call."""
         if self._snapshot is None:
             raise RuntimeError("call reset() before step()")
-        before = self._snapshot
         if self._done():
             raise RuntimeError("the episode has terminated (budget spent); call reset()")
         mixture = self.action_mapper(action)
@@ -529,9 +553,27 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             mixture = mask_mixture(mixture, phase)
         if self.budget == "compute":
             n_steps = min(n_steps, math.ceil(self.backend.total_steps - self.compute))
+        baseline = None
+        if self.twin is not None:
+            assert self.baseline_mixture is not None
+            baseline = self.baseline_mixture if phase is None else mask_mixture(self.baseline_mixture, phase)  # the baseline sees the agent's phases
+        return DecisionPlan(mixture, int(n_steps), baseline)
 
-        t0 = time.perf_counter()
-        stats = self.backend.train(mixture, n_steps)
+    def will_evaluate(self, plan: DecisionPlan) -> bool:
+        """Whether the decision `plan` ends with a held-out evaluation (every `eval_every`-th
+        decision, and the last)."""
+        total, steps_after = self.backend.total_steps, self.backend.step + plan.n_steps
+        spent = steps_after >= total or (self.budget == "compute" and steps_after + self._whatif["compute"] >= total)
+        return spent or (self._decision + 1) % self.eval_every == 0
+
+    def finish_decision(
+        self, plan: DecisionPlan, stats: TrainStats, train_time: float = 0.0, twin_time: float = 0.0
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """The second half of `step`, once the backend (and the twin) trained as `plan` says:
+        evaluate, observe, pay the reward; returns `step`'s 5-tuple."""
+        before = self._snapshot
+        assert before is not None
+        mixture = plan.mixture
         bad = (stats.samples > 0) & ~np.isfinite(stats.train_loss)
         if bad.any():
             names = [d for d, b in zip(self.domains, bad) if b]
@@ -542,13 +584,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         fresh = terminated or self._decision % self.eval_every == 0
         eval_loss = self._evaluate(self.backend) if fresh else before.eval_loss
         t2 = time.perf_counter()
-        baseline_eval, twin_time = before.baseline_eval_loss, 0.0
-        if self.twin is not None:
-            assert self.baseline_mixture is not None
-            baseline = self.baseline_mixture if phase is None else mask_mixture(self.baseline_mixture, phase)
-            self.twin.train(baseline, n_steps)  # the baseline sees the same phases as the agent
-            baseline_eval = self._evaluate(self.twin) if fresh else baseline_eval
-            twin_time = time.perf_counter() - t2
+        baseline_eval = before.baseline_eval_loss
+        if self.twin is not None and fresh:
+            baseline_eval = self._evaluate(self.twin)
+        twin_eval_time = time.perf_counter() - t2
         sampled = stats.samples > 0
         after = Snapshot(
             step=self.backend.step,
@@ -573,8 +612,8 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.reward_components = dict(result.components)
         info = self._info(mixture, after, fresh=fresh, learning_rate=stats.learning_rate)
         last = {
-            "train": t1 - t0, "eval": t2 - t1, "twin": twin_time, "signals": t3 - t2 - twin_time, "reward": t4 - t3,
-            "whatif": self._whatif_wall,
+            "train": train_time, "eval": t2 - t1, "twin": twin_time + twin_eval_time,
+            "signals": t3 - t2 - twin_eval_time, "reward": t4 - t3, "whatif": self._whatif_wall,
         }
         self._whatif_wall = 0.0
         total = self.timings["total"]
