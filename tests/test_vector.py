@@ -191,3 +191,28 @@ def test_a_diverging_sub_env_names_its_index_and_the_others_finish() -> None:
         envs.step(np.zeros((3, 5), dtype=np.float32))
     obs, rewards, terminated, truncated, info = caught.value.results
     assert info["_step"].tolist() == [True, False, True] and info["step"][[0, 2]].tolist() == [10, 10]
+
+
+def test_make_agent_with_n_envs_learns_on_batched_runs() -> None:
+    from mixgym.agents import make_agent
+    from mixgym.envs import MixingEnv
+    from mixgym.envs.sb3_vec import SB3VecEnv
+
+    env = MixingEnv(reward="eval_loss", total_steps=40)
+    agent = make_agent("ppo", env, n_envs=4, sb3_kwargs={"n_steps": 8, "batch_size": 16}, seed=0)
+    vec = agent.get_env()
+    assert isinstance(vec, SB3VecEnv) and vec.num_envs == 4
+    assert vec.envs[0].reward_fn.name == "eval_loss" and vec.envs[0].backend.total_steps == 40
+    agent.learn(64)
+    assert agent.num_timesteps == 64
+    action, _ = agent.predict(env.reset(seed=0)[0], deterministic=True)
+    assert action.shape == (5,)
+    sac = make_agent("sac", SB3VecEnv(2, total_steps=40), sb3_kwargs={"learning_starts": 4}, seed=0)
+    sac.learn(16)
+    assert sac.num_timesteps == 16
+    with pytest.raises(ValueError, match=r"agent 'hds' drives one env at a time \(n_envs=2\); agents that take n_envs: .*ppo"):
+        make_agent("hds", env, n_envs=2)
+    with pytest.raises(ValueError, match=r"agent 'uniform' drives one env at a time, not a SB3VecEnv"):
+        make_agent("uniform", SB3VecEnv(2, action_map="simplex"))
+    with pytest.raises(ValueError, match=r"n_envs must be an integer >= 1, got 0"):
+        make_agent("ppo", env, n_envs=0)

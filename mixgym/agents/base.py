@@ -36,6 +36,9 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.type_aliases import MaybeCallback
+from stable_baselines3.common.vec_env import VecEnv
+
+from mixgym.validation import integer
 
 META_NAME = "mixgym.json"
 FORMAT = "mixgym-agent"
@@ -104,7 +107,7 @@ class EnvFacts:
     @classmethod
     def of(cls, env: gym.Env) -> EnvFacts:
         """Read the facts from a `MixingEnv`, possibly inside Gymnasium wrappers."""
-        inner = env.unwrapped
+        inner = env.envs[0].unwrapped if isinstance(env, VecEnv) and hasattr(env, "envs") else env.unwrapped  # type: ignore[attr-defined]
         if not all(hasattr(inner, name) for name in ("action_mapper", "domains", "num_decisions", "backend")):
             raise ValueError(f"agents drive a mixgym MixingEnv (possibly wrapped), got {type(inner).__name__}")
         sizes = np.asarray(inner.backend.info.domain_sizes, dtype=np.float64)
@@ -160,6 +163,8 @@ class AgentSpec:
     load: Callable[[Path, dict[str, Any], gym.Env | None, bool], Agent]
     action_maps: tuple[str, ...]
     env_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    vector: bool = False
+    """Whether the agent can learn on several envs at once (SB3 models without a warm-up)."""
 
 
 AGENTS: dict[str, AgentSpec] = {}
@@ -239,8 +244,13 @@ def check_action_map(name: str, facts: EnvFacts, allowed: tuple[str, ...]) -> No
         )
 
 
-def make_agent(name: str, env: gym.Env, **overrides: Any) -> Agent:
+def make_agent(name: str, env: gym.Env, n_envs: int | None = None, **overrides: Any) -> Agent:
     """Make agent `name` for `env`, its options (`AgentSpec.config`) changed by `overrides`.
+
+    With `n_envs`, an agent that can (`AgentSpec.vector`: the SB3 presets without a warm-up)
+    learns on `n_envs` toy runs made like `env` and batched in one call
+    (`mixgym.envs.sb3_vec.SB3VecEnv`); an SB3 `VecEnv` of mixgym envs can also be passed as
+    `env` directly.
 
     >>> from mixgym.envs import MixingEnv
     >>> from mixgym.agents import make_agent
@@ -250,6 +260,16 @@ def make_agent(name: str, env: gym.Env, **overrides: Any) -> Agent:
     """
     spec = agent_spec(name)
     config = make_config(name, **overrides)
+    if n_envs is not None:
+        from mixgym.envs.sb3_vec import SB3VecEnv
+
+        integer("n_envs", n_envs, 1)
+        if not spec.vector:
+            able = ", ".join(sorted(n for n, s in AGENTS.items() if s.vector))
+            raise ValueError(f"agent {name!r} drives one env at a time (n_envs={n_envs!r}); agents that take n_envs: {able}")
+        env = SB3VecEnv(n_envs, **env.unwrapped.init_kwargs)  # type: ignore[assignment]
+    if isinstance(env, VecEnv) and not spec.vector:
+        raise ValueError(f"agent {name!r} drives one env at a time, not a {type(env).__name__}")
     facts = EnvFacts.of(env)
     check_action_map(name, facts, spec.action_maps)
     check_per_domain(name, config, facts.domains)

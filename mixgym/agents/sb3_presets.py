@@ -513,6 +513,7 @@ def register_sb3(
     build: Callable[[str, gym.Env, Any], SB3Agent],
     behaviour: Behaviour = lambda config, facts: None,
     env_options: dict[str, Any] | None = None,
+    vector: bool = False,
 ) -> None:
     """Register an SB3 preset.
 
@@ -523,6 +524,7 @@ def register_sb3(
         build: ``build(name, env, config) -> SB3Agent``.
         behaviour: its warm-up mixer (for rebuilding a saved agent whose warm-up has not run).
         env_options: `MixingEnv` options of the paper's set-up (`AgentSpec.env_options`).
+        vector: it learns on several envs at once (`AgentSpec.vector`; no behaviour warm-up).
     """
     register(
         AgentSpec(
@@ -533,12 +535,14 @@ def register_sb3(
             _load(name, behaviour),
             ACTION_MAPS,
             dict(env_options or {}),
+            vector,
         )
     )
 
 
-register_sb3("td3", "TD3 with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, TD3, e, c))
-register_sb3("ppo", "PPO with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, PPO, e, c))
+register_sb3("td3", "TD3 with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, TD3, e, c), vector=True)
+register_sb3("ppo", "PPO with SB3's defaults", SB3Config, lambda n, e, c: _build_default(n, PPO, e, c), vector=True)
+register_sb3("sac", "SAC with SB3's defaults (hds is SAC with HDS's settings)", SB3Config, lambda n, e, c: _build_default(n, SAC, e, c), vector=True)
 
 __all__ = [
     "ALGORITHMS",

@@ -159,6 +159,7 @@ for _algorithm in SHIPPED:
         TunedConfig,
         lambda name, env, config, _a=_algorithm: _build_tuned(name, _a, env, config),
         env_options=ENV_OPTIONS,
+        vector=True,
     )
 
 __all__ = [

@@ -309,6 +309,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         **backend_kwargs: Any,
     ) -> None:
         own = [name for name in inspect.signature(MixingEnv.__init__).parameters if name not in ("self", "backend_kwargs")]
+        given = locals()
+        self.init_kwargs: dict[str, Any] = {**{name: given[name] for name in own}, **backend_kwargs}
+        """The keywords this env was made with (`mixgym.agents.make_agent`'s ``n_envs`` makes more
+        envs like it)."""
         # a backend instance comes configured: then MixingEnv takes no backend options at all
         kind = backend if backend is not None else get_task(task).backend if task is not None else "toy"
         backend_known = backend_options(kind) if isinstance(kind, str) else ()
