@@ -536,8 +536,9 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         t0 = time.perf_counter()
         stats = self.backend.train(plan.mixture, plan.n_steps)
         t1 = time.perf_counter()
-        if self.twin is not None:
-            self.twin.train(plan.baseline, plan.n_steps)
+        if self.twin is None:
+            return self.finish_decision(plan, stats, train_time=t1 - t0)
+        self.twin.train(plan.baseline, plan.n_steps)
         return self.finish_decision(plan, stats, train_time=t1 - t0, twin_time=time.perf_counter() - t1)
 
     def plan_decision(self, action: np.ndarray) -> DecisionPlan:
@@ -588,10 +589,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         fresh = terminated or self._decision % self.eval_every == 0
         eval_loss = self._evaluate(self.backend) if fresh else before.eval_loss
         t2 = time.perf_counter()
-        baseline_eval = before.baseline_eval_loss
+        baseline_eval, twin_eval_time = before.baseline_eval_loss, 0.0
         if self.twin is not None and fresh:
             baseline_eval = self._evaluate(self.twin)
-        twin_eval_time = time.perf_counter() - t2
+            twin_eval_time = time.perf_counter() - t2
         sampled = stats.samples > 0
         after = Snapshot(
             step=self.backend.step,

@@ -157,15 +157,14 @@ class ToyVectorEnv(VectorEnv):
         if not self._started:
             raise RuntimeError("call reset() before step()")
         actions = self._check_actions(actions)
-        infos: dict[str, Any] = {}
+        infos: list[dict[str, Any] | None] = [None] * self.num_envs
         observations = list(self._observations)
         plans: dict[int, DecisionPlan] = {}
         for i, env in enumerate(self.envs):
             if self.autoreset_mode is AutoresetMode.NEXT_STEP and self._autoreset_envs[i]:
-                observations[i], info = env.reset()
+                observations[i], infos[i] = env.reset()
                 self._rewards[i], self._terminations[i], self._truncations[i] = 0.0, False, False
                 self._elapsed[i] = 0
-                infos = self._add_info(infos, info, i)
             else:
                 plans[i] = env.plan_decision(actions[i])
         self._train(plans)
@@ -181,13 +180,14 @@ class ToyVectorEnv(VectorEnv):
             truncated = self.max_episode_steps is not None and self._elapsed[i] >= self.max_episode_steps
             observations[i], self._rewards[i], self._terminations[i], self._truncations[i] = obs, reward, terminated, truncated
             if self.autoreset_mode is AutoresetMode.SAME_STEP and (terminated or truncated):
-                infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
-                observations[i], info = env.reset()
+                observations[i], reset_info = env.reset()
+                info = {"final_obs": obs, "final_info": info, **reset_info}
                 self._elapsed[i] = 0
-            infos = self._add_info(infos, info, i)
+            infos[i] = info
         self._observations = concatenate(self.single_observation_space, observations, self._observations)
         self._autoreset_envs = self._terminations | self._truncations
-        result = (self._observations.copy(), self._rewards.copy(), self._terminations.copy(), self._truncations.copy(), infos)
+        stacked = self._stack_infos(infos)
+        result = (self._observations.copy(), self._rewards.copy(), self._terminations.copy(), self._truncations.copy(), stacked)
         if failures:
             i, error = failures[0]
             failed = FloatingPointError(
@@ -197,6 +197,36 @@ class ToyVectorEnv(VectorEnv):
             failed.results = result  # type: ignore[attr-defined]
             raise failed from error
         return result
+
+    def _stack_infos(self, infos: list[dict[str, Any] | None]) -> dict[str, Any]:
+        """Gymnasium's stacked info (``_key`` masks) of the sub-environments' infos (None: no
+        info). When every sub-environment reports the same flat keys -- every step without an
+        episode end -- each key is one ``np.stack``; otherwise `VectorEnv._add_info`, key by key."""
+        first = infos[0]
+        flat = first is not None and all(np.isscalar(v) or isinstance(v, np.ndarray) for v in first.values())
+        if flat and all(info is not None and info.keys() == first.keys() for info in infos):
+            everyone = np.ones(self.num_envs, dtype=np.bool_)
+            stacked: dict[str, Any] = {}
+            for key, value in first.items():  # type: ignore[union-attr]
+                # the dtype `_add_info` gives: the value's type for Python and numpy numbers, the
+                # array's for arrays, else object (np.bool_ is no np.number: object, as there)
+                if type(value) in (int, float, bool) or isinstance(value, np.number):
+                    dtype: Any = type(value)
+                else:
+                    dtype = value.dtype if isinstance(value, np.ndarray) else object
+                column = np.empty((self.num_envs, *np.shape(value)), dtype=dtype)
+                for i, info in enumerate(infos):
+                    column[i] = info[key]  # type: ignore[index]
+                stacked[key], stacked[f"_{key}"] = column, everyone.copy()
+            return stacked
+        out: dict[str, Any] = {}
+        for i, info in enumerate(infos):
+            if info is not None:
+                if "final_obs" in info:  # Gymnasium adds the final step's before the reset's
+                    out = self._add_info(out, {"final_obs": info["final_obs"], "final_info": info["final_info"]}, i)
+                    info = {k: v for k, v in info.items() if k not in ("final_obs", "final_info")}
+                out = self._add_info(out, info, i)
+        return out
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         array = np.asarray(actions)
