@@ -13,7 +13,7 @@ ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 .venv/ready: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[hf,bench,cluster,dev,opmix]"
+	$(PY) -m pip install -q -e ".[hf,bench,cluster,dev,opmix,swarm]"
 	touch $@
 
 demo: .venv/ready

@@ -38,7 +38,11 @@ from rich.table import Table
 from mixgym import yaml12
 from mixgym.paths import output_file, output_folder
 
-EXTENSIONS: tuple[str, ...] = ("mixgym.bench:add_bench_cli", "mixgym.llm_backend.corpus:add_corpus_cli")
+EXTENSIONS: tuple[str, ...] = (
+    "mixgym.bench:add_bench_cli",
+    "mixgym.bench.swarm:add_swarm_cli",
+    "mixgym.llm_backend.corpus:add_corpus_cli",
+)
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called
 with the subparsers object (``argparse._SubParsersAction``) and adds its own command, setting
 ``func`` (called with the parsed arguments, returning an exit code) as the commands here do.

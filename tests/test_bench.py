@@ -212,7 +212,7 @@ def test_ctrl_c_stops_the_grid_cleanly_with_a_partial_report_and_a_rerun_finishe
         ({"baselines": ["best"]}, "unknown baseline 'best' in 'baselines'; allowed: natural, uniform, tempered, oracle"),
         ({"baselines": {"tempered": {"tau": 0}}}, "baseline 'tempered' in 'baselines': agent 'tempered': tau .* must be > 0.0, got 0"),
         ({"baselines": {"tempered": {"tau": -1.0}}}, r"tau \(1 is natural, towards 0 uniform\) must be > 0.0, got -1.0"),
-        ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile"),
+        ({"backends": {"x": {"task": "pile23"}}}, "unknown task 'pile23' in 'backends.x'; allowed: classic5, pile22, hf-pile, lm-small"),
         ({"env": {"objective": "loss"}}, "unknown objective 'loss' in 'env.objective'; allowed: domain-mean, natural, worst-domain"),
         ({"env": {"objective": [1, 1]}}, "'env.objective' for backend 'toy3': objective weights must have 3 entries"),
         ({"env": {"objective": [0, 0, 0]}}, "have a positive sum"),

@@ -19,6 +19,7 @@ Presets (random initialisation; no dropout, as Pythia; parameter counts at the d
 preset       family     layers hidden heads MLP     MLP output     parameters
 ============ ========== ====== ====== ===== ======= ============== ==========
 pythia-tiny  GPT-NeoX   4      64     4     256     dense_4h_to_h  0.72M
+neox-micro   GPT-NeoX   2      64     4     256     dense_4h_to_h  0.62M (0.23M at 1,024 ids: ``lm-small``)
 gpt2-tiny    GPT-2      4      64     4     256     c_proj         0.49M
 llama-tiny   Llama      4      64     4     192     down_proj      0.74M
 pythia-small GPT-NeoX   6      384    6     1536    dense_4h_to_h  13.8M
@@ -95,6 +96,10 @@ from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulati
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
         "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "intermediate_size": 256, "max_position_embeddings": 512, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+    },
+    "neox-micro": {
+        "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 256, "max_position_embeddings": 512, "hidden_dropout": 0.0, "attention_dropout": 0.0,
     },
     "pythia-small": {

@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,27 +62,45 @@ def schedule_objective(backend: ToyBackend, mixtures: np.ndarray, seeds: tuple[i
 
 
 def schedule_objectives(config: ToyConfig, schedules: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
-    """`schedule_objective` of each of `schedules` (S, P, K), every (schedule, seed) run a row
-    of one `ToyRuns` trained in batched calls: the same numbers as S * len(seeds) runs of
-    `ToyBackend` one after another, in a fraction of the time."""
-    backend = ToyBackend(config)
+    """`schedule_objective` of each of `schedules` (S, P, K): the same numbers as S * len(seeds)
+    runs of `ToyBackend` one after another (`train_schedules`), in a fraction of the time."""
     schedules = np.asarray(schedules, dtype=np.float64)
-    count, phases = schedules.shape[:2]
-    runs = ToyRuns(backend.config, backend._task, count * len(seeds))
-    backends = []
-    for row, (_, seed) in enumerate(itertools.product(range(count), seeds)):
-        member = ToyBackend(backend.config)
-        member.share_runs(runs, row)
-        member.reset(seed)
-        backends.append(member)
-    bounds = np.linspace(0, backend.total_steps, phases + 1).round().astype(int)
-    for phase, n_steps in enumerate(np.diff(bounds)):
-        if n_steps > 0:
-            mixtures = [schedules[row // len(seeds), phase] for row in range(len(backends))]
-            train_together(backends, mixtures, int(n_steps), step_norms=False)
-    runs.prefetch(range(len(backends)), [])
-    values = np.array([b.objective() for b in backends]).reshape(count, len(seeds))
+    pairs = list(itertools.product(range(len(schedules)), seeds))
+    backends, _ = train_schedules(config, schedules[[i for i, _ in pairs]], [seed for _, seed in pairs])
+    values = np.array([b.objective() for b in backends]).reshape(len(schedules), len(seeds))
     return np.array([float(np.mean(list(row))) for row in values])
+
+
+def train_schedules(
+    config: ToyConfig, schedules: np.ndarray, seeds: Sequence[int], chunk: int = 256
+) -> tuple[list[ToyBackend], np.ndarray]:
+    """Train run i on ``schedules[i]`` (P equal phases of the budget, (n, P, K)) from run seed
+    ``seeds[i]``, every run a row of a `ToyRuns` trained in batched calls, `chunk` rows at a
+    time; returns the trained backends (held-out losses computed) and the examples each run
+    trained per domain (n, K)."""
+    schedules = np.asarray(schedules, dtype=np.float64)
+    if len(schedules) != len(seeds):
+        raise ValueError(f"train_schedules needs one seed per schedule, got {len(schedules)} schedules and {len(seeds)} seeds")
+    template = ToyBackend(config)
+    bounds = np.linspace(0, template.total_steps, schedules.shape[1] + 1).round().astype(int)
+    backends: list[ToyBackend] = []
+    samples = np.zeros((len(schedules), len(template.domains)), dtype=np.int64)
+    for start in range(0, len(schedules), chunk):
+        rows = range(start, min(start + chunk, len(schedules)))
+        runs = ToyRuns(template.config, template._task, len(rows))
+        members = []
+        for row in rows:
+            member = ToyBackend(template.config)
+            member.share_runs(runs, row - start)
+            member.reset(int(seeds[row]))
+            members.append(member)
+        for phase, n_steps in enumerate(np.diff(bounds)):
+            if n_steps > 0:
+                stats = train_together(members, [schedules[row, phase] for row in rows], int(n_steps), step_norms=False)
+                samples[start : rows.stop] += np.array([s.samples for s in stats])
+        runs.prefetch(range(len(rows)), [])
+        backends += members
+    return backends, samples
 
 
 def _cache_dir() -> Path:
