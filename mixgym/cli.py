@@ -41,6 +41,7 @@ from mixgym.paths import output_file, output_folder
 EXTENSIONS: tuple[str, ...] = (
     "mixgym.bench:add_bench_cli",
     "mixgym.bench.swarm:add_swarm_cli",
+    "mixgym.calibration:add_calibrate_cli",
     "mixgym.llm_backend.corpus:add_corpus_cli",
 )
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called

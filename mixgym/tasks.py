@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from pathlib import Path
 from typing import Any
 
 from mixgym.llm_backend.toy import DomainSpec
@@ -225,7 +226,15 @@ TASK_PRESETS: dict[str, TaskPreset] = {
 
 
 def get_task(name: str) -> TaskPreset:
-    """The preset called `name`; an error listing the known ones otherwise."""
+    """The preset called `name`, or the toy task of a task file (``*.yaml``, e.g. one written by
+    ``mixgym calibrate``: `mixgym.calibration.read_task_file`); an error listing the known
+    ones otherwise."""
+    if isinstance(name, (str, Path)) and str(name).endswith((".yaml", ".yml")):
+        from mixgym.calibration import read_task_file
+
+        config = read_task_file(name).config
+        options = {f: getattr(config, f) for f in config.__dataclass_fields__}
+        return TaskPreset(str(name), "", f"the toy task in {name}", "toy", options, baselines=("natural", "uniform", "tempered"))
     if name not in TASK_PRESETS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_PRESETS)}")
     return TASK_PRESETS[name]

@@ -155,3 +155,38 @@ def test_a_real_lm_swarm_runs_as_bench_cells_and_resumes(tmp_path: Path) -> None
     assert table["tokens"].eq(4 * 2 * 32).all() and table[[c for c in table if c.startswith("epochs/")]].gt(0).any().any()
     again = run_swarm("lm-small", 3, 1, tmp_path, options=options, workers=2, progress=False)
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_calibrate_writes_a_task_file_that_loads_as_a_toy_task_and_predicts(tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    from mixgym.calibration import calibrate, read_task_file, write_task_file
+
+    table = run_swarm("classic5", 8, 1, tmp_path, options={"total_steps": 150}, progress=False)
+    calibration = calibrate(table, rounds=1, total_steps=100, progress=False)
+    assert 0.2 <= calibration.explained <= 1.0
+    path = write_task_file(calibration, tmp_path / "task.yaml")
+    again = read_task_file(path)
+    mixtures = table.groupby("mixture_id")[[c for c in table.columns if c.startswith("mixture/")]].first().to_numpy()
+    assert np.array_equal(again.predict(mixtures), calibration.predict(mixtures))
+    env = gym.make("mixgym/Mixing-v1", task=str(path))
+    assert env.reset(seed=0)[0].shape == (31,) and env.unwrapped.domains == list(calibration.domains)
+    code = subprocess.run(
+        [sys.executable, "-m", "mixgym.cli", "calibrate", str(tmp_path / SWARM_FILE), "--out", str(tmp_path / "cli.yaml"), "--rounds", "1", "--steps", "100", "--no-progress"],
+        capture_output=True, text=True,
+    )
+    assert code.returncode == 0 and "task file" in code.stdout and (tmp_path / "cli.yaml").is_file()
+    (tmp_path / "bad.yaml").write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(Exception, match=r"could not determine a constructor|not a mixgym task file"):
+        read_task_file(tmp_path / "bad.yaml")  # data only: safe_load never runs code
+
+
+def test_a_calibration_that_explains_nothing_is_refused(tmp_path: Path) -> None:
+    from mixgym.calibration import calibrate
+
+    table = run_swarm("classic5", 6, 1, tmp_path, options={"total_steps": 60}, progress=False)
+    rng = np.random.default_rng(0)
+    for column in [c for c in table.columns if c.startswith("eval_loss/")]:
+        table[column] = rng.normal(size=len(table))  # losses unrelated to the mixtures
+    with pytest.raises(ValueError, match=r"did not converge: it explains .* of the per-domain variance .* no task file written"):
+        calibrate(table, rounds=1, total_steps=50, progress=False)

@@ -129,14 +129,15 @@ def cross_validated(predict: Predictor, mixtures: np.ndarray, objective: np.ndar
 
 def agreement(
     table: pd.DataFrame,
-    predictors: dict[str, Predictor] | None = None,
+    predictors: dict[str, Predictor | dict[str, Predictor]] | None = None,
     objectives: tuple[str, ...] = ("objective", "natural_loss"),
     folds: int = 5,
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> tuple[list[Agreement], pd.DataFrame]:
     """Score every predictor on every objective by `folds`-fold cross-validation over the
-    swarm's mixtures (see the module docstring); also returns the out-of-fold predictions."""
+    swarm's mixtures (see the module docstring); also returns the out-of-fold predictions. A
+    predictor may be a dict of one predictor per objective column."""
     integer("folds", folds, 2)
     predictors = predictors or PREDICTORS
     results, frames = [], []
@@ -149,7 +150,8 @@ def agreement(
                 "(more mixtures, or fewer --folds)"
             )
         rng = np.random.default_rng(seed)
-        for name, predict in predictors.items():
+        for name, predictor in predictors.items():
+            predict = predictor[objective] if isinstance(predictor, dict) else predictor  # one per objective
             predicted = cross_validated(predict, mixtures, measured, folds, seed)
             point = _scores(predicted, measured)
             draws = np.array([_scores(predicted[i], measured[i]) for i in (rng.integers(len(ids), size=len(ids)) for _ in range(bootstrap))])

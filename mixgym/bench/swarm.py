@@ -160,9 +160,13 @@ def run_swarm(
     inputs = input_digest({"backend": preset.backend, **backend_options})  # the corpus' content: a rebuilt corpus is another swarm
     spec = {"task": task, "options": backend_options, "inputs": inputs, "mixtures": mixtures, "mixture_seed": mixture_seed}
     spec_path = out / "swarm.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != json.loads(json.dumps(spec, default=str)):  # seeds may grow
-        raise ValueError(f"{str(out)!r} holds another swarm ({spec_path.read_text().strip()}); use another --out")
-    spec_path.write_text(json.dumps(spec, indent=1, default=str))
+    key = json.loads(json.dumps(spec, default=str))
+    if spec_path.exists():  # the same swarm (more seeds may be asked)
+        stored = json.loads(spec_path.read_text())
+        if {k: stored.get(k) for k in key} != key:
+            raise ValueError(f"{str(out)!r} holds another swarm ({json.dumps({k: stored.get(k) for k in key})}); use another --out")
+    kinds = list(make_info.domain_kinds or ["text"] * len(domains))
+    spec_path.write_text(json.dumps({**key, "domains": domains, "kinds": kinds}, indent=1, default=str))
     path = out / SWARM_FILE
     done = set()
     if path.exists():
@@ -318,16 +322,19 @@ def _cell_runner(cell: Any, directory: Path) -> dict[str, Any]:
     return {**summary, "cpu_time": time.process_time() - start}
 
 
-def report(path: str | Path, folds: int = 5, out: str | Path | None = None) -> str:
+def report(path: str | Path, folds: int = 5, out: str | Path | None = None, calibrated_toy: dict[str, Any] | None = None) -> str:
     """The held-out agreement of every predictor (`mixgym.bench.predictors`) on the swarm at
     `path`, as Markdown; writes ``agreement.csv``, ``predictions.csv`` and
     ``predicted_vs_measured.png`` beside it (or into `out`)."""
     from dataclasses import asdict
 
-    from mixgym.bench.predictors import agreement, markdown, seed_noise
+    from mixgym.bench.predictors import PREDICTORS, agreement, markdown, seed_noise
 
     table = read_swarm(path)
-    results, predictions = agreement(table, folds=folds)
+    predictors = dict(PREDICTORS)
+    if calibrated_toy:
+        predictors["calibrated-toy"] = calibrated_toy_predictor(table, Path(path), calibrated_toy)
+    results, predictions = agreement(table, predictors, folds=folds)
     noise = [seed_noise(table, objective) for objective in ("objective", "natural_loss")]
     folder = Path(out) if out is not None else Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -335,6 +342,32 @@ def report(path: str | Path, folds: int = 5, out: str | Path | None = None) -> s
     predictions.to_csv(folder / "predictions.csv", index=False)
     _plot(predictions, folder / "predicted_vs_measured.png")
     return markdown(results, noise)
+
+
+def calibrated_toy_predictor(table: pd.DataFrame, path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Per objective column, a `mixgym.bench.predictors.Predictor` that calibrates a toy task
+    (`mixgym.calibration`) on the training mixtures' runs of `table` and predicts held-out
+    mixtures' objective through its readout. The objective's weights over the domains are
+    recovered by least squares from the swarm's per-domain losses (exact: each objective is a
+    weighted sum of them)."""
+    from mixgym.calibration import _swarm_kinds, calibrate
+
+    names = [c[len("mixture/") :] for c in table.columns if c.startswith("mixture/")]
+    kinds = _swarm_kinds(path, names)
+    columns = [f"mixture/{d}" for d in names]
+    losses = table[[f"eval_loss/{d}" for d in names]].to_numpy()
+
+    def for_objective(column: str) -> Any:
+        weights = np.linalg.lstsq(losses, table[column].to_numpy(), rcond=None)[0]
+
+        def predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
+            seen = {tuple(np.round(x, 12)) for x in train_x}
+            rows = table[[tuple(np.round(x, 12)) in seen for x in table[columns].to_numpy()]]
+            return calibrate(rows, kinds, progress=False, **options).predict(test_x) @ weights
+
+        return predict
+
+    return {column: for_objective(column) for column in ("objective", "natural_loss")}
 
 
 def _plot(predictions: pd.DataFrame, path: Path) -> None:
@@ -366,7 +399,8 @@ def _swarm_command(args: Any) -> int:
     if args.task == "report":
         if args.table is None:
             raise ValueError("mixgym swarm report needs the swarm table: mixgym swarm report OUT/swarm.csv")
-        print(report(args.table, folds=args.folds))
+        toy = {"rounds": args.calibrate_rounds, "total_steps": args.calibrate_steps} if args.calibrated_toy else None
+        print(report(args.table, folds=args.folds, calibrated_toy=toy))
         return 0
     if args.table is not None:
         raise ValueError(f"unexpected argument {args.table!r}: mixgym swarm TASK takes one task name")
@@ -406,5 +440,8 @@ def add_swarm_cli(subparsers: Any) -> None:
     p.add_argument("--workers", type=int_at_least(1), default=None, help="real-LM tasks: parallel processes (default: all cores)")
     p.add_argument("--shard", default=None, metavar="I/N", help="run only every N-th missing run from the I-th")
     p.add_argument("--folds", type=int_at_least(2), default=5, help="report: cross-validation folds over mixtures (default 5)")
+    p.add_argument("--calibrated-toy", action="store_true", help="report: also score a toy calibrated on each fold (slow)")
+    p.add_argument("--calibrate-rounds", type=int_at_least(1), default=2, help="report: its coordinate-search rounds (default 2)")
+    p.add_argument("--calibrate-steps", type=int_at_least(1), default=400, help="report: its toy runs' steps (default 400)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_swarm_command)
