@@ -171,6 +171,16 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
     under ``budget="compute"`` it is part of the budget. ``what_if_cost`` prices a request
     without running it.
 
+    ## Many runs at once
+
+    ``gymnasium.make_vec(toy_id, num_envs=N)`` gives `mixgym.envs.vector.ToyVectorEnv`: N of these
+    envs whose toy runs train, evaluate and give probe gradients in batched calls, each
+    sub-env bit-identical to this env seeded ``seed + i``. It splits `step` where the arithmetic
+    is: `plan_decision` (the checks and the mixture), the backends' ``train``, then
+    `finish_decision` (evaluation, observation, reward, info). ``init_kwargs`` holds the
+    keywords an env was made with, so more like it can be made
+    (`mixgym.agents.make_agent`'s ``n_envs``).
+
     ## Phases
 
     ``phases=[(steps, [domains...]), ...]`` cuts the run into phases, each with the domains
@@ -273,7 +283,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
       blocks opt-in (they barely move on the toy). ``-v0`` ids keep the v0 layout bit for bit;
       `MixingEnv`'s default is v1.
       ``task=`` and named ``objective=`` added (the default objective is unchanged: the mean
-      over non-noise domains on the toy, over all domains of an ordinary corpus).
+      over non-noise domains on the toy, over all domains of an ordinary corpus). Every toy id
+      has a ``vector_entry_point`` (`ToyVectorEnv`: ``make_vec`` without a mode now batches
+      the runs, with the same numbers as ``vectorization_mode="sync"``); ``task=`` also takes a
+      task file (``mixgym calibrate``).
 
     >>> import gymnasium, mixgym
     >>> env = gymnasium.make("mixgym/Mixing-v1", num_domains=4, total_steps=40)
