@@ -56,6 +56,7 @@ from mixgym.llm_backend.base import (
     WeightStats,
     check_forced_fraction,
     check_options,
+    check_split,
     domains_of,
     draw_domains,
     validate_mixture,
@@ -275,7 +276,7 @@ class ToyConfig:
         k = len(self.domains)
         width = self.input_dim + k + 1
         h = self.hidden_dim
-        examples = sum(d.size for d in self.domains) + k * (self.eval_size + self.probe_size)
+        examples = sum(d.size for d in self.domains) + k * (2 * self.eval_size + self.probe_size)
         params = width * h + h * h + h
         largest = max(max(d.size for d in self.domains), 4096, self.eval_size, self.probe_size)
         teacher = 24 * largest * (self.input_dim + self.teacher_units)
@@ -306,6 +307,8 @@ class _Task:
     eval_y: np.ndarray  # (K, E)
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
+    valid_x: np.ndarray  # (K, E, d): the validation split (`Signal.VALIDATION`), disjoint from eval_x
+    valid_y: np.ndarray  # (K, E)
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
     checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
 
@@ -314,6 +317,9 @@ class _Task:
         for value in (self.train, self.offsets, self.sizes, self.eval_x, self.eval_y, self.probe_x, self.probe_y):
             digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
             value.flags.writeable = False  # shared by every backend (and copy) of the task
+        # The validation split is drawn after every array above from the same generator and kept
+        # out of the checksum, so that states saved before it existed still load.
+        self.valid_x.flags.writeable = self.valid_y.flags.writeable = False
         self.checksum = digest.hexdigest()
 
 
@@ -378,6 +384,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
     train = [draw(k, s.size) for k, s in enumerate(domains)]
     evals = [draw(k, cfg.eval_size) for k in range(len(domains))]
     probes = [draw(k, cfg.probe_size) for k in range(len(domains))]
+    valids = [draw(k, cfg.eval_size) for k in range(len(domains))]  # last: every earlier draw unchanged
     sizes = np.array([s.size for s in domains], dtype=np.int64)
     f32 = np.float32
     return _Task(
@@ -391,6 +398,8 @@ def _make_task(cfg: ToyConfig) -> _Task:
         eval_y=np.stack([y for _, y in evals]).astype(f32),
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
+        valid_x=np.stack([x for x, _ in valids]).astype(f32),
+        valid_y=np.stack([y for _, y in valids]).astype(f32),
         input_dim=d + k_total + 1,
     )
 
@@ -427,7 +436,9 @@ class ToyBackend:
     True
     """
 
-    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF})
+    signals = frozenset(
+        {Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF, Signal.VALIDATION, Signal.RESTART}
+    )
 
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
@@ -477,6 +488,7 @@ class ToyBackend:
             w[...] = init_rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
         self._previous_theta = self._theta.copy()
         self._step = 0
+        self._restart: int | None = None
 
     def _allocate(self) -> None:
         """Zero flat parameter, gradient and momentum vectors, and the per-matrix views of the
@@ -502,9 +514,29 @@ class ToyBackend:
         return views
 
     def learning_rate(self, step: int) -> float:
-        """Cosine decay from `learning_rate` to 10% of it over the budget."""
-        progress = min(step / self.total_steps, 1.0)
+        """Cosine decay from `learning_rate` to 10% of it over the budget; after `plan_restart`,
+        over each of the two runs' steps."""
+        if self._restart is None:
+            progress = min(step / self.total_steps, 1.0)
+        elif step < self._restart:
+            progress = min(step / self._restart, 1.0)
+        else:
+            progress = min((step - self._restart) / max(1, self.total_steps - self._restart), 1.0)
         return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+    def plan_restart(self, step: int) -> None:
+        """Make this run two runs that meet at `step` (`Signal.RESTART`): the cosine schedule
+        annealed over ``[0, step)``, then from the peak again over ``[step, total_steps)``. Call
+        it before the run reaches `step` (``reset`` clears it), and `restart_optimizer` at
+        `step`. The toy has no warm-up, so neither run has one."""
+        integer("restart step", step, 1, self.total_steps - 1)
+        if self._step > step:
+            raise ValueError(f"cannot plan a restart at step {step}: the run is already at step {self._step}")
+        self._restart = int(step)
+
+    def restart_optimizer(self) -> None:
+        """A fresh optimizer from now on: SGD's momentum set to zero (`Signal.RESTART`)."""
+        self._velocity[...] = 0.0
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`
@@ -619,15 +651,19 @@ class ToyBackend:
         h2 = np.tanh(np.dot(h1, w2))
         return h1.reshape(*lead, -1), h2.reshape(*lead, -1), np.dot(h2, w3).reshape(lead)
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean squared error per domain on the task's fixed held-out sets."""
-        return dict(zip(self.domains, self._held_out_loss().tolist()))
+    def evaluate(self, split: str = "eval") -> dict[str, float]:
+        """Mean squared error per domain on the task's fixed held-out sets (``split="eval"``,
+        the rows that score the run) or on its validation sets (``"validation"``,
+        `Signal.VALIDATION`: as many examples, drawn after every other set of the task)."""
+        return dict(zip(self.domains, self._held_out_loss(split=check_split(split)).tolist()))
 
-    def _held_out_loss(self, theta: np.ndarray | None = None) -> np.ndarray:
-        """(K,) mean squared error per domain on the held-out sets, at the run's parameters or
-        at flat `theta`."""
-        _, _, pred = self._forward(self._task.eval_x, theta)
-        return ((pred - self._task.eval_y) ** 2).mean(axis=1, dtype=np.float64)
+    def _held_out_loss(self, theta: np.ndarray | None = None, split: str = "eval") -> np.ndarray:
+        """(K,) mean squared error per domain on the held-out (or validation) sets, at the
+        run's parameters or at flat `theta`."""
+        task = self._task
+        x, y = (task.eval_x, task.eval_y) if split == "eval" else (task.valid_x, task.valid_y)
+        _, _, pred = self._forward(x, theta)
+        return ((pred - y) ** 2).mean(axis=1, dtype=np.float64)
 
     def objective(self) -> float:
         """The task's objective: target-weighted mean held-out loss (lower is better)."""
@@ -674,7 +710,7 @@ class ToyBackend:
         self.load_state_dict(state["state"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "fingerprint": self.config.fingerprint(),
             "data_checksum": self._task.checksum,
             "step": self._step,
@@ -684,6 +720,9 @@ class ToyBackend:
             "rng": copy.deepcopy(self._rng.bit_generator.state),
             "seed": self._seed,
         }
+        if self._restart is not None:  # only then: a run without one saves what it always did
+            state["restart"] = self._restart
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("fingerprint") != self.config.fingerprint():
@@ -703,6 +742,7 @@ class ToyBackend:
         self._previous_theta[...] = state["previous_theta"]
         self._rng.bit_generator.state = copy.deepcopy(state["rng"])
         self._seed = int(state.get("seed", 0))
+        self._restart = None if state.get("restart") is None else int(state["restart"])
 
     # ------------------------------------------------------------------ what-if (Signal.WHATIF)
     def simulate(
@@ -713,6 +753,8 @@ class ToyBackend:
         method: str = "merge",
         lr_scale: float = 2.0,
         rank: int | None = None,
+        split: str = "eval",
+        per_sequence: bool = False,
     ) -> WhatIfResult:
         """Held-out losses of probe mixtures and candidates from the current state
         (`mixgym.llm_backend.whatif`); the run is left bit-identical.
@@ -726,8 +768,10 @@ class ToyBackend:
         are the current parameters plus the weighted probe deltas, each matrix's delta
         truncated to its top `rank` singular directions when `rank` is given (a stand-in for
         a LoRA adapter of that rank; probe losses are then those of the truncated deltas).
+        Losses are on `split`'s rows; every example's domain is drawn from its branch's mixture
+        whatever `per_sequence` says (a toy batch is mixed per example).
         """
-        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank, split, per_sequence)
         digest = hashlib.sha256(self._theta.tobytes() + f"|{self._step}|{self._seed}".encode()).hexdigest()
         key = request.key(self.config.fingerprint(), digest)
         return cached_simulation(self.whatif_cache, key, lambda: self._simulate(request))
@@ -771,10 +815,11 @@ class ToyBackend:
         else:
             candidates = [theta0 + branch(m) for m in mixtures]
         steps = request.steps * (len(deltas) + (len(candidates) if request.method == "exact" else 0))
+        split = request.split
         return WhatIfResult(
-            base_loss=self._held_out_loss(theta0),
-            probe_loss=np.array([self._held_out_loss(theta0 + d) for d in deltas]).reshape(len(deltas), -1),
-            candidate_loss=np.array([self._held_out_loss(c) for c in candidates]).reshape(len(candidates), len(self.domains)),
+            base_loss=self._held_out_loss(theta0, split),
+            probe_loss=np.array([self._held_out_loss(theta0 + d, split) for d in deltas]).reshape(len(deltas), -1),
+            candidate_loss=np.array([self._held_out_loss(c, split) for c in candidates]).reshape(len(candidates), len(self.domains)),
             candidate_mixtures=mixtures,
             probe_steps=steps,
             evaluations=1 + len(deltas) + len(candidates),
