@@ -13,30 +13,53 @@ Per phase of the run (the whole run when the env has no ``phases``), as
    :337-349`; 0.2 at `:67` and `:920`); the old mixture of the first phase is uniform
    (`:95-97`, `:907-908`). Later phases start from the previous phase's model with no prefix
    (``prefix_fraction=0.0`` for the chain's stage 2, `:942`; the continual pipeline likewise).
+   The code's prefix is a Trainer job of its own, its schedule (warm-up scaled by the prefix
+   share, `:347`) annealed over the prefix's steps, and the final stage a new job from that
+   checkpoint: a new optimizer, the peak learning rate again, no warm-up, annealed over the
+   remaining steps (`:787-801`). ``restart_after_prefix=True`` does that (the backend's
+   `Signal.RESTART`: `plan_restart` at reset, `restart_optimizer` at the re-mix); the default
+   keeps one continuous run (below, "Deviations").
 2. **Probes.** From that state train P = 1 + n probes (`:414`): one on the old mixture
    (`:453-456`) and, for each of the n target domains, one on 0.9 of the domain plus 0.1 of
-   the old mixture (`:457-463`, `pipeline/pretrain.py:123-137`). LoRA r 16, alpha 32, dropout
-   0.05, every attention and FFN projection but the LM head (`:387-390`,
+   the old mixture (`:457-463`, `pipeline/pretrain.py:123-137`), each sequence's domain drawn
+   from that mixture (one weighted, shuffled dataset: `train.py:118-128`, `src/data.py:65-130`;
+   ``per_sequence``, which the HF backend honours and the toy always does). LoRA r 16, alpha 32,
+   dropout 0.05, every attention and FFN projection but the LM head (`:387-390`,
    `src/argparser.py:55-74`), learning rate 2x the main run's with no warm-up (`:383, :386`),
    5,000 steps of a 50,000-step run, i.e. `probe_fraction` = 10% of the phase (`:68`,
-   `pipeline/pretrain.py:47`). The targets are every domain in the first phase; in a later
-   phase, the domains it adds (``new_datasets``, `:101-112`), or every domain when it adds none.
+   `pipeline/pretrain.py:47`). A later phase that adds several domains (or none) probes for
+   `later_probe_fraction` = 50% of it: the chain's stage 2 trains 5,000-step probes in a
+   10,000-step stage (`:839, :847`, ``lora_steps`` and ``stage_2_steps``). The targets are
+   every domain in the first phase; in a later phase, the domains it adds (``new_datasets``,
+   `:101-112`), or every domain when it adds none. ``probe_budget`` instead sizes the probes
+   by compute, as a share of the phase: 0.4 is the paper's (six probes of 5,000 LoRA steps, a
+   LoRA step about 2/3 of a main step, in 50,000 steps); the compute each phase's request
+   costs is in `OpMixMixer.planned_cost` and in each ``history`` record (``cost``).
 3. **Candidates.** 12 Dirichlet(1) draws w over the P probes (`:1016`, `pipeline/pretrain.py:
    140-149`, seeded by the run's seed or 0, `:139-143`); candidate c is the current model plus
    ``sum_p w_cp dLoRA_p`` (`pipeline/pretrain.py:229-299`), and its per-domain held-out loss is
-   measured (`:544-644`). The fit's coordinates x are the weights w themselves (``ratios``
-   default to ``weights``, `pipeline/pretrain.py:328-330`), although domain d's probe trained
-   on 0.9 d + 0.1 old: the fit reads probe d as pure d, as the code does.
+   measured (`:544-644`). The code measures it on the run's own eval files (`:380, :604-605`),
+   the rows its final model is scored on (`:793`): selection on the test set. Here
+   ``score_split="validation"`` (default) scores candidates on a validation split disjoint from
+   the rows that score the run (`Signal.VALIDATION`); ``"eval"`` is the code's. The fit's
+   coordinates x are the weights w themselves (``ratios`` default to ``weights``,
+   `pipeline/pretrain.py:328-330`), although domain d's probe trained on 0.9 d + 0.1 old: the
+   fit reads probe d as pure d, as the code does.
 4. **Fit.** Per domain m, ``L_m(x) = exp(c_m) + exp(t_m . x)`` (`pipeline/olmix_fit.py:42-46`),
    Huber loss with delta 0.02 summed over candidates (`:73`, `:144`), L-BFGS from 10 x 30
    starting points: log c in linspace(-2, 1.5, 10) and t with a random negative entry for the
    domain's own coordinate and small positive ones elsewhere (`:49-54`), keeping the start with
    the lowest loss (`:111-127`). Candidates with a non-finite loss are dropped (`:371-372`).
+   A law has 1 + P parameters for 12 points: at K = 22 (P = 23) that is 24, so making the agent
+   warns when a phase's laws have more parameters than candidates.
 5. **Solve.** ``min_x mean_m exp(t_m . x) + 0.05 KL(E x || q)`` on the simplex (`:223-267`;
-   0.05 at `pipeline/pretrain_opm.py:74`), where q is the prior: in the first phase, on the
-   collapsed coordinates, 0.5 on "old" and 1/(2n) on each target (`pipeline/pretrain_opm.py:
-   682-693`); in a later phase, on the expanded domains (E maps "old" to the old mixture),
-   uniform over the available domains (`:687-690`).
+   0.05 at `pipeline/pretrain_opm.py:74`), the mean over every evaluated domain (`:663-664`),
+   junk included; ``fit_weights="objective"`` weighs the laws by the env's objective instead
+   and fits none for a domain it gives no weight (the toy's noise domain; there it ends -2.7%
+   vs uniform, against -0.9% for the mean, within two sems). q is the prior: in
+   the first phase, on the collapsed coordinates, 0.5 on "old" and 1/(2n) on each target
+   (`pipeline/pretrain_opm.py:682-693`); in a later phase, on the expanded domains (E maps
+   "old" to the old mixture), uniform over the available domains (`:687-690`).
 6. **Train** the rest of the phase on ``p = x_old * old + sum_d x_d e_d``
    (``compute_expanded_weights``, `:248-261`).
 
@@ -50,9 +73,37 @@ fitted to every domain seen so far (`:605-606`) and the prior is 0.5 on the new 
 0.5 spread over the old one by the old mixture (`:624-639`); ``p`` as above
 (`pipeline/continual.py:280-293`).
 
-Deviations, and why:
+**Equal compute.** Probes cost compute the baselines spend on training. A fair comparison
+gives OP-Mix a run *re-planned* to the budget (`equal_compute_steps`): n main steps, the probes
+sized from n as any run's are, n + what-if compute = the budget, the learning-rate schedule
+annealed over the n steps. Reading a longer run at the step where its spending crosses the
+budget, before its schedule has annealed, overstates the loss; the reports keep that reading
+only as "truncated at equal compute". Toy numbers in BENCHMARKS.md.
 
-- Probe and fit sizes are fractions of the phase, since a phase here is not 50,000 steps.
+Deviations that remain, and their effect (toy numbers: BENCHMARKS.md, 5 seeds, the default
+5-domain task, probe lr 0.5x):
+
+- **One continuous run by default** (``restart_after_prefix=False``): every agent in a mixgym
+  comparison trains under the env's one schedule, so a restart would credit OP-Mix (or blame
+  it) for a schedule change that has nothing to do with mixing; set it to run the code's two
+  jobs. Effect on the toy: the restart ends 0.006 worse (+2.0% vs uniform, against -0.9%).
+- With the restart, the schedule's shape is the backend's (toy: cosine to 10% with no warm-up;
+  HF: warm-up-cosine), not the code's warm-up-stable-decay with 1,000 decay steps
+  (`train.py:222-250`); and only the first phase's prefix restarts: the chain's stage 2 is also
+  a new job from stage 1's final model (`:929-949`), here a later phase continues the schedule.
+  The counterfactual twin (``reward="advantage"``) does not restart.
+- **Candidates on a validation split by default**, not the scoring rows as in the code; on the
+  toy the two end within noise of each other (-0.9% and +0.3% vs uniform, sems 1.7% and 2.4%).
+- **The main run's micro-batches are one domain each** on the HF backend (probes mix per
+  sequence, as the code's); on the toy every example's domain is drawn, in both.
+- **Probe and fit sizes are fractions of the phase**, since a phase here is not 50,000 steps.
+  On the toy a probe step is a full-parameter step, so the code's 10% probes cost 727 of a
+  1,000-step run (classic5) and 3,356 on pile22 (K = 22: 23 probes, and 36 evaluations of 22
+  domains that alone exceed the run), where the paper's LoRA probes cost about 40%;
+  ``probe_budget=0.4`` restores the paper's share where the evaluations leave room for it.
+- **The KL prior decides on the toy.** With it (0.05, the code's) OP-Mix ties uniform; with it
+  off (``kl_reg=0``) the fitted laws are flat or point away from the oracle and the run ends
+  21% behind uniform (+- 19%: some seeds land far off): the laws carry little signal here.
 - Probes keep their last state; OP-Mix's Trainer keeps its best checkpoint by the held-out
   loss of the *first* evaluation domain (`train.py:167-201`), an arbitrary choice we drop.
 - The fit's negative starting slope goes on the domain's own coordinate; the code puts it at
@@ -317,7 +368,7 @@ class OpMixConfig(MixerConfig):
     )
     per_sequence: bool = field(
         default=True,
-        metadata={"help": "mix probe micro-batches per sequence, as the code's weighted dataset (pretrain.py:123-137)"},
+        metadata={"help": "mix probe micro-batches per sequence, as the code's weighted dataset (train.py:118-128, src/data.py:65-130)"},
     )
     probe_steps: int | None = field(default=None, metadata={"help": "probe steps in every phase (None: the fractions)"})
     domain_weight: float = field(
@@ -640,6 +691,12 @@ class OpMixMixer:
             return float(self._env.what_if_cost(design.probes, steps, design.candidates, cfg.method, cfg.rank))
 
         one, per_step = cost(1), cost(2) - cost(1)
+        if one > budget:
+            warnings.warn(
+                f"opmix: probe_budget={cfg.probe_budget} allows {budget:.0f} main-step equivalents, but the "
+                f"request's evaluations and one probe step already cost {one:.0f}; probing for 1 step",
+                stacklevel=3,
+            )
         return max(1, int((budget - (one - per_step)) // per_step))
 
 
@@ -722,9 +779,12 @@ def equal_compute_steps(budget: int, make_env: Callable[[int], gym.Env], config:
             mixer = _build(env, replace(config), EnvFacts.of(env))
         return steps + sum(mixer.planned_cost)
 
-    low, high = 1, budget  # spent() grows with the steps; bisect for the last that fits
+    low, high = 2, budget  # spent() grows with the steps; bisect for the last that fits (a run has 2 or more)
     if spent(low) > budget:
-        raise ValueError(f"opmix: even a 1-step run's probes cost more than the budget of {budget}")
+        raise ValueError(
+            f"opmix: even a 2-step run spends {spent(low):.0f} main-step equivalents (its probes' evaluations alone "
+            f"cost about that), more than the budget of {budget}; fewer candidates or a larger budget"
+        )
     while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if spent(middle) <= budget else (low, middle - 1)

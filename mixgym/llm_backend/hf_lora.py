@@ -11,7 +11,8 @@ adapter trained alone for the request's steps with AdamW (fresh state, no weight
 `whatif.probe_learning_rates` of ``lr_scale`` x the run's peak rate, the run's batch shape
 (``micro_batch_size`` x ``grad_accumulation`` micro-batches of one domain each, drawn from the
 branch's mixture; with the request's ``per_sequence`` each sequence's domain is drawn from the
-mixture instead, as OP-Mix's probes read one weighted dataset, `pipeline/pretrain.py:123-137`) and gradient clipping, on data streams of its own. The whole request runs
+mixture instead, as OP-Mix's probes read one weighted, shuffled dataset: `train.py:118-128`,
+`src/data.py:65-130`) and gradient clipping, on data streams of its own. The whole request runs
 under a forked torch generator seeded from `whatif.probe_seed` (LoRA's initialisation and
 dropout never draw from the run's generators), re-seeded before each branch, so every branch
 sees the same initialisation, dropout masks and uniform draws (common random numbers).

@@ -23,8 +23,8 @@ else: ::
   the run, or ``"validation"`` (`Signal.VALIDATION`), disjoint rows for an agent that chooses
   among the candidates, so that it never selects on the rows it is judged on.
 - ``per_sequence``: draw each *sequence* of a probe's micro-batches from its mixture (OP-Mix's
-  probes mix at the sequence level: one Trainer on a weighted dataset, `pipeline/pretrain.py:
-  123-137`) rather than each micro-batch from one domain (the main run's micro-batches). The HF
+  probes mix at the sequence level: one Trainer on one weighted, shuffled dataset, `train.py:
+  118-128`, `src/data.py:65-130`) rather than each micro-batch from one domain (the main run's micro-batches). The HF
   backend honours it; the toy draws every example's domain from the mixture either way.
 - ``rank``: the rank of the deltas. The toy trains full-parameter probes and truncates each
   matrix's delta to rank r by SVD for "merge" (None: no truncation), a stand-in for LoRA; the HF
