@@ -246,3 +246,22 @@ def test_equal_compute_replans_the_run_to_the_budget() -> None:
         return n + sum(make_agent("opmix", make(n), probe_budget=0.4).mixer.planned_cost)
 
     assert spent(steps) <= 1000 < spent(steps + 1) and 650 < steps < 750
+
+
+def test_hf_what_if_on_the_validation_split_with_per_sequence_probes_leaves_the_run_as_it_was() -> None:
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from mixgym.llm_backend.hf import HFBackend
+
+    torch.set_num_threads(1)
+    backend = HFBackend(model="pythia-tiny", total_steps=20, seq_len=32, micro_batch_size=2, grad_accumulation=2)
+    backend.train(np.full(5, 0.2), 2)
+    before = backend.state_dict()
+    probes, candidates = np.vstack([np.full(5, 0.2), 0.9 * np.eye(5)[0] + 0.02]), np.array([[0.5, 0.5]])
+    mixed = backend.simulate(probes, 2, candidates, split="validation", per_sequence=True)
+    plain = backend.simulate(probes, 2, candidates, split="validation")
+    assert np.allclose(mixed.base_loss, list(backend.evaluate(split="validation").values()), atol=1e-5)
+    assert np.all(np.isfinite(mixed.candidate_loss)) and not np.allclose(mixed.probe_loss, plain.probe_loss)
+    after = backend.state_dict()
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    assert before["step"] == after["step"] and before["streams"][0]["position"] == after["streams"][0]["position"]
