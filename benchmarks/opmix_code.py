@@ -15,7 +15,12 @@ objective at the last decision within the budget), labelled so.
 
 Continual: 400 steps on four domains, then 600 with "conflict" added (the continual variant).
 
+``--part hf``: the same on pythia-tiny (the `opmix-hf.yaml` backend: 150 steps of 8 x 4 sequences
+of 64 tokens, decisions of 5 steps) on a corpus folder (default: the packaged sample corpus),
+OP-Mix with the code's probe lr 2x, budget 150.
+
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/opmix_code.py --seeds 0 1 2 3 4 --out benchmarks/results/opmix_code.md
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/opmix_code.py --part hf --seeds 0 1 --out benchmarks/results/opmix_code_hf.md
 """
 
 from __future__ import annotations
@@ -49,14 +54,25 @@ def continual(steps: int) -> MixingEnv:
     return MixingEnv(total_steps=steps, action_map="simplex", reward="eval_loss", steps_per_action=10, phases=phases)
 
 
-def run(make: Callable[[int], MixingEnv], steps: int, agent: str, options: dict[str, Any], seed: int) -> dict[str, float]:
+def hf_env(corpus: str | None) -> Callable[[int], MixingEnv]:
+    def make(steps: int) -> MixingEnv:
+        where = {} if corpus is None else {"corpus": corpus}
+        return MixingEnv(backend="hf", model="pythia-tiny", total_steps=steps, seq_len=64, micro_batch_size=8,
+                         grad_accumulation=4, steps_per_action=5, action_map="simplex", reward="eval_loss", **where)  # fmt: skip
+
+    return make
+
+
+def run(
+    make: Callable[[int], MixingEnv], steps: int, agent: str, options: dict[str, Any], seed: int, budget: int = BUDGET
+) -> dict[str, float]:
     env = make(steps)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         decisions = learn_online(agent, env, seeds=[seed], **options)[0].decisions  # as `mixgym bench` (non-proxy)
     return {
         "final": float(decisions["objective"].iloc[-1]),
-        "truncated": objective_at_compute(decisions, BUDGET),
+        "truncated": objective_at_compute(decisions, budget),
         "whatif": float(decisions["whatif_compute"].iloc[-1]) if "whatif_compute" in decisions else 0.0,
         "steps": float(decisions["step"].iloc[-1]),
     }
@@ -65,23 +81,23 @@ def run(make: Callable[[int], MixingEnv], steps: int, agent: str, options: dict[
 Variant = tuple[str, str, dict[str, Any], "bool | int"]
 
 
-def rows_of(make: Callable[[int], MixingEnv], variants: list[Variant], seeds: list[int]) -> list[str]:
+def rows_of(make: Callable[[int], MixingEnv], variants: list[Variant], seeds: list[int], budget: int = BUDGET) -> list[str]:
     """Markdown rows: per variant (label, agent, options, re-planned? or its main steps) the
     final loss (mean +- std), paired difference to uniform at the budget (mean +- sem), the
     truncated reading, main steps and what-if compute."""
-    base = {seed: run(make, BUDGET, "uniform", {}, seed)["final"] for seed in seeds}
+    base = {seed: run(make, budget, "uniform", {}, seed, budget)["final"] for seed in seeds}
     lines = []
     for label, agent, options, plan in variants:
         replanned = plan is True
-        steps = BUDGET if plan is False else int(plan)
+        steps = budget if plan is False else int(plan)
         if replanned:
-            steps = equal_compute_steps(BUDGET, make, OpMixConfig(**options))
+            steps = equal_compute_steps(budget, make, OpMixConfig(**options))
         start = time.perf_counter()
-        results = [run(make, steps, agent, options, seed) for seed in seeds]
+        results = [run(make, steps, agent, options, seed, budget) for seed in seeds]
         final = np.array([r["final"] for r in results])
         diff = final - np.array([base[s] for s in seeds])
         sem = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        truncated = "-" if steps != BUDGET or agent == "uniform" else f"{np.mean([r['truncated'] for r in results]):.4f}"
+        truncated = "-" if steps != budget or agent == "uniform" else f"{np.mean([r['truncated'] for r in results]):.4f}"
         lines.append(
             f"| {label} | {len(seeds)} | {steps} | {final.mean():.4f} +- {final.std(ddof=1):.4f} | "
             f"{diff.mean():+.4f} +- {sem:.4f} ({100 * diff.mean() / np.mean(list(base.values())):+.1f}%) | {truncated} | "
@@ -92,7 +108,7 @@ def rows_of(make: Callable[[int], MixingEnv], variants: list[Variant], seeds: li
 
 
 HEAD = [
-    "| run | seeds | main steps | final loss | vs uniform (1,000 steps) | truncated at equal compute | what-if compute | wall |",
+    "| run | seeds | main steps | final loss | vs uniform (whole budget) | truncated at equal compute | what-if compute | wall |",
     "|---|---|---|---|---|---|---|---|",
 ]
 
@@ -101,7 +117,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--part", choices=["toy", "hf"], default="toy")
+    parser.add_argument("--corpus", default=None, help="hf: the corpus folder (default: the packaged sample corpus)")
     args = parser.parse_args()
+    if args.part == "hf":
+        make = hf_env(args.corpus)
+        steps = equal_compute_steps(150, make, OpMixConfig())
+        variants: list[Variant] = [
+            ("uniform", "uniform", {}, False),
+            ("opmix (validation split, per-sequence probes: the defaults)", "opmix", {}, False),
+            ("opmix, candidates on the scoring rows, one-domain micro-batches", "opmix", {"score_split": "eval", "per_sequence": False}, False),
+            ("opmix re-planned to equal compute", "opmix", {}, steps),
+            (f"uniform, {steps} steps (as many as that run trains)", "uniform", {}, steps),
+        ]  # fmt: skip
+        text = "\n".join(["**pythia-tiny, budget 150**", "", *HEAD, *rows_of(make, variants, args.seeds, 150)]) + "\n"
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text)
+        return
     equal_steps = [
         ("uniform", "uniform", {}, False),
         ("opmix (validation split, the default)", "opmix", dict(TOY), False),

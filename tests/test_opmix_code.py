@@ -32,6 +32,9 @@ def test_the_toy_validation_split_is_its_own_rows_and_leaves_the_task_unchanged(
     scoring, validation = backend.evaluate(), backend.evaluate(split="validation")
     assert scoring == backend.evaluate(split="eval") and scoring.keys() == validation.keys()
     assert all(0.5 < validation[d] / scoring[d] < 2 for d in scoring) and scoring != validation
+    weights = backend.config.objective_weights()
+    assert backend.objective() == pytest.approx(weights @ list(scoring.values()))
+    assert backend.objective("validation") == pytest.approx(weights @ list(validation.values()))
     with pytest.raises(ValueError, match="unknown held-out split 'test'"):
         backend.evaluate(split="test")
 

@@ -665,9 +665,11 @@ class ToyBackend:
         _, _, pred = self._forward(x, theta)
         return ((pred - y) ** 2).mean(axis=1, dtype=np.float64)
 
-    def objective(self) -> float:
-        """The task's objective: target-weighted mean held-out loss (lower is better)."""
-        return float(self._objective_weights @ np.array(list(self.evaluate().values())))
+    def objective(self, split: str = "eval") -> float:
+        """The task's objective: target-weighted mean held-out loss (lower is better), on the
+        rows that score the run or (``split="validation"``) on the validation split, which a
+        search that chooses by the objective should read."""
+        return float(self._objective_weights @ np.array(list(self.evaluate(split).values())))
 
     def domain_gradients(self) -> np.ndarray:
         """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D):
