@@ -93,7 +93,8 @@ Deviations that remain, and their effect (toy numbers: BENCHMARKS.md, 5 seeds, t
   a new job from stage 1's final model (`:929-949`), here a later phase continues the schedule.
   The counterfactual twin (``reward="advantage"``) does not restart.
 - **Candidates on a validation split by default**, not the scoring rows as in the code; on the
-  toy the two end within noise of each other (-0.9% and +0.3% vs uniform, sems 1.7% and 2.4%).
+  toy the two end within noise of each other (-0.9% and +0.3% vs uniform, sems 1.7% and 2.4%);
+  on pythia-tiny both, with per-sequence or one-domain probe micro-batches, end at uniform.
 - **The main run's micro-batches are one domain each** on the HF backend (probes mix per
   sequence, as the code's); on the toy every example's domain is drawn, in both.
 - **Probe and fit sizes are fractions of the phase**, since a phase here is not 50,000 steps.
@@ -417,7 +418,7 @@ class OpMixConfig(MixerConfig):
         for name in ("candidates", "fit_restarts", "continual_points"):
             integer(name, getattr(self, name), 2, 10_000)  # each candidate is one evaluation, each restart 10 L-BFGS runs
         if self.probe_steps is not None:
-            integer("probe_steps", self.probe_steps, 1)
+            integer("probe_steps", self.probe_steps, 1, 10_000_000)  # each step is one step of every probe
         if self.probe_budget is not None:
             object.__setattr__(self, "probe_budget", number("probe_budget", self.probe_budget, above=0.0, below=1.0))
             if self.probe_steps is not None:
