@@ -75,7 +75,7 @@ def paired(table: pd.DataFrame, column: str, baseline: str, relative: bool = Fal
 
 def markdown(table: pd.DataFrame, title: str, perplexity: bool) -> str:
     baselines = [b for b in BASELINES if b in set(table["agent"])]
-    head = ["agent", "seeds", "final loss", *[f"vs {b}" for b in baselines], "at equal compute",
+    head = ["agent", "seeds", "final loss", *[f"vs {b}" for b in baselines], "truncated at equal compute",
             *[f"vs {b} (eq. compute)" for b in baselines], "main steps at eq. compute", "what-if compute"]  # fmt: skip
     if perplexity:
         head += [f"avg perplexity vs {b}" for b in baselines]

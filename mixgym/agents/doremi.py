@@ -49,7 +49,12 @@ on the same held-out examples. ``signal="train_loss"`` uses the decision's train
 means, as DoReMi uses training tokens, but then a pure-noise domain's excess is its batch
 noise clipped at 0, a positive bias that keeps raising its weight (on the toy's default task
 it ends with 65% of the mixture, worse than uniform). Note that "eval_loss" reads the same
-held-out losses the objective is made of.
+held-out losses the objective is made of: the agent decides on the rows it is scored on.
+``signal="validation_loss"`` reads a validation split instead (`Signal.VALIDATION`: rows disjoint
+from those that score the run; toy and HF backends), evaluated at every decision by the agent
+itself (one more forward pass over K held-out sets per decision). DoReMi itself scores on
+training tokens, so neither held-out choice is the paper's; "eval_loss" stays the default so
+that earlier results are reproduced.
 
 Other differences from DoReMi: the excess is clipped per domain mean, not per token; scores
 of domains never measured start at 0 (DoReMi: log of the vocabulary size, `train.py:273`);
@@ -79,7 +84,30 @@ def doremi_update(mixture: np.ndarray, scores: np.ndarray, eta: float, smoothing
     return (1.0 - smoothing) * weights + smoothing / len(mixture)
 
 
-SIGNALS = ("eval_loss", "train_loss")
+SIGNALS = ("eval_loss", "train_loss", "validation_loss")
+"""Which losses DoReMi compares with the reference's (module docstring)."""
+
+
+def signal_losses(env: Any, info: dict[str, Any], signal: str) -> np.ndarray:
+    """(K,) the `signal` losses of the decision `info` reports: a key of `info`, or for
+    ``"validation_loss"`` the backend's validation split read now (`Signal.VALIDATION`)."""
+    if signal != "validation_loss":
+        return np.asarray(info[signal], dtype=np.float64)
+    backend = env.unwrapped.backend
+    losses = backend.evaluate(split="validation")
+    return np.array([losses[d] for d in env.unwrapped.domains], dtype=np.float64)
+
+
+def require_validation(env: gym.Env, signal: str, agent: str) -> None:
+    """Refuse ``signal="validation_loss"`` on a backend without a validation split."""
+    from mixgym.llm_backend.base import Signal
+
+    backend = env.unwrapped.backend  # type: ignore[attr-defined]
+    if signal == "validation_loss" and Signal.VALIDATION not in backend.signals:
+        raise ValueError(
+            f"agent {agent!r} with signal='validation_loss' needs a backend with the 'validation' signal, which "
+            f"{type(backend).__name__} does not provide; use signal='eval_loss'"
+        )
 
 
 def reference_losses(
@@ -107,7 +135,7 @@ def reference_losses(
         losses, done = [], False
         while not done:
             _, _, terminated, truncated, info = env.step(action)
-            losses.append(info[signal])
+            losses.append(signal_losses(env, info, signal))
             done = terminated or truncated
         tail = max(1, int(round(tail_fraction * len(losses))))
         runs.append(np.mean(losses[-tail:], axis=0))
@@ -118,8 +146,9 @@ class DoReMiMixer:
     """DoReMi's group reweighting against fixed reference losses of `signal`, with the time
     average of its weights (DoReMi's output)."""
 
-    def __init__(self, reference: np.ndarray, eta: float, smoothing: float, signal: str) -> None:
+    def __init__(self, reference: np.ndarray, eta: float, smoothing: float, signal: str, env: Any = None) -> None:
         self.signal = signal
+        self._env = env
         self.reference = np.asarray(reference, dtype=np.float64)
         self.eta = eta
         self.smoothing = smoothing
@@ -132,9 +161,18 @@ class DoReMiMixer:
         self.average = self.weights.copy()
         self.updates = 0
 
+    def attach(self, env: Any) -> None:
+        """The environment whose backend ``signal="validation_loss"`` reads."""
+        self._env = env
+
     def observe(self, info: dict[str, Any]) -> None:
-        fresh = np.asarray(info["samples"]) > 0 if self.signal == "train_loss" else bool(info["eval_fresh"])
-        excess = np.maximum(np.asarray(info[self.signal], dtype=np.float64) - self.reference, 0.0)
+        if self.signal == "validation_loss" and self._env is None:
+            raise ValueError("doremi with signal='validation_loss' has no environment to read; make or load it with env=...")
+        if self.signal == "train_loss":
+            fresh: Any = np.asarray(info["samples"]) > 0
+        else:  # the validation split is read now; the env's held-out losses may be from an earlier decision
+            fresh = self.signal == "validation_loss" or bool(info["eval_fresh"])
+        excess = np.maximum(signal_losses(self._env, info, self.signal) - self.reference, 0.0)
         self.scores = np.where(fresh, excess, self.scores)
         self.weights = doremi_update(self.weights, self.scores, self.eta, self.smoothing)
         self.updates += 1
@@ -186,7 +224,10 @@ class DoReMiConfig(MixerConfig):
     )
     signal: str = field(
         default="eval_loss",
-        metadata={"help": "loss compared with the reference: 'eval_loss' (same held-out examples) or 'train_loss'"},
+        metadata={
+            "help": "loss compared with the reference: 'eval_loss' (the held-out rows that score the run), "
+            "'validation_loss' (a disjoint validation split) or 'train_loss'"
+        },
     )
     reference_loss: tuple[float, ...] | None = field(
         default=None,
@@ -219,10 +260,11 @@ def _given_reference(config: DoReMiConfig, facts: EnvFacts) -> np.ndarray | None
 
 
 def _build(env: gym.Env, config: DoReMiConfig, facts: EnvFacts) -> DoReMiMixer:
+    require_validation(env, config.signal, "doremi")
     reference = _given_reference(config, facts)
     if reference is None:
         reference = reference_losses(env, config.reference_seeds, config.signal)
-    return DoReMiMixer(reference, config.eta, config.smoothing, config.signal)
+    return DoReMiMixer(reference, config.eta, config.smoothing, config.signal, env.unwrapped)
 
 
 def _restore(config: DoReMiConfig, facts: EnvFacts, state: dict[str, Any]) -> DoReMiMixer:
@@ -292,6 +334,7 @@ def protocol_mixture(env: gym.Env, config: DoReMiStaticConfig, facts: EnvFacts) 
     """DoReMi's protocol up to its output: reference run(s) on the baseline mixture, proxy
     run(s) with DoReMi's update, their time-averaged weights (mean over `proxy_seeds`)."""
     proxy = proxy_environment(env, config.proxy)
+    require_validation(proxy, config.signal, "doremi-static")
     reference = _given_reference(config, facts)
     if reference is None:
         if config.baseline == "uniform":
@@ -302,7 +345,7 @@ def protocol_mixture(env: gym.Env, config: DoReMiStaticConfig, facts: EnvFacts) 
             baseline = np.array(facts.natural)
         reference = reference_losses(proxy, config.reference_seeds, config.signal, mixture=baseline)
     averages = [
-        proxy_run(proxy, DoReMiMixer(reference, config.eta, config.smoothing, config.signal), seed)
+        proxy_run(proxy, DoReMiMixer(reference, config.eta, config.smoothing, config.signal, proxy.unwrapped), seed)
         for seed in config.proxy_seeds
     ]
     average = np.mean(averages, axis=0)

@@ -13,8 +13,10 @@ losses, the total variation distance of the mean mixture trained on (realised) f
 and from natural -- which says whether a gain over natural is explained by moving towards
 uniform -- wall time and reward time. Per group (agent, reward, backend): mean and standard
 deviation over seeds. Where a cell simulated (OP-Mix's what-if calls, `MixingEnv.what_if`),
-also the env's objective *at equal compute* -- at the last decision whose compute (optimizer
-steps plus what-if compute) was within the run's step budget -- and the what-if compute.
+also the env's objective *truncated at equal compute* -- at the last decision whose compute
+(optimizer steps plus what-if compute) was within the run's step budget, a reading of a run whose
+learning-rate schedule has not annealed yet, so it overstates the loss of a run sized to that
+compute (`mixgym.agents.opmix.equal_compute_steps` re-plans one) -- and the what-if compute.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ def markdown(summary: pd.DataFrame) -> str:
         with_regret = name == env_objective and summary.get("regret_mean", pd.Series(dtype=float)).notna().any()
         head += ["regret vs oracle"] if with_regret else []
         simulated = name == env_objective and (summary.get("whatif_compute_mean", pd.Series(dtype=float)) > 0).any()
-        head += ["at equal compute", "what-if compute (steps)"] if simulated else []
+        head += ["truncated at equal compute", "what-if compute (steps)"] if simulated else []
         head += ["wall s"]
         lines = [f"{name}" + (" (the env's objective)" if name == env_objective else ""), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, row in summary.sort_values(f"{name}/final_mean").iterrows():

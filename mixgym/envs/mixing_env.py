@@ -26,7 +26,7 @@ from mixgym.llm_backend import (
     make_backend,
     require_signals,
 )
-from mixgym.llm_backend.whatif import WhatIfResult, validate_request
+from mixgym.llm_backend.whatif import WhatIfRequest, WhatIfResult, validate_request
 from mixgym.llm_backend.objectives import Objective, ObjectiveSpec, make_objective
 from mixgym.tasks import get_task
 from mixgym.validation import integer
@@ -452,9 +452,13 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         method: str = "merge",
         lr_scale: float = 2.0,
         rank: int | None = None,
+        split: str = "eval",
+        per_sequence: bool = False,
     ) -> WhatIfResult:
         """Ask the backend what held-out losses probe mixtures and interpolations of their
-        deltas would give from the current state (`mixgym.llm_backend.whatif`), and charge the
+        deltas would give from the current state (`mixgym.llm_backend.whatif`; ``split=
+        "validation"`` scores them on rows disjoint from those that score the run, where the
+        backend has `Signal.VALIDATION`), and charge the
         compute to this run (``info["compute/whatif"]``; under ``budget="compute"`` it counts
         towards the budget). The run itself is left bit-identical. An answer served from the
         backend's cache is charged the compute it stands for, so a resumed run accounts exactly
@@ -465,7 +469,12 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         would leave no compute for another optimizer step; `RuntimeError` outside an episode.
         """
         self._require_whatif()
-        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank, split, per_sequence)
+        if split != "eval" and Signal.VALIDATION not in self.backend.signals:
+            raise ValueError(
+                f"what_if(split={split!r}) needs a backend with the {Signal.VALIDATION.value!r} signal, which "
+                f"{type(self.backend).__name__} does not provide"
+            )
         if self._snapshot is None:
             raise RuntimeError("call reset() before what_if()")
         if self._done():
@@ -482,7 +491,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
                     f"{self.backend.total_steps - self.compute:.1f} of the compute budget remain (budget='compute')"
                 )
         result = self.backend.simulate(  # type: ignore[attr-defined]
-            request.probes, request.steps, request.candidates, method, lr_scale, rank
+            request.probes, request.steps, request.candidates, method, lr_scale, rank, **_request_options(request)
         )
         self._whatif["compute"] += result.cost
         self._whatif["probe_steps"] += result.probe_steps
@@ -752,3 +761,10 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._whatif_wall = 0.0
         if hasattr(self.backend, "whatif_cache"):
             self.backend.whatif_cache.load_state_dict(state.get("whatif_cache", {}))
+
+
+def _request_options(request: WhatIfRequest) -> dict[str, Any]:
+    """The request's `split` and `per_sequence` as keywords, only when not their defaults, so
+    that a backend written before them (no such parameters) still answers plain requests."""
+    options: dict[str, Any] = {"split": request.split} if request.split != "eval" else {}
+    return {**options, "per_sequence": True} if request.per_sequence else options

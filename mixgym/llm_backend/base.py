@@ -36,6 +36,22 @@ class Signal(str, enum.Enum):
     """`simulate(probes, steps, candidates, method)`: held-out losses of hypothetical branches
     from the current state (probe mixtures and interpolations of their parameter deltas),
     leaving the run bit-identical (see `mixgym.llm_backend.whatif`)."""
+    VALIDATION = "validation"
+    """`evaluate(split="validation")`: per-domain loss on a *validation* split, rows disjoint from
+    the held-out rows `evaluate()` reads (which score the run), and ``simulate(...,
+    split="validation")`` scoring what-if branches on it. An agent that reads held-out losses to
+    decide (OP-Mix's candidates, DoReMi's excess loss) reads this split, so that choosing a
+    mixture never looks at the rows the choice is judged on. Toy: a third per-domain set drawn
+    after every other draw of the task (today's tasks are unchanged); HF: the validation chunks
+    after the ``eval_sequences`` that `evaluate()` reads."""
+    RESTART = "restart"
+    """`plan_restart(step)` and `restart_optimizer()`: the run becomes two runs back to back, as
+    OP-Mix's code trains its prefix and its final stage as two Trainer jobs
+    (michahu/on-policy-mix `pipeline/pretrain_opm.py:337-349, 787-801`): the learning-rate
+    schedule of steps ``[0, step)`` is annealed over those steps (its warm-up the run's share of
+    them), the schedule of ``[step, total_steps)`` starts at the peak with no warm-up and is
+    annealed over the rest, and `restart_optimizer` (called at `step`) drops the optimizer's
+    state (momentum; AdamW's moments and step counts). Both are cleared by `reset`."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +145,11 @@ class Backend(Protocol):
         ...
 
     def evaluate(self) -> dict[str, float]:
-        """Held-out loss per domain on fixed evaluation batches."""
+        """Held-out loss per domain on fixed evaluation batches (the rows that score the run).
+
+        A backend with `Signal.VALIDATION` also takes ``split="validation"`` (default
+        ``"eval"``, these rows): the loss on a disjoint validation split, for agents that decide
+        on held-out losses."""
         ...
 
     def domain_gradients(self) -> np.ndarray:
@@ -147,6 +167,18 @@ class Backend(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state produced by `state_dict`."""
         ...
+
+
+SPLITS = ("eval", "validation")
+"""`Backend.evaluate`'s splits: ``"eval"`` scores the run; ``"validation"`` (`Signal.VALIDATION`)
+is for the agents' decisions."""
+
+
+def check_split(split: str) -> str:
+    """`split` if it is one of `SPLITS`, else a `ValueError` naming it."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown held-out split {split!r}; choose one of {', '.join(SPLITS)}")
+    return split
 
 
 def require_signals(backend: Backend, needed: frozenset[Signal], user: str) -> None:

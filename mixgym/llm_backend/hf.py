@@ -82,6 +82,7 @@ from mixgym.llm_backend.base import (
     WeightStats,
     check_forced_fraction,
     check_options,
+    check_split,
     draw_domains,
     validate_mixture,
 )
@@ -92,6 +93,7 @@ from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulation, probe_seed, validate_request
+from mixgym.validation import integer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -376,6 +378,19 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass
+class RestartedSchedule:
+    """Two schedules back to back: `first` for steps before `at`, `second` (counted from `at`)
+    after (`HFBackend.plan_restart`)."""
+
+    first: WarmupCosine
+    second: WarmupCosine
+    at: int
+
+    def __call__(self, step: int) -> float:
+        return self.first(step) if step < self.at else self.second(step - self.at)
+
+
 class _DomainStream:
     """One domain's training chunks, walked in a fresh random order every epoch."""
 
@@ -466,7 +481,9 @@ class HFBackend:
         else:
             self._objective_weights = None
         self.signals = frozenset(
-            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF} | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
+            {Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF, Signal.RESTART}
+            | ({Signal.GRADIENTS} if config.gradient_mode != "off" else set())
+            | ({Signal.VALIDATION} if all(len(batch) for batch in self._valid_batches) else set())
         )
         self.whatif_cache = WhatIfCache()
         """Answers of `simulate`, kept across resets (keyed by a digest of the state)."""
@@ -504,7 +521,7 @@ class HFBackend:
         import torch
 
         cfg = self.config
-        self._streams, self._eval_batches, self._probe_batches, sizes = [], [], [], []
+        self._streams, self._eval_batches, self._valid_batches, self._probe_batches, sizes = [], [], [], [], []
         for domain in self.corpus.domains:
             chunks = {}
             for split, texts in (("train", domain.train), ("validation", domain.validation)):
@@ -519,6 +536,8 @@ class HFBackend:
             sizes.append(chunks["train"].numel())
             self._streams.append(_DomainStream(chunks["train"]))
             self._eval_batches.append(chunks["validation"][: cfg.eval_sequences].to(self._device))
+            # Signal.VALIDATION: the next chunks of the split, never those that score the run
+            self._valid_batches.append(chunks["validation"][cfg.eval_sequences : 2 * cfg.eval_sequences].to(self._device))
             spread = np.linspace(0, len(chunks["train"]) - 1, cfg.micro_batch_size).round().astype(np.int64)
             self._probe_batches.append(chunks["train"][spread].to(self._device))
         self._domain_sizes = np.array(sizes, dtype=np.float64)
@@ -568,8 +587,7 @@ class HFBackend:
             betas=cfg.betas,
             **adamw_options(self._device.type, cfg.fused_adamw),
         )
-        warmup = max(1, math.ceil(cfg.warmup_fraction * cfg.total_steps))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(warmup, cfg.total_steps, cfg.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._plain_schedule())
         seed_value = int(torch_seed.generate_state(1)[0]) + self.replicas.rank  # each process its own dropout
         self._rng_states = {"cpu": torch.Generator().manual_seed(seed_value).get_state()}
         if self._device.type == "cuda":
@@ -582,6 +600,7 @@ class HFBackend:
             self._gradients = DomainGradients(matrices, len(self.domains), sketch)
         self._previous_weights = [p.detach().clone() for p in matrices]
         self._step = 0
+        self._restart = None
 
     def twin(self) -> HFBackend:
         """A second run of the same model, corpus and settings (`Signal.TWIN`), sharing the
@@ -702,20 +721,68 @@ class HFBackend:
         """The learning rate of the last optimizer step taken."""
         return self.config.learning_rate * self.scheduler.lr_lambdas[0](max(self._step - 1, 0))
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean next-token loss per domain on its fixed validation chunks (each process
-        evaluates its share of the chunks; the sums are combined)."""
+    def evaluate(self, split: str = "eval") -> dict[str, float]:
+        """Mean next-token loss per domain on its fixed validation chunks: the first
+        ``eval_sequences`` (``split="eval"``, the rows that score the run) or the next
+        ``eval_sequences`` (``"validation"``, `Signal.VALIDATION`, for agents' decisions). Each
+        process evaluates its share of the chunks; the sums are combined."""
         import torch
 
+        batches = self._split_batches(split)
         self.model.eval()
         sums = torch.zeros(len(self.domains), dtype=torch.float64, device=self._device)
         with torch.no_grad(), autocast(torch, self._device.type, self._autocast_dtype):
-            for i, batch in enumerate(self._eval_batches):
+            for i, batch in enumerate(batches):
                 part = batch[self.replicas.rows(len(batch))]
                 if len(part):
                     sums[i] = self.model(input_ids=part, labels=part).loss.double() * len(part)
         self.replicas.sum_(sums)
-        return {name: float(total) / len(batch) for name, total, batch in zip(self.domains, sums.tolist(), self._eval_batches)}
+        return {name: float(total) / len(batch) for name, total, batch in zip(self.domains, sums.tolist(), batches)}
+
+    def _split_batches(self, split: str) -> list[Any]:
+        if check_split(split) == "eval":
+            return self._eval_batches
+        short = [d for d, batch in zip(self.domains, self._valid_batches) if not len(batch)]
+        if short:
+            raise ValueError(
+                f"no validation rows for domain(s) {short}: their validation split has no chunk beyond the "
+                f"eval_sequences={self.config.eval_sequences} that score the run; raise validation_fraction or "
+                "lower eval_sequences"
+            )
+        return self._valid_batches
+
+    def _plain_schedule(self) -> WarmupCosine:
+        cfg = self.config
+        return WarmupCosine(max(1, math.ceil(cfg.warmup_fraction * cfg.total_steps)), cfg.total_steps, cfg.min_lr_ratio)
+
+    def plan_restart(self, step: int) -> None:
+        """Make this run two runs that meet at `step` (`Signal.RESTART`, as OP-Mix's prefix and
+        final Trainer jobs: `pipeline/pretrain_opm.py:337-349` warm-up scaled to the prefix,
+        `:787-801` ``warmup_steps=0`` at the peak rate): the warm-up-cosine schedule over
+        ``[0, step)`` with the run's warm-up share of those steps, then over ``[step,
+        total_steps)`` from the peak with no warm-up. Call before the run reaches `step`;
+        `reset` clears it; `restart_optimizer` at `step`."""
+        integer("restart step", step, 1, self.total_steps - 1)
+        if self._step > step:
+            raise ValueError(f"cannot plan a restart at step {step}: the run is already at step {self._step}")
+        self._install_restart(int(step))
+
+    def _install_restart(self, step: int) -> None:
+        cfg = self.config
+        schedule = RestartedSchedule(
+            WarmupCosine(max(1, math.ceil(cfg.warmup_fraction * step)), step, cfg.min_lr_ratio),
+            WarmupCosine(0, cfg.total_steps - step, cfg.min_lr_ratio),
+            step,
+        )
+        self.scheduler.lr_lambdas[0] = schedule
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * schedule(self.scheduler.last_epoch)  # the next step's rate, as LambdaLR sets it
+        self._restart: int | None = step
+
+    def restart_optimizer(self) -> None:
+        """A fresh AdamW from now on (`Signal.RESTART`): its moments and step counts dropped, as
+        a new Trainer job starts with a new optimizer."""
+        self.optimizer.state.clear()
 
     def domain_gradients(self) -> np.ndarray:
         """(K, D) float64: per-domain gradients of the mean next-token loss w.r.t. the chosen
@@ -775,6 +842,7 @@ class HFBackend:
             "gradients": None if self._gradients is None else self._gradients.state(),
             "micro_batch_domains": self.micro_batch_domains.copy(),
             "seed": self._seed,
+            **({"restart": self._restart} if self._restart is not None else {}),
             **self.process_state(),
         }
 
@@ -808,6 +876,11 @@ class HFBackend:
             )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        if state.get("restart") is not None:  # the schedule's shape first, then its position
+            self._install_restart(int(state["restart"]))
+        elif self._restart is not None:
+            self.scheduler.lr_lambdas[0] = self._plain_schedule()
+            self._restart = None
         self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
         self._step = int(state["step"])
         self._rng_states = {k: v.clone() for k, v in state["torch_rng"].items()}
@@ -829,19 +902,22 @@ class HFBackend:
         method: str = "merge",
         lr_scale: float = 2.0,
         rank: int | None = None,
+        split: str = "eval",
+        per_sequence: bool = False,
     ) -> WhatIfResult:
         """Held-out losses of probe mixtures and candidates from the current state, by LoRA
         adapters trained on a copy of the model, or on the model itself with
         ``whatif_in_place`` (`mixgym.llm_backend.hf_lora`); the run is left bit-identical.
-        Needs peft (``pip install "mixgym[hf]"``)."""
+        Losses on `split`'s rows (`evaluate`); `per_sequence` mixes each probe micro-batch
+        sequence by sequence. Needs peft (``pip install "mixgym[hf]"``)."""
         from mixgym.llm_backend import hf_lora
 
-        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank, split, per_sequence)
         key = request.key(self._fingerprint(), self._state_digest())
         seed = probe_seed(self._seed, self._step)
         in_place = self.config.whatif_in_place
         return cached_simulation(
-            self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(), request, seed, in_place)
+            self.whatif_cache, key, lambda: hf_lora.simulate(self.model, self._probe_setting(split), request, seed, in_place)
         )
 
     def whatif_cost(
@@ -853,13 +929,13 @@ class HFBackend:
         request = validate_request(probes, steps, candidates, method, len(self.domains), rank=rank)
         return hf_lora.whatif_cost(self.model, self._probe_setting(), request)
 
-    def _probe_setting(self) -> Any:
+    def _probe_setting(self, split: str = "eval") -> Any:
         from mixgym.llm_backend.hf_lora import ProbeSetting
 
         cfg = self.config
         return ProbeSetting(
             train_chunks=[stream.chunks for stream in self._streams],
-            eval_batches=self._eval_batches,
+            eval_batches=self._split_batches(split),
             micro_batch_size=cfg.micro_batch_size,
             grad_accumulation=cfg.grad_accumulation,
             peak_learning_rate=cfg.learning_rate,

@@ -10,7 +10,9 @@ adapter trained alone for the request's steps with AdamW (fresh state, no weight
 ``TrainingArguments`` default, which OP-Mix's `train.py:183-210` keeps) at
 `whatif.probe_learning_rates` of ``lr_scale`` x the run's peak rate, the run's batch shape
 (``micro_batch_size`` x ``grad_accumulation`` micro-batches of one domain each, drawn from the
-branch's mixture) and gradient clipping, on data streams of its own. The whole request runs
+branch's mixture; with the request's ``per_sequence`` each sequence's domain is drawn from the
+mixture instead, as OP-Mix's probes read one weighted, shuffled dataset: `train.py:118-128`,
+`src/data.py:65-130`) and gradient clipping, on data streams of its own. The whole request runs
 under a forked torch generator seeded from `whatif.probe_seed` (LoRA's initialisation and
 dropout never draw from the run's generators), re-seeded before each branch, so every branch
 sees the same initialisation, dropout masks and uniform draws (common random numbers).
@@ -108,6 +110,16 @@ def lora_config(model: Any, rank: int) -> Any:
         fan_in_fan_out=any(isinstance(module, Conv1D) for _, module in targets),
         bias="none",
     )
+
+
+def _micro_batch(streams: list[Any], domains: Any, size: int) -> Any:
+    """`size` sequences from the stream of `domains` (one domain), or, an array of `size`
+    domains (``per_sequence``), sequence i from the stream of ``domains[i]``."""
+    import torch
+
+    if np.ndim(domains) == 0:
+        return streams[int(domains)].take(size)
+    return torch.cat([streams[int(d)].take(1) for d in domains])
 
 
 @dataclass(frozen=True)
@@ -292,13 +304,14 @@ def _train_adapter(
     streams = [_DomainStream(chunks) for chunks in setting.train_chunks]
     for stream, stream_seed in zip(streams, stream_seeds):
         stream.reset(stream_seed)
-    plan = domains_of(mixture, np.random.default_rng(plan_seed).random((request.steps, setting.grad_accumulation)))
+    shape = (request.steps, setting.grad_accumulation) + ((setting.micro_batch_size,) if request.per_sequence else ())
+    plan = domains_of(mixture, np.random.default_rng(plan_seed).random(shape))
     model.train()
     for rate, step_domains in zip(rates, plan):
         for group in optimizer.param_groups:
             group["lr"] = float(rate)
         for domain in step_domains:
-            batch = streams[int(domain)].take(setting.micro_batch_size).to(setting.device)
+            batch = _micro_batch(streams, domain, setting.micro_batch_size).to(setting.device)
             loss = model(input_ids=batch, labels=batch).loss
             (loss / setting.grad_accumulation).backward()
         torch.nn.utils.clip_grad_norm_(params, setting.grad_clip)

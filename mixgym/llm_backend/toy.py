@@ -54,6 +54,7 @@ from mixgym.llm_backend.base import (
     WeightStats,
     check_forced_fraction,
     check_options,
+    check_split,
     validate_mixture,
 )
 from mixgym.llm_backend.objectives import make_objective
@@ -272,7 +273,7 @@ class ToyConfig:
         k = len(self.domains)
         width = self.input_dim + k + 1
         h = self.hidden_dim
-        examples = sum(d.size for d in self.domains) + k * (self.eval_size + self.probe_size)
+        examples = sum(d.size for d in self.domains) + k * (2 * self.eval_size + self.probe_size)
         params = width * h + h * h + h
         largest = max(max(d.size for d in self.domains), 4096, self.eval_size, self.probe_size)
         teacher = 24 * largest * (self.input_dim + self.teacher_units)
@@ -303,6 +304,8 @@ class _Task:
     eval_y: np.ndarray  # (K, E)
     probe_x: np.ndarray  # (K, P, d)
     probe_y: np.ndarray  # (K, P)
+    valid_x: np.ndarray  # (K, E, d): the validation split (`Signal.VALIDATION`), disjoint from eval_x
+    valid_y: np.ndarray  # (K, E)
     input_dim: int = 0  # the student's input: d features, the K-dim domain tag, a constant 1
     checksum: str = ""  # of every array: a task rebuilt from its seed must be this one, bit for bit
 
@@ -311,6 +314,9 @@ class _Task:
         for value in (self.train, self.offsets, self.sizes, self.eval_x, self.eval_y, self.probe_x, self.probe_y):
             digest.update(np.ascontiguousarray(value).view(np.uint8).ravel())
             value.flags.writeable = False  # shared by every backend (and copy) of the task
+        # The validation split is drawn after every array above from the same generator and kept
+        # out of the checksum, so that states saved before it existed still load.
+        self.valid_x.flags.writeable = self.valid_y.flags.writeable = False
         self.checksum = digest.hexdigest()
 
 
@@ -375,6 +381,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
     train = [draw(k, s.size) for k, s in enumerate(domains)]
     evals = [draw(k, cfg.eval_size) for k in range(len(domains))]
     probes = [draw(k, cfg.probe_size) for k in range(len(domains))]
+    valids = [draw(k, cfg.eval_size) for k in range(len(domains))]  # last: every earlier draw unchanged
     sizes = np.array([s.size for s in domains], dtype=np.int64)
     f32 = np.float32
     return _Task(
@@ -388,6 +395,8 @@ def _make_task(cfg: ToyConfig) -> _Task:
         eval_y=np.stack([y for _, y in evals]).astype(f32),
         probe_x=np.stack([x for x, _ in probes]).astype(f32),
         probe_y=np.stack([y for _, y in probes]).astype(f32),
+        valid_x=np.stack([x for x, _ in valids]).astype(f32),
+        valid_y=np.stack([y for _, y in valids]).astype(f32),
         input_dim=d + k_total + 1,
     )
 
@@ -430,7 +439,9 @@ class ToyBackend:
     True
     """
 
-    signals = frozenset({Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF})
+    signals = frozenset(
+        {Signal.GRADIENTS, Signal.WEIGHT_NORMS, Signal.TOKENS, Signal.TWIN, Signal.WHATIF, Signal.VALIDATION, Signal.RESTART}
+    )
 
     def __init__(self, config: ToyConfig | None = None, **overrides: Any) -> None:
         config = config or ToyConfig()
@@ -461,6 +472,11 @@ class ToyBackend:
     def _theta(self) -> np.ndarray:
         """The flat parameter vector (a view of the run's row: writing it changes the run)."""
         return self._runs.theta[self._row]
+
+    @property
+    def _velocity(self) -> np.ndarray:
+        """The SGD momentum vector (a view of the run's row)."""
+        return self._runs.velocity[self._row]
 
     @property
     def _params(self) -> list[np.ndarray]:
@@ -497,8 +513,23 @@ class ToyBackend:
         self._runs.reset(self._row, seed)
 
     def learning_rate(self, step: int) -> float:
-        """Cosine decay from `learning_rate` to 10% of it over the budget."""
-        return self._runs.learning_rate(step)
+        """Cosine decay from `learning_rate` to 10% of it over the budget; after `plan_restart`,
+        over each of the two runs' steps."""
+        return self._runs.learning_rate(step, self._row)
+
+    def plan_restart(self, step: int) -> None:
+        """Make this run two runs that meet at `step` (`Signal.RESTART`): the cosine schedule
+        annealed over ``[0, step)``, then from the peak again over ``[step, total_steps)``. Call
+        it before the run reaches `step` (``reset`` clears it), and `restart_optimizer` at
+        `step`. The toy has no warm-up, so neither run has one."""
+        integer("restart step", step, 1, self.total_steps - 1)
+        if self.step > step:
+            raise ValueError(f"cannot plan a restart at step {step}: the run is already at step {self.step}")
+        self._runs.restarts[self._row] = int(step)
+
+    def restart_optimizer(self) -> None:
+        """A fresh optimizer from now on: SGD's momentum set to zero (`Signal.RESTART`)."""
+        self._runs.velocity[self._row] = 0.0
 
     def train(self, mixture: np.ndarray, n_steps: int) -> TrainStats:
         """SGD steps on batches whose examples' domains are drawn i.i.d. from `mixture`
@@ -510,14 +541,18 @@ class ToyBackend:
         """
         return train_together([self], [mixture], n_steps)[0]
 
-    def evaluate(self) -> dict[str, float]:
-        """Mean squared error per domain on the task's fixed held-out sets."""
-        return dict(zip(self.domains, self._runs.held_out_loss(self._row).tolist()))
+    def evaluate(self, split: str = "eval") -> dict[str, float]:
+        """Mean squared error per domain on the task's fixed held-out sets (``split="eval"``,
+        the rows that score the run) or on its validation sets (``"validation"``,
+        `Signal.VALIDATION`: as many examples, drawn after every other set of the task)."""
+        return dict(zip(self.domains, self._held_out_loss(split=check_split(split)).tolist()))
 
-    def _held_out_loss(self, theta: np.ndarray | None = None) -> np.ndarray:
-        """(K,) mean squared error per domain on the held-out sets, at the run's parameters or
-        at flat `theta`."""
-        return self._runs.held_out_loss(self._row) if theta is None else self._runs.loss_of(theta[None])[0]
+    def _held_out_loss(self, theta: np.ndarray | None = None, split: str = "eval") -> np.ndarray:
+        """(K,) mean squared error per domain on the held-out (or validation) sets, at the
+        run's parameters or at flat `theta`."""
+        if theta is None:
+            return self._runs.held_out_loss(self._row, split)
+        return self._runs.loss_of(theta[None], split)[0]
 
     def _forward(self, x: np.ndarray, theta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Hidden activations and predictions for inputs of shape (..., input_dim), at the run's
@@ -526,9 +561,11 @@ class ToyBackend:
         lead = x.shape[:-1]
         return h1[0].reshape(*lead, -1), h2[0].reshape(*lead, -1), pred[0].reshape(lead)
 
-    def objective(self) -> float:
-        """The task's objective: target-weighted mean held-out loss (lower is better)."""
-        return float(self._objective_weights @ np.array(list(self.evaluate().values())))
+    def objective(self, split: str = "eval") -> float:
+        """The task's objective: target-weighted mean held-out loss (lower is better), on the
+        rows that score the run or (``split="validation"``) on the validation split, which a
+        search that chooses by the objective should read."""
+        return float(self._objective_weights @ np.array(list(self.evaluate(split).values())))
 
     def domain_gradients(self) -> np.ndarray:
         """Gradient of each domain's probe-set loss w.r.t. the three weight matrices, (K, D):
@@ -563,6 +600,8 @@ class ToyBackend:
         self.load_state_dict(state["state"])
 
     def state_dict(self) -> dict[str, Any]:
+        """Configuration fingerprint, data checksum and the run's row (`ToyRuns.state_dict`: a
+        ``"restart"`` key only when one is planned, so a run without one saves what it always did)."""
         return {"fingerprint": self.config.fingerprint(), "data_checksum": self._task.checksum, **self._runs.state_dict(self._row)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -588,6 +627,8 @@ class ToyBackend:
         method: str = "merge",
         lr_scale: float = 2.0,
         rank: int | None = None,
+        split: str = "eval",
+        per_sequence: bool = False,
     ) -> WhatIfResult:
         """Held-out losses of probe mixtures and candidates from the current state
         (`mixgym.llm_backend.whatif`); the run is left bit-identical.
@@ -602,8 +643,10 @@ class ToyBackend:
         are the current parameters plus the weighted probe deltas, each matrix's delta
         truncated to its top `rank` singular directions when `rank` is given (a stand-in for
         a LoRA adapter of that rank; probe losses are then those of the truncated deltas).
+        Losses are on `split`'s rows; every example's domain is drawn from its branch's mixture
+        whatever `per_sequence` says (a toy batch is mixed per example).
         """
-        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank)
+        request = validate_request(probes, steps, candidates, method, len(self.domains), lr_scale, rank, split, per_sequence)
         digest = hashlib.sha256(self._theta.tobytes() + f"|{self.step}|{self._seed}".encode()).hexdigest()
         key = request.key(self.config.fingerprint(), digest)
         return cached_simulation(self.whatif_cache, key, lambda: self._simulate(request))
@@ -647,11 +690,11 @@ class ToyBackend:
         else:
             candidates = list(theta0 + self._branches(theta0, mixtures, request))
         steps = request.steps * (len(deltas) + (len(candidates) if request.method == "exact" else 0))
-        k = len(self.domains)
+        k, split = len(self.domains), request.split
         return WhatIfResult(
-            base_loss=self._held_out_loss(theta0),
-            probe_loss=self._runs.loss_of(theta0 + np.array(deltas).reshape(len(deltas), -1)).reshape(len(deltas), k),
-            candidate_loss=self._runs.loss_of(np.array(candidates).reshape(len(candidates), -1)).reshape(len(candidates), k),
+            base_loss=self._held_out_loss(theta0, split),
+            probe_loss=self._runs.loss_of(theta0 + np.array(deltas).reshape(len(deltas), -1), split).reshape(len(deltas), k),
+            candidate_loss=self._runs.loss_of(np.array(candidates).reshape(len(candidates), -1), split).reshape(len(candidates), k),
             candidate_mixtures=mixtures,
             probe_steps=steps,
             evaluations=1 + len(deltas) + len(candidates),
@@ -698,7 +741,7 @@ def train_together(backends: list[ToyBackend], mixtures: list[np.ndarray], n_ste
                 train_loss=np.where(samples > 0, loss_sum / np.maximum(samples, 1), np.nan),
                 tokens=int(samples.sum()) * backend.config.input_dim,
                 wall_time=wall_time,
-                learning_rate=runs.learning_rate(backend.step - 1),
+                learning_rate=backend.learning_rate(backend.step - 1),
                 token_ids=out["tokens"][i].astype(np.int64).reshape(n_steps, -1),
                 step_weight_norms=out["step_norms"][i] if step_norms else None,
             )

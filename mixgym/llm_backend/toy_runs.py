@@ -61,6 +61,8 @@ class ToyRuns:
         self.previous_theta = np.zeros_like(self.theta)
         self.steps = np.zeros(0, dtype=np.int64)
         self.seeds = np.zeros(0, dtype=np.int64)
+        self.restarts = np.zeros(0, dtype=np.int64)
+        """Per run, the step of a planned restart (`ToyBackend.plan_restart`), -1 for none."""
         self.rngs: list[np.random.Generator] = []
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         self.add(num_runs)
@@ -78,6 +80,7 @@ class ToyRuns:
         self.previous_theta = np.concatenate([self.previous_theta, grow])
         self.steps = np.concatenate([self.steps, np.zeros(count, dtype=np.int64)])
         self.seeds = np.concatenate([self.seeds, np.zeros(count, dtype=np.int64)])
+        self.restarts = np.concatenate([self.restarts, np.full(count, -1, dtype=np.int64)])
         self.rngs += [np.random.default_rng(0) for _ in range(count)]
         rows = range(first, first + count)
         for row in rows:
@@ -100,6 +103,7 @@ class ToyRuns:
         self.velocity[row] = 0.0
         self.previous_theta[row] = theta
         self.steps[row] = 0
+        self.restarts[row] = -1
         self.forget(row)
 
     def forget(self, row: int) -> None:
@@ -108,7 +112,7 @@ class ToyRuns:
         self._cache.pop(("grad", row), None)
 
     def state_dict(self, row: int) -> dict[str, Any]:
-        return {
+        state = {
             "step": int(self.steps[row]),
             "theta": self.theta[row].copy(),
             "velocity": self.velocity[row].copy(),
@@ -116,6 +120,9 @@ class ToyRuns:
             "rng": copy.deepcopy(self.rngs[row].bit_generator.state),
             "seed": int(self.seeds[row]),
         }
+        if self.restarts[row] >= 0:
+            state["restart"] = int(self.restarts[row])
+        return state
 
     def load_state_dict(self, row: int, state: dict[str, Any]) -> None:
         self.steps[row] = int(state["step"])
@@ -124,11 +131,19 @@ class ToyRuns:
         self.previous_theta[row] = state["previous_theta"]
         self.rngs[row].bit_generator.state = copy.deepcopy(state["rng"])
         self.seeds[row] = int(state.get("seed", 0))
+        self.restarts[row] = -1 if state.get("restart") is None else int(state["restart"])
         self.forget(row)
 
-    def learning_rate(self, step: int) -> float:
-        """Cosine decay from `learning_rate` to 10% of it over the budget."""
-        progress = min(step / self.config.total_steps, 1.0)
+    def learning_rate(self, step: int, row: int) -> float:
+        """Run `row`'s rate at `step`: cosine decay from `learning_rate` to 10% of it over the
+        budget, or over each of the two runs of a planned restart."""
+        total, restart = self.config.total_steps, int(self.restarts[row])
+        if restart < 0:
+            progress = min(step / total, 1.0)
+        elif step < restart:
+            progress = min(step / restart, 1.0)
+        else:
+            progress = min((step - restart) / max(1, total - restart), 1.0)
         return self.config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
     # ------------------------------------------------------------------ training
@@ -161,7 +176,7 @@ class ToyRuns:
         theta, velocity = self.theta[rows], self.velocity[rows]
         self.previous_theta[rows] = theta
         learning_rates = np.array(
-            [[self.learning_rate(int(self.steps[r]) + t) for r in rows] for t in range(n_steps)], dtype=np.float32
+            [[self.learning_rate(int(self.steps[r]) + t, r) for r in rows] for t in range(n_steps)], dtype=np.float32
         )[..., None]
         norms = np.empty((len(rows), n_steps + 1, 3)) if step_norms else None
         if norms is not None:
@@ -246,19 +261,22 @@ class ToyRuns:
         size = max(1, (1 << 16) // max(1, examples * self.config.hidden_dim))
         return [theta[i : i + size] for i in range(0, len(theta), size)]
 
-    def loss_of(self, theta: np.ndarray) -> np.ndarray:
-        """(n, K) mean squared error per domain on the held-out sets of flat parameters (n, P)."""
+    def loss_of(self, theta: np.ndarray, split: str = "eval") -> np.ndarray:
+        """(n, K) mean squared error per domain on the held-out sets (or, ``split="validation"``,
+        the validation sets) of flat parameters (n, P)."""
         task = self.task
+        x, y = (task.eval_x, task.eval_y) if split == "eval" else (task.valid_x, task.valid_y)
         parts = []
-        for chunk in self._chunks(theta, task.eval_y.size):
-            _, _, pred = self.forward(task.eval_x, chunk)
-            parts.append(((pred.reshape(len(chunk), *task.eval_y.shape) - task.eval_y) ** 2).mean(axis=-1, dtype=np.float64))
+        for chunk in self._chunks(theta, y.size):
+            _, _, pred = self.forward(x, chunk)
+            parts.append(((pred.reshape(len(chunk), *y.shape) - y) ** 2).mean(axis=-1, dtype=np.float64))
         return np.concatenate(parts)
 
-    def held_out_loss(self, row: int) -> np.ndarray:
-        """(K,) held-out loss of run `row` (from the cache `prefetch` filled, else computed)."""
-        cached = self._cache.get(("eval", row))
-        return cached if cached is not None else self.loss_of(self.theta[row : row + 1])[0]
+    def held_out_loss(self, row: int, split: str = "eval") -> np.ndarray:
+        """(K,) held-out loss of run `row` on `split` (the held-out sets from the cache
+        `prefetch` filled, else computed)."""
+        cached = self._cache.get(("eval", row)) if split == "eval" else None
+        return cached if cached is not None else self.loss_of(self.theta[row : row + 1], split)[0]
 
     def domain_gradients(self, row: int) -> np.ndarray:
         """(K, D) float64 probe-set gradient of each domain for run `row` (cached or computed)."""

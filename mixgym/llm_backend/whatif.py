@@ -19,6 +19,13 @@ else: ::
   to the merged probes of `:229-260`). ``method="exact"``: candidate c is trained itself, as a
   branch like a probe, on the data mixture ``w_c @ probes``. Comparing the two measures how
   faithful the interpolation is.
+- ``split``: which held-out rows score the branches: ``"eval"`` (default), the rows that score
+  the run, or ``"validation"`` (`Signal.VALIDATION`), disjoint rows for an agent that chooses
+  among the candidates, so that it never selects on the rows it is judged on.
+- ``per_sequence``: draw each *sequence* of a probe's micro-batches from its mixture (OP-Mix's
+  probes mix at the sequence level: one Trainer on one weighted, shuffled dataset, `train.py:
+  118-128`, `src/data.py:65-130`) rather than each micro-batch from one domain (the main run's micro-batches). The HF
+  backend honours it; the toy draws every example's domain from the mixture either way.
 - ``rank``: the rank of the deltas. The toy trains full-parameter probes and truncates each
   matrix's delta to rank r by SVD for "merge" (None: no truncation), a stand-in for LoRA; the HF
   backend trains LoRA adapters of rank r (None: 16) with alpha 2r.
@@ -53,6 +60,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mixgym.llm_backend.base import check_split
 from mixgym.validation import integer, number
 
 WHATIF_METHODS = ("merge", "exact")
@@ -101,6 +109,8 @@ class WhatIfBackend(Protocol):
         method: str = "merge",
         lr_scale: float = 2.0,
         rank: int | None = None,
+        split: str = "eval",
+        per_sequence: bool = False,
     ) -> WhatIfResult:
         """Held-out losses of probe mixtures and of candidates, the run left bit-identical."""
         ...
@@ -122,11 +132,17 @@ class WhatIfRequest:
     method: str
     lr_scale: float
     rank: int | None
+    split: str = "eval"
+    per_sequence: bool = False
 
     def key(self, backend_fingerprint: str, state_digest: str) -> str:
-        """The cache key: a hash of the backend, its current state and this request."""
+        """The cache key: a hash of the backend, its current state and this request (`split` and
+        `per_sequence` enter only when not the default, so earlier keys stay valid)."""
         digest = hashlib.sha256()
-        for part in (backend_fingerprint, state_digest, self.method, repr(self.steps), repr(self.lr_scale), repr(self.rank)):
+        parts = [backend_fingerprint, state_digest, self.method, repr(self.steps), repr(self.lr_scale), repr(self.rank)]
+        parts += [f"split={self.split}"] if self.split != "eval" else []
+        parts += ["per_sequence"] if self.per_sequence else []
+        for part in parts:
             digest.update(part.encode() + b"|")
         for array in (self.probes, self.candidates):
             digest.update(repr(array.shape).encode() + np.ascontiguousarray(array, dtype=np.float64).tobytes())
@@ -162,6 +178,8 @@ def validate_request(
     num_domains: int,
     lr_scale: float = 2.0,
     rank: int | None = None,
+    split: str = "eval",
+    per_sequence: bool = False,
 ) -> WhatIfRequest:
     """Check a what-if request; a `TypeError`/`ValueError` naming the bad value otherwise."""
     probe_array = _simplex_rows(probes, num_domains, "probes", "probe", f"one weight per domain, K={num_domains}")
@@ -175,7 +193,12 @@ def validate_request(
     number("lr_scale", lr_scale, above=0.0)
     if rank is not None:
         integer("rank", rank, 1)
-    return WhatIfRequest(probe_array, int(steps), candidate_array, method, float(lr_scale), None if rank is None else int(rank))
+    check_split(split)
+    if not isinstance(per_sequence, (bool, np.bool_)):
+        raise TypeError(f"per_sequence must be True or False, got {per_sequence!r}")
+    return WhatIfRequest(
+        probe_array, int(steps), candidate_array, method, float(lr_scale), None if rank is None else int(rank), split, bool(per_sequence)
+    )
 
 
 def training_flops(params: float, trainable: float, tokens: float) -> float:
