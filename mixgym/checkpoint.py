@@ -82,20 +82,18 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def encode(payload: Any) -> bytes:
-    """Header, checksum, this installation's signature and the pickled payload."""
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+def seal(body: bytes) -> bytes:
+    """`body` behind the header: its SHA-256 and this installation's signature (`unseal` checks both)."""
     return _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + sign(body).encode() + b"\n" + body
 
 
-def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> Any:
-    """The payload of `encode`'s bytes.
+def unseal(data: bytes, source: str = "checkpoint", trusted: bool = False, kind: str = "mixgym checkpoint") -> bytes:
+    """The body of `seal`'s bytes, after both checks.
 
     Raises:
         CorruptCheckpoint: the bytes were cut or altered (checksum mismatch, bad header).
         UntrustedCheckpoint: they are intact but not signed by this installation (another
-            machine's key, an older mixgym, a crafted file) and `trusted` is False. Nothing
-            is unpickled before both checks pass.
+            machine's key, an older mixgym, a crafted file) and `trusted` is False.
     """
     if data.startswith(_MAGIC):
         digest, _, rest = data[len(_MAGIC) :].partition(b"\n")
@@ -104,7 +102,7 @@ def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> An
         digest, _, body = data[len(_UNSIGNED_MAGIC) :].partition(b"\n")
         signature = b""
     else:
-        raise CorruptCheckpoint(f"{source} is not a mixgym checkpoint (bad header)")
+        raise CorruptCheckpoint(f"{source} is not a {kind} (bad header)")
     if hashlib.sha256(body).hexdigest().encode() != digest:
         raise CorruptCheckpoint(f"{source} is truncated or corrupt (checksum mismatch)")
     if not trusted and not verify(signature, body):
@@ -113,7 +111,17 @@ def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> An
             "copied from elsewhere, or crafted). Loading a checkpoint unpickles it, which can run code: "
             "if you trust the file, pass --trust-checkpoint (trust_checkpoint=True); otherwise delete it"
         )
-    return pickle.loads(body)
+    return body
+
+
+def encode(payload: Any) -> bytes:
+    """Header, checksum, this installation's signature and the pickled payload."""
+    return seal(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> Any:
+    """The payload of `encode`'s bytes (`unseal`'s checks pass before anything is unpickled)."""
+    return pickle.loads(unseal(data, source, trusted))
 
 
 class CheckpointStore:

@@ -196,8 +196,8 @@ def train(args: argparse.Namespace) -> int:
     save = output_file(args.save or f"{args.agent}.zip", "--save policy file")
     if args.checkpoint_dir:
         output_folder(args.checkpoint_dir, "--checkpoint-dir folder")
-    elif args.resume or args.restart or args.trust_checkpoint:
-        raise ValueError("--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir")
+    elif args.resume or args.restart or args.trust_checkpoint or args.strict_whatif_cache:
+        raise ValueError("--resume, --restart, --trust-checkpoint and --strict-whatif-cache apply to a --checkpoint-dir")
     elif args.mode == "online":
         output_folder(args.results or f"{args.agent}-online", "--results folder")
     _set_threads(args.threads)
@@ -250,7 +250,12 @@ def _train_checkpointed(args: argparse.Namespace, options: dict[str, Any], save:
     )
     try:
         result = run_experiment(
-            config, args.checkpoint_dir, resume=args.resume, restart=args.restart, trust_checkpoint=args.trust_checkpoint
+            config,
+            args.checkpoint_dir,
+            resume=args.resume,
+            restart=args.restart,
+            trust_checkpoint=args.trust_checkpoint,
+            strict_whatif_cache=args.strict_whatif_cache,
         )
     except FloatingPointError as error:
         console.print(f"stopped: {error}; the checkpoints in {args.checkpoint_dir} before it are intact")
@@ -475,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-checkpoint",
         action="store_true",
         help="resume from a checkpoint this installation did not write (unpickling it can run code: only files you trust)",
+    )
+    p.add_argument(
+        "--strict-whatif-cache",
+        action="store_true",
+        help="stop on a corrupt or unsigned file in CHECKPOINT_DIR/whatif/ instead of recomputing it with a warning",
     )
     p.set_defaults(func=train)
 

@@ -8,8 +8,10 @@ training). Its folder holds:
 - ``decisions.csv``: one row per decision, appended as it happens (`Results.load` reads the
   folder), so the history lives on disk, not in memory;
 - ``whatif/``: the answers of the backend's what-if simulations (`MixingEnv.what_if`, OP-Mix's
-  probes), one ``.npz`` each, so that a run resumed from a checkpoint taken before a what-if
-  call reads its answer instead of training the probes again;
+  probes), one sealed ``.whatif`` file each (`mixgym.llm_backend.whatif`), so that a run
+  resumed from a checkpoint taken before a what-if call reads its answer instead of training
+  the probes again (a corrupt or foreign file is recomputed with a warning, or refused with
+  ``strict_whatif_cache``);
 - ``checkpoints/``: the last `keep` checkpoints (`mixgym.checkpoint.CheckpointStore`), each
   with the agent (SB3 model with optimisers and replay buffer, warm-up progress, bandit
   weights), the environment (backend model, optimiser, scheduler, data positions and RNGs;
@@ -330,6 +332,7 @@ def run_experiment(
     resume: bool = False,
     restart: bool = False,
     trust_checkpoint: bool = False,
+    strict_whatif_cache: bool = False,
 ) -> ExperimentResult:
     """Run the experiment in `directory` (see the module docstring).
 
@@ -342,6 +345,8 @@ def run_experiment(
         restart: discard the folder's checkpoints and table and start from decision 0.
         trust_checkpoint: load checkpoints this installation did not sign (`mixgym.trust`):
             unpickling them can run code, so only for files you trust.
+        strict_whatif_cache: a corrupt or unsigned file in ``whatif/`` raises
+            `mixgym.llm_backend.whatif.WhatIfCacheError` instead of being recomputed.
     """
     directory = Path(directory)
     if resume and restart:
@@ -365,16 +370,23 @@ def run_experiment(
         else:
             log.start()
         try:
-            return _run(config, directory, store, log, latest[0] if latest is not None else None)
+            return _run(config, directory, store, log, latest[0] if latest is not None else None, strict_whatif_cache)
         finally:
             log.close()
 
 
-def _run(config: ExperimentConfig, directory: Path, store: CheckpointStore, log: _DecisionLog, payload: dict[str, Any] | None) -> ExperimentResult:
+def _run(
+    config: ExperimentConfig,
+    directory: Path,
+    store: CheckpointStore,
+    log: _DecisionLog,
+    payload: dict[str, Any] | None,
+    strict_whatif_cache: bool = False,
+) -> ExperimentResult:
     env = env_for(config.agent, config.env)
     cache = getattr(env.backend, "whatif_cache", None)
     if cache is not None:  # what-if answers survive a crash between checkpoints
-        cache.directory = directory / WHATIF_DIR
+        cache.directory, cache.strict = directory / WHATIF_DIR, strict_whatif_cache
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
     facts = {"experiment": _config_json(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}

@@ -259,7 +259,7 @@ def refuse_work(*args, **kwargs):
         (["train", "odm", "--save", "/proc/mixgym-test/policy.zip"], "cannot create the folder of the --save policy file '/proc/mixgym-test'"),
         (["eval", "--agent", "odm", "--results", "{file}"], "the --results folder '.*' exists and is not a folder"),
         (["demo", "--out", "{file}"], "the --out folder '.*' exists and is not a folder"),
-        (["train", "odm", "--resume"], "--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir"),
+        (["train", "odm", "--resume"], "--resume, --restart, --trust-checkpoint and --strict-whatif-cache apply to a --checkpoint-dir"),
     ],
 )
 def test_output_paths_are_checked_before_any_work(argv: list[str], match: str, tmp_path, monkeypatch, capsys) -> None:

@@ -7,7 +7,8 @@ folder under its final name is therefore a finished cell, never half of one; it 
 again, so a rerun of the same command does only what is missing, and a cell that was stopped
 or killed resumes from its checkpoints.
 
-Processes. Each cell runs in a process of its own, `workers` at a time, one torch thread each.
+Processes. Each cell runs in a process of its own, `workers` at a time, one thread each
+(`mixgym.resources.pin_worker_threads`, as on Ray).
 A cell that raises is reported "failed" with its traceback in ``error.txt``; the others go on.
 A process that dies without a word -- the out-of-memory killer, a SIGKILL -- is seen by its exit
 status: its cell is started once more (resuming its checkpoints) and, if that process dies too,
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mixgym.bench.config import Cell
 from mixgym.checkpoint import StopRequest, atomic_write_bytes, fsync_directory
+from mixgym.resources import pin_worker_threads
 
 CellRunner = Callable[[Cell, Path], dict]
 ATTEMPTS = 2
@@ -103,9 +105,7 @@ def _cell_process(cell: Cell, out: Path, runner: CellRunner) -> None:
     """A worker process: one torch thread, signals turned into a clean stop, the outcome as exit status."""
     with StopRequest():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked by the parent around the fork
-        import torch
-
-        torch.set_num_threads(1)  # cells run side by side: more threads per cell oversubscribe the cores
+        pin_worker_threads()  # as every engine's workers: the numbers must not depend on where a cell ran
         outcome = run_one_cell(cell, out, runner)
     raise SystemExit({"done": 0, "failed": _FAILED, "stopped": _STOPPED}[outcome.status])
 
