@@ -99,7 +99,7 @@ def local_ray(monkeypatch: pytest.MonkeyPatch):
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=scratch)
     try:
-        yield ray
+        yield scratch
     finally:
         ray.shutdown()
         for number, handler in handlers.items():  # ray.init installs its own and leaves them
@@ -129,55 +129,78 @@ def _report_threads(cell, directory: Path) -> dict:
     return {"final_objective": 0.0, "threads": worker_threads()}
 
 
-def test_the_ray_engine_gives_the_process_engines_numbers_to_the_last_bit_and_survives_a_killed_worker(
+def _kills_the_raylet(cell, directory: Path, victim: str = "", scratch: str = ""):
+    """`run_cell`, except that cell `victim` SIGKILLs the raylet (Ray's node manager) of the
+    local Ray whose folder is `scratch` (no other Ray on the machine)."""
+    if cell.label == victim:
+        import psutil
+
+        for process in psutil.process_iter(["name", "cmdline"]):
+            if "raylet" in (process.info["name"] or "") and scratch in " ".join(process.info["cmdline"] or []):
+                process.kill()
+    return run_cell(cell, directory)
+
+
+def test_the_ray_engine_survives_killed_workers_and_gives_the_process_engines_numbers_to_the_last_bit(
     whole: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mixgym.bench.execute import cell_dir
     from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
+    from mixgym.resources import WORKER_THREADS, _openblas
 
     cells = parse_config(GRID).cells()
-    victim = cells[1].label
-    runner = functools.partial(_dies_once, victim=victim, marker=str(tmp_path / "killed"))
-    with local_ray(monkeypatch):
-        outcomes = run_cells_on_ray(cells, tmp_path / "ray", runner, RayOptions(cpus_per_cell=1), progress=False)
-    assert (tmp_path / "killed").exists(), [(o.cell.label, o.status, o.error) for o in outcomes]  # the victim's first worker died
+    once = functools.partial(_dies_once, victim=cells[1].label, marker=str(tmp_path / "killed"))
+    always = functools.partial(_dies_once, victim=cells[0].label)  # every task of this cell dies
+    for name in WORKER_THREADS:  # a user's shell that sets none of them ...
+        monkeypatch.delenv(name, raising=False)
+    blas = _openblas()
+    if blas is not None:
+        blas[0](2)  # ... and a driver whose BLAS runs two threads
+    try:
+        run_cells(cells[:2], tmp_path / "process-threads", _report_threads, workers=1, progress=False)
+        with local_ray(monkeypatch):
+            outcomes = run_cells_on_ray(cells, tmp_path / "ray", once, RayOptions(cpus_per_cell=1), progress=False)
+            doomed = run_cells_on_ray(cells[:3], tmp_path / "doomed", always, RayOptions(attempts=2), progress=False)
+            run_cells_on_ray(cells[:2], tmp_path / "ray-threads", _report_threads, RayOptions(), progress=False)
+    finally:
+        if blas is not None:
+            blas[0](1)
+    # a killed worker costs one retry of its cell; the grid completes with the process engine's numbers, bit for bit
+    assert (tmp_path / "killed").exists()
     assert sorted(o.status for o in outcomes) == ["done"] * 6, [(o.cell.label, o.status, o.error) for o in outcomes]
-    assert _final_objectives(tmp_path / "ray") == _final_objectives(whole)  # bit for bit
+    assert _final_objectives(tmp_path / "ray") == _final_objectives(whole)
+    # a cell whose every worker dies fails alone, after its attempts, with their causes
+    by_label = {o.cell.label: o for o in doomed}
+    assert [by_label[c.label].status for c in cells[:3]] == ["failed", "done", "done"]
+    assert "lost (2 attempts; last: WorkerCrashedError" in by_label[cells[0].label].error
+    assert "attempt 2: WorkerCrashedError" in (by_label[cells[0].label].directory / "error.txt").read_text()
+    # both engines' workers run with the same thread settings, whatever the driver's
+    seen = [
+        json.loads((cell_dir(tmp_path / folder, c) / "summary.json").read_text())["threads"]
+        for folder in ("process-threads", "ray-threads")
+        for c in cells[:2]
+    ]
+    assert all(threads == seen[0] for threads in seen), seen
+    assert seen[0]["torch"] == 1 and seen[0]["blas"] in (1, None) and seen[0]["OPENBLAS_NUM_THREADS"] == "1"
     with pytest.raises(ValueError, match="cpus_per_cell must be > 0"):
         RayOptions(cpus_per_cell=0)
     with pytest.raises(ValueError, match="attempts must be an integer >= 1, got 0"):
         RayOptions(attempts=0)
 
 
-def test_a_cell_whose_workers_keep_dying_fails_alone_with_its_causes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_raylet_stops_the_grid_without_failing_a_cell_and_a_rerun_completes_it(
+    whole: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
 
-    cells = parse_config(GRID).cells()[:3]
-    runner = functools.partial(_dies_once, victim=cells[0].label)  # dies every time
-    with local_ray(monkeypatch):
-        outcomes = {o.cell.label: o for o in run_cells_on_ray(cells, tmp_path / "ray", runner, RayOptions(attempts=2), progress=False)}
-    assert [outcomes[c.label].status for c in cells] == ["failed", "done", "done"]
-    assert "lost (2 attempts" in outcomes[cells[0].label].error
-    assert "attempt 2: " in (outcomes[cells[0].label].directory / "error.txt").read_text()
-
-
-def test_every_engine_pins_the_same_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mixgym.bench.ray_engine import RayOptions, run_cells_on_ray
-    from mixgym.bench.execute import cell_dir
-    from mixgym.resources import WORKER_THREADS, _openblas
-
-    cells = parse_config(GRID).cells()[:2]
-    for name in WORKER_THREADS:  # a user's shell that sets none of them
-        monkeypatch.delenv(name, raising=False)
-    blas = _openblas()
-    if blas is not None:
-        blas[0](2)  # and a parent process whose BLAS runs two threads
-    try:
-        run_cells(cells, tmp_path / "process", _report_threads, workers=1, progress=False)
-        with local_ray(monkeypatch):
-            run_cells_on_ray(cells, tmp_path / "ray", _report_threads, RayOptions(), progress=False)
-    finally:
-        if blas is not None:
-            blas[0](1)
-    seen = [json.loads((cell_dir(tmp_path / engine, c) / "summary.json").read_text())["threads"] for engine in ("process", "ray") for c in cells]
-    assert all(threads == seen[0] for threads in seen), seen
-    assert seen[0]["torch"] == 1 and seen[0]["blas"] in (1, None) and seen[0]["OPENBLAS_NUM_THREADS"] == "1"
+    cells = parse_config(GRID).cells()
+    with local_ray(monkeypatch) as scratch:
+        killer = functools.partial(_kills_the_raylet, victim=cells[2].label, scratch=scratch)
+        first = run_cells_on_ray(cells, tmp_path / "ray", killer, RayOptions(), progress=False)
+    statuses = {o.cell.label: o.status for o in first}
+    assert len(first) == 6 and "failed" not in statuses.values(), statuses
+    assert "stopped" in statuses.values() and statuses[cells[-1].label] in ("skipped", "stopped")
+    with local_ray(monkeypatch):  # the same command again: only what is missing runs
+        second = run_cells_on_ray(cells, tmp_path / "ray", functools.partial(_dies_once), RayOptions(), progress=False)
+    assert sorted(o.status for o in second if o.status != "cached") == ["done"] * sum(s != "done" for s in statuses.values())
+    assert _final_objectives(tmp_path / "ray") == _final_objectives(whole)

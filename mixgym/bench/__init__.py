@@ -30,6 +30,7 @@ from mixgym.bench.execute import ATTEMPTS, CellOutcome, run_cells
 from mixgym.bench.report import write_report
 from mixgym.checkpoint import atomic_write_bytes
 from mixgym.paths import output_folder
+from mixgym.resources import pin_worker_threads
 from mixgym.runlock import RunLock
 
 ENGINES = ("process", "ray")
@@ -84,7 +85,9 @@ def run_bench(
     under its own lock). Everything is checked before the first cell starts (`validate`); the
     configuration that ran is written to ``out/config.yaml`` (as JSON, which YAML reads). A
     stopped grid (SIGINT/SIGTERM) still writes the report of the cells that finished;
-    ``result.stopped`` says so.
+    ``result.stopped`` says so. This process runs with the workers' thread settings
+    (`mixgym.resources.pin_worker_threads`; it searches the oracle mixtures), so the numbers do
+    not depend on the engine, the shard or the shell that started it.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -99,6 +102,7 @@ def run_bench(
         report = output_folder(out / "shards" / f"{index}-of-{count}", "shard's report folder")
     with RunLock(report):
         validate(config)
+        pin_worker_threads()
         cells = config.cells()
         if shard is not None:
             cells = cells[index::count]
