@@ -3,7 +3,8 @@
 Why each piece:
 - Atomic writes (temporary file in the same folder, fsync, rename, fsync of the folder): a
   crash or a kill during a write leaves the previous checkpoint intact, never half a file
-  under the final name; a write that fails (disk full) removes its temporary file, and
+  under the final name; a write that fails (disk full) removes its temporary file and raises
+  `CheckpointWriteFailed`, which names the checkpoints still intact; and
   `CheckpointStore.remove_temporary` clears those a killed writer left.
 - Two digests in each file's header, both checked before anything is unpickled: a SHA-256 of
   the payload (a truncated or corrupted file is skipped with a warning; the newest *valid*
@@ -51,6 +52,10 @@ class CorruptCheckpoint(ValueError):
 
 class UntrustedCheckpoint(UntrustedFile):
     """An intact checkpoint that this installation did not sign."""
+
+
+class CheckpointWriteFailed(OSError):
+    """A checkpoint that could not be written (a full disk, a lost mount); the older ones are intact."""
 
 
 class NoValidCheckpoint(ValueError):
@@ -172,10 +177,22 @@ class CheckpointStore:
             raise ValueError(f"decision must be >= 0, got {decision!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"checkpoint-{decision:08d}.ckpt"
-        atomic_write_bytes(path, encode(payload))
+        try:
+            atomic_write_bytes(path, encode(payload))
+        except OSError as error:
+            raise self.write_failed(error, f"checkpoint {str(path)!r}") from error
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def write_failed(self, error: OSError, what: str) -> CheckpointWriteFailed:
+        """The error for a failed write of `what` (the checkpoint, or what it counts on)."""
+        kept = ", ".join(p.name for p in self.paths()) or "none"
+        return CheckpointWriteFailed(
+            error.errno,
+            f"cannot write {what} ({error.strerror or error}); the earlier checkpoints are intact ({kept}): "
+            "free space and resume (--resume, resume=True)",
+        )
 
     def load_latest(self, trusted: bool = False) -> tuple[Any, Path] | None:
         """The newest checkpoint that reads back intact; None if there is none at all.

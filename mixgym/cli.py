@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from functools import partial
@@ -99,6 +100,8 @@ def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if not key.isidentifier():  # ' total_steps ' would be read as another option than the user meant, or silently fixed
+        raise argparse.ArgumentTypeError(f"the option name {key!r} in {text!r} is not a plain name: write KEY=VALUE without spaces")
     try:
         return key.strip(), yaml12.load(value)
     except yaml12.yaml.YAMLError as error:
@@ -552,7 +555,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, command: Callable[[], int]) -> int:
-    """`command`'s status; a user mistake is one line and status 2, Ctrl-C is status 130."""
+    """`command`'s status; a user mistake is one line and status 2, Ctrl-C is status 130.
+    Warnings are one line too, ``mixgym COMMAND: warning: ...``, without the source line
+    Python prints by default (unless --debug)."""
+    formatwarning = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = lambda message, *_, **__: f"mixgym {args.command}: warning: {message}\n"
     try:
         return command()
     except USER_ERRORS as error:
@@ -564,6 +572,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, command: Cal
         if args.debug:
             raise
         parser.exit(130, f"mixgym {args.command}: interrupted\n")
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from mixgym.bench.config import Cell
-from mixgym.bench.execute import ATTEMPTS, CellOutcome, CellRunner, cell_dir, finished, partial_dir, run_one_cell
+from mixgym.bench.execute import ATTEMPTS, CellOutcome, CellRunner, cell_dir, finished, partial_dir, run_one_cell, write_note
 from mixgym.resources import WORKER_THREADS, pin_worker_threads
 from mixgym.validation import integer, number
 
@@ -166,7 +166,5 @@ def run_cells_on_ray(cells: list[Cell], out: Path, runner: CellRunner, options: 
 
 
 def _failed(out: Path, cell: Cell, report: str, error: str) -> CellOutcome:
-    partial = partial_dir(out, cell)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "error.txt").write_text(report)
-    return CellOutcome(cell, "failed", partial, error)
+    write_note(partial_dir(out, cell) / "error.txt", report)
+    return CellOutcome(cell, "failed", partial_dir(out, cell), error)

@@ -70,6 +70,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -87,7 +88,7 @@ from mixgym.llm_backend.base import (
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
 from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, autocast_dtype, compiled, resolve_device
 from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
-from mixgym.llm_backend.hf_memory import check_heads, estimate_memory, parameter_count
+from mixgym.llm_backend.hf_memory import HeadsMismatch, check_heads, estimate_memory, parameter_count
 from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
@@ -313,8 +314,11 @@ def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
             return config, weights
         fields = json.loads(path.read_text())
         model_type = fields.pop("model_type")
+        check_heads(SimpleNamespace(**fields))
         return transformers.AutoConfig.for_model(model_type, **fields), None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except HeadsMismatch:
+        raise
+    except Exception as error:  # json's, transformers' and huggingface_hub's validators each raise their own kinds
         raise ValueError(f"cannot read a model config from {str(path)!r}: {type(error).__name__}: {error}") from None
 
 
@@ -498,7 +502,8 @@ class HFBackend:
         """Refuse a model too large for the device before building it (`estimate_memory`)."""
         cfg = self.config
         needed = estimate_memory(self._model_config, cfg.micro_batch_size // self.replicas.world_size, cfg.seq_len, self._pretrained is not None)
-        what = f"model {cfg.model!r} ({gib(parameter_count(self._model_config) * 4)} of fp32 weights; micro_batch_size={cfg.micro_batch_size}, seq_len={cfg.seq_len})"
+        name = repr(str(cfg.model)) if isinstance(cfg.model, (str, Path)) else f"({type(cfg.model).__name__})"
+        what = f"model {name} ({gib(parameter_count(self._model_config) * 4)} of fp32 weights; micro_batch_size={cfg.micro_batch_size}, seq_len={cfg.seq_len})"
         advice = "use a smaller model, micro_batch_size or seq_len"
         if self._device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self._device)

@@ -10,7 +10,7 @@ so that a model too large is refused with its estimate instead of being killed m
 >>> check_heads(SimpleNamespace(hidden_size=64, num_attention_heads=6))
 Traceback (most recent call last):
 ...
-ValueError: the model's hidden size 64 is not divisible by its number of attention heads 6
+mixgym.llm_backend.hf_memory.HeadsMismatch: the model's hidden size 64 is not divisible by its number of attention heads 6
 """
 
 from __future__ import annotations
@@ -23,12 +23,16 @@ def _config_value(config: Any, *names: str) -> Any:
     return next((getattr(config, n) for n in names if isinstance(getattr(config, n, None), int)), None)
 
 
+class HeadsMismatch(ValueError):
+    """A model config whose attention heads do not split its hidden size evenly."""
+
+
 def check_heads(config: Any) -> None:
     """A hidden size that the attention heads cannot split evenly, named before transformers fails on it."""
     hidden = _config_value(config, "hidden_size", "n_embd", "d_model")
     heads = _config_value(config, "num_attention_heads", "n_head")
     if hidden is not None and heads is not None and (heads < 1 or hidden % heads):
-        raise ValueError(f"the model's hidden size {hidden} is not divisible by its number of attention heads {heads}")
+        raise HeadsMismatch(f"the model's hidden size {hidden} is not divisible by its number of attention heads {heads}")
 
 
 def parameter_count(config: Any) -> int:
