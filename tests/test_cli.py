@@ -297,7 +297,10 @@ def test_os_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         run(*argv)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and re.match(r"mixgym train: error: \[Errno 28\] No space left on device: '.*checkpoint-0+2.ckpt' \(--debug", err)
+    assert exit_info.value.code == 2 and re.match(
+        r"mixgym train: error: \[Errno 28\] cannot write checkpoint '.*checkpoint-0+2.ckpt' \(No space left on device\); "
+        r"the earlier checkpoints are intact \(none\): free space and resume .* \(--debug", err
+    )
     with pytest.raises(OSError, match="No space left"):
         run(*argv, "--restart", "--debug")
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))

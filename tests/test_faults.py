@@ -164,23 +164,26 @@ def test_a_full_disk_during_a_checkpoint_is_named_keeps_the_old_ones_and_the_run
     pd.testing.assert_frame_equal(clean, resumed, check_exact=True)
 
 
-def _full_disk_once(cell, directory: Path, marker: str = ""):
-    """`run_cell` on a disk that fills up during the cell's first attempt."""
-    from mixgym import checkpoint
+def _full_disk_once(cell, directory: Path, marker: str = "", cut_at: int = 0):
+    """`run_cell` on a disk that fills up during the cell's first attempt, after `cut_at` fsyncs:
+    every later fsync and text write of that (forked, short-lived) process fails."""
     from mixgym.bench.cells import run_cell
 
     if not os.path.exists(marker):
         Path(marker).touch()
-        real = checkpoint.os.fsync
+        real, calls = os.fsync, [0]
 
         def fsync(fd: int) -> None:
+            calls[0] += 1
+            if calls[0] > cut_at:
+                Path.write_text = no_space  # from now on nothing fits
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(fd)
+
+        def no_space(self, *args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        checkpoint.os.fsync = fsync
-        try:
-            return run_cell(cell, directory)
-        finally:
-            checkpoint.os.fsync = real
+        os.fsync = fsync
     return run_cell(cell, directory)
 
 
@@ -193,13 +196,14 @@ def test_a_full_disk_during_a_bench_cell_fails_that_cell_with_a_named_error_and_
     grid = parse_config({"seeds": [0], "agents": ["exp3"], "rewards": ["alignment"],
                          "backends": {"toy3": {"backend": "toy", "num_domains": 3, "total_steps": 40}}, "env": {"steps_per_action": 10}})
     cells = grid.cells()[:1]
-    runner = functools.partial(_full_disk_once, marker=str(tmp_path / "filled"))
+    runner = functools.partial(_full_disk_once, marker=str(tmp_path / "filled"), cut_at=3)
     (first,) = run_cells(cells, tmp_path / "out", runner, workers=1, progress=False)
-    assert first.status == "failed" and "No space left on device" in first.error, first
-    (second,) = run_cells(cells, tmp_path / "out", runner, workers=1, progress=False)
+    # the cell fails (not retried as if its process had died), named, and the grid goes on
+    assert first.status == "failed" and "error.txt could not be written (is the disk full?)" in first.error, first
+    (second,) = run_cells(cells, tmp_path / "out", runner, workers=1, progress=False)  # space again: the rerun
     assert second.status == "done"
-    clean = run_cells(cells, tmp_path / "clean", functools.partial(_full_disk_once, marker=str(tmp_path / "filled")), workers=1, progress=False)
-    summaries = [json.loads((o.directory / "summary.json").read_text())["final_objective"] for o in (second, clean[0])]
+    (clean,) = run_cells(cells, tmp_path / "clean", functools.partial(_full_disk_once, marker=str(tmp_path / "filled")), workers=1, progress=False)
+    summaries = [json.loads((o.directory / "summary.json").read_text())["final_objective"] for o in (second, clean)]
     assert summaries[0] == summaries[1]
 
 
