@@ -3,7 +3,8 @@
 Why each piece:
 - Atomic writes (temporary file in the same folder, fsync, rename, fsync of the folder): a
   crash or a kill during a write leaves the previous checkpoint intact, never half a file
-  under the final name; a write that fails (disk full) removes its temporary file, and
+  under the final name; a write that fails (disk full) removes its temporary file and raises
+  `CheckpointWriteFailed`, which names the checkpoints still intact; and
   `CheckpointStore.remove_temporary` clears those a killed writer left.
 - Two digests in each file's header, both checked before anything is unpickled: a SHA-256 of
   the payload (a truncated or corrupted file is skipped with a warning; the newest *valid*
@@ -53,6 +54,10 @@ class UntrustedCheckpoint(UntrustedFile):
     """An intact checkpoint that this installation did not sign."""
 
 
+class CheckpointWriteFailed(OSError):
+    """A checkpoint that could not be written (a full disk, a lost mount); the older ones are intact."""
+
+
 class NoValidCheckpoint(ValueError):
     """A folder holds checkpoints, and none of them reads back intact."""
 
@@ -82,20 +87,18 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def encode(payload: Any) -> bytes:
-    """Header, checksum, this installation's signature and the pickled payload."""
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+def seal(body: bytes) -> bytes:
+    """`body` behind the header: its SHA-256 and this installation's signature (`unseal` checks both)."""
     return _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + sign(body).encode() + b"\n" + body
 
 
-def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> Any:
-    """The payload of `encode`'s bytes.
+def unseal(data: bytes, source: str = "checkpoint", trusted: bool = False, kind: str = "mixgym checkpoint") -> bytes:
+    """The body of `seal`'s bytes, after both checks.
 
     Raises:
         CorruptCheckpoint: the bytes were cut or altered (checksum mismatch, bad header).
         UntrustedCheckpoint: they are intact but not signed by this installation (another
-            machine's key, an older mixgym, a crafted file) and `trusted` is False. Nothing
-            is unpickled before both checks pass.
+            machine's key, an older mixgym, a crafted file) and `trusted` is False.
     """
     if data.startswith(_MAGIC):
         digest, _, rest = data[len(_MAGIC) :].partition(b"\n")
@@ -104,7 +107,7 @@ def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> An
         digest, _, body = data[len(_UNSIGNED_MAGIC) :].partition(b"\n")
         signature = b""
     else:
-        raise CorruptCheckpoint(f"{source} is not a mixgym checkpoint (bad header)")
+        raise CorruptCheckpoint(f"{source} is not a {kind} (bad header)")
     if hashlib.sha256(body).hexdigest().encode() != digest:
         raise CorruptCheckpoint(f"{source} is truncated or corrupt (checksum mismatch)")
     if not trusted and not verify(signature, body):
@@ -113,7 +116,17 @@ def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> An
             "copied from elsewhere, or crafted). Loading a checkpoint unpickles it, which can run code: "
             "if you trust the file, pass --trust-checkpoint (trust_checkpoint=True); otherwise delete it"
         )
-    return pickle.loads(body)
+    return body
+
+
+def encode(payload: Any) -> bytes:
+    """Header, checksum, this installation's signature and the pickled payload."""
+    return seal(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def decode(data: bytes, source: str = "checkpoint", trusted: bool = False) -> Any:
+    """The payload of `encode`'s bytes (`unseal`'s checks pass before anything is unpickled)."""
+    return pickle.loads(unseal(data, source, trusted))
 
 
 class CheckpointStore:
@@ -164,10 +177,22 @@ class CheckpointStore:
             raise ValueError(f"decision must be >= 0, got {decision!r}")
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"checkpoint-{decision:08d}.ckpt"
-        atomic_write_bytes(path, encode(payload))
+        try:
+            atomic_write_bytes(path, encode(payload))
+        except OSError as error:
+            raise self.write_failed(error, f"checkpoint {str(path)!r}") from error
         for old in self.paths()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def write_failed(self, error: OSError, what: str) -> CheckpointWriteFailed:
+        """The error for a failed write of `what` (the checkpoint, or what it counts on)."""
+        kept = ", ".join(p.name for p in self.paths()) or "none"
+        return CheckpointWriteFailed(
+            error.errno,
+            f"cannot write {what} ({error.strerror or error}); the earlier checkpoints are intact ({kept}): "
+            "free space and resume (--resume, resume=True)",
+        )
 
     def load_latest(self, trusted: bool = False) -> tuple[Any, Path] | None:
         """The newest checkpoint that reads back intact; None if there is none at all.

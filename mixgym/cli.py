@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from functools import partial
@@ -104,6 +105,8 @@ def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if not key.isidentifier():  # ' total_steps ' would be read as another option than the user meant, or silently fixed
+        raise argparse.ArgumentTypeError(f"the option name {key!r} in {text!r} is not a plain name: write KEY=VALUE without spaces")
     try:
         return key.strip(), yaml12.load(value)
     except yaml12.yaml.YAMLError as error:
@@ -201,8 +204,8 @@ def train(args: argparse.Namespace) -> int:
     save = output_file(args.save or f"{args.agent}.zip", "--save policy file")
     if args.checkpoint_dir:
         output_folder(args.checkpoint_dir, "--checkpoint-dir folder")
-    elif args.resume or args.restart or args.trust_checkpoint:
-        raise ValueError("--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir")
+    elif args.resume or args.restart or args.trust_checkpoint or args.strict_whatif_cache:
+        raise ValueError("--resume, --restart, --trust-checkpoint and --strict-whatif-cache apply to a --checkpoint-dir")
     elif args.mode == "online":
         output_folder(args.results or f"{args.agent}-online", "--results folder")
     _set_threads(args.threads)
@@ -255,7 +258,12 @@ def _train_checkpointed(args: argparse.Namespace, options: dict[str, Any], save:
     )
     try:
         result = run_experiment(
-            config, args.checkpoint_dir, resume=args.resume, restart=args.restart, trust_checkpoint=args.trust_checkpoint
+            config,
+            args.checkpoint_dir,
+            resume=args.resume,
+            restart=args.restart,
+            trust_checkpoint=args.trust_checkpoint,
+            strict_whatif_cache=args.strict_whatif_cache,
         )
     except FloatingPointError as error:
         console.print(f"stopped: {error}; the checkpoints in {args.checkpoint_dir} before it are intact")
@@ -481,6 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume from a checkpoint this installation did not write (unpickling it can run code: only files you trust)",
     )
+    p.add_argument(
+        "--strict-whatif-cache",
+        action="store_true",
+        help="stop on a corrupt or unsigned file in CHECKPOINT_DIR/whatif/ instead of recomputing it with a warning",
+    )
     p.set_defaults(func=train)
 
     p = commands.add_parser(
@@ -547,7 +560,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, command: Callable[[], int]) -> int:
-    """`command`'s status; a user mistake is one line and status 2, Ctrl-C is status 130."""
+    """`command`'s status; a user mistake is one line and status 2, Ctrl-C is status 130.
+    Warnings are one line too, ``mixgym COMMAND: warning: ...``, without the source line
+    Python prints by default (unless --debug)."""
+    formatwarning = warnings.formatwarning
+    if not args.debug:
+        warnings.formatwarning = lambda message, *_, **__: f"mixgym {args.command}: warning: {message}\n"
     try:
         return command()
     except USER_ERRORS as error:
@@ -559,6 +577,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, command: Cal
         if args.debug:
             raise
         parser.exit(130, f"mixgym {args.command}: interrupted\n")
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ training). Its folder holds:
 - ``decisions.csv``: one row per decision, appended as it happens (`Results.load` reads the
   folder), so the history lives on disk, not in memory;
 - ``whatif/``: the answers of the backend's what-if simulations (`MixingEnv.what_if`, OP-Mix's
-  probes), one ``.npz`` each, so that a run resumed from a checkpoint taken before a what-if
-  call reads its answer instead of training the probes again;
+  probes), one sealed ``.whatif`` file each (`mixgym.llm_backend.whatif`), so that a run
+  resumed from a checkpoint taken before a what-if call reads its answer instead of training
+  the probes again (a corrupt or foreign file is recomputed with a warning, or refused with
+  ``strict_whatif_cache``);
 - ``checkpoints/``: the last `keep` checkpoints (`mixgym.checkpoint.CheckpointStore`), each
   with the agent (SB3 model with optimisers and replay buffer, warm-up progress, bandit
   weights), the environment (backend model, optimiser, scheduler, data positions and RNGs;
@@ -54,7 +56,7 @@ from mixgym.agents.base import EnvFacts
 from mixgym.agents.compare import env_for
 from mixgym.agents.runner import CONFIG, TABLE, Results, decision_row
 from mixgym.agents.sb3_presets import SB3Agent
-from mixgym.checkpoint import CheckpointStore, StopRequest, atomic_write_bytes, capture_rng_state, restore_rng_state
+from mixgym.checkpoint import CheckpointStore, CorruptCheckpoint, StopRequest, atomic_write_bytes, capture_rng_state, restore_rng_state
 from mixgym.envs.mixing_env import MixingEnv
 from mixgym.runlock import RunLock
 from mixgym.validation import integer
@@ -298,7 +300,10 @@ class _Run:
         self.log.write(decision_row(self.episode, self.config.seed, self.env.domains, info, reward, wall))
 
     def save(self) -> None:
-        self.log.sync()  # the rows a checkpoint counts are on disk before it is
+        try:
+            self.log.sync()  # the rows a checkpoint counts are on disk before it is
+        except OSError as error:
+            raise self.store.write_failed(error, f"the decisions table {str(self.log.path)!r}") from error
         payload = {"decisions": self.decisions, "episode": self.episode, "log": self.log.position(), **experiment_state(self.agent, self.env)}
         self.store.save(payload, self.decisions)
         self.last_saved = self.decisions
@@ -330,6 +335,7 @@ def run_experiment(
     resume: bool = False,
     restart: bool = False,
     trust_checkpoint: bool = False,
+    strict_whatif_cache: bool = False,
 ) -> ExperimentResult:
     """Run the experiment in `directory` (see the module docstring).
 
@@ -342,6 +348,8 @@ def run_experiment(
         restart: discard the folder's checkpoints and table and start from decision 0.
         trust_checkpoint: load checkpoints this installation did not sign (`mixgym.trust`):
             unpickling them can run code, so only for files you trust.
+        strict_whatif_cache: a corrupt or unsigned file in ``whatif/`` raises
+            `mixgym.llm_backend.whatif.WhatIfCacheError` instead of being recomputed.
     """
     directory = Path(directory)
     if resume and restart:
@@ -358,6 +366,8 @@ def run_experiment(
             )
         _check_config(directory, config, resume)
         latest = store.load_latest(trusted=trust_checkpoint) if resume else None
+        if latest is not None:
+            _check_payload(*latest)
         log = _DecisionLog(directory / TABLE)
         if latest is not None:
             position = latest[0].get("log") or _legacy_position(log.path, latest[0]["rows"], latest[1])
@@ -365,16 +375,23 @@ def run_experiment(
         else:
             log.start()
         try:
-            return _run(config, directory, store, log, latest[0] if latest is not None else None)
+            return _run(config, directory, store, log, latest[0] if latest is not None else None, strict_whatif_cache)
         finally:
             log.close()
 
 
-def _run(config: ExperimentConfig, directory: Path, store: CheckpointStore, log: _DecisionLog, payload: dict[str, Any] | None) -> ExperimentResult:
+def _run(
+    config: ExperimentConfig,
+    directory: Path,
+    store: CheckpointStore,
+    log: _DecisionLog,
+    payload: dict[str, Any] | None,
+    strict_whatif_cache: bool = False,
+) -> ExperimentResult:
     env = env_for(config.agent, config.env)
     cache = getattr(env.backend, "whatif_cache", None)
     if cache is not None:  # what-if answers survive a crash between checkpoints
-        cache.directory = directory / WHATIF_DIR
+        cache.directory, cache.strict = directory / WHATIF_DIR, strict_whatif_cache
     agent = make_agent(config.agent, env, seed=config.seed, **config.agent_options)
     total = config.decisions or env.num_decisions
     facts = {"experiment": _config_json(config), "env": EnvFacts.of(env).to_json(), "agent": config.agent}
@@ -384,14 +401,35 @@ def _run(config: ExperimentConfig, directory: Path, store: CheckpointStore, log:
         run = _Run(config, env, agent, store, log, stop, total, resumed=payload is not None)
         if payload is not None:
             agent.get_env().reset()  # wrappers (SB3's Monitor) start a run; the state below replaces it
-            env.load_state_dict(payload["env"])
-            agent.restore_checkpoint_state(payload["agent"])
+            try:
+                env.load_state_dict(payload["env"])
+                agent.restore_checkpoint_state(payload["agent"])
+                restore_rng_state(payload["rng"])  # last: rebuilding the model above draws from torch's RNG
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:  # a trusted file that is not ours
+                raise CorruptCheckpoint(
+                    f"the checkpoint resumed in {str(directory)!r} does not hold this experiment's state "
+                    f"({type(error).__name__}: {error}): delete it, or start over with --restart"
+                ) from None
             run.episode, run.last_saved, done = payload["episode"], payload["decisions"], payload["decisions"]
-            restore_rng_state(payload["rng"])  # last: rebuilding the model above draws from torch's RNG
         if done < total:
             agent.learn(total - done, callback=_Checkpointing(run), reset_num_timesteps=payload is None)
     status = "stopped" if stop.requested is not None and run.decisions < total else "finished"
     return ExperimentResult(status, run.decisions, directory, agent, env, stop.requested if status == "stopped" else None)
+
+
+_PAYLOAD = {"env": dict, "agent": dict, "rng": dict, "episode": int, "decisions": int}
+
+
+def _check_payload(payload: Any, path: Path) -> None:
+    """`CorruptCheckpoint` naming what a loaded checkpoint lacks (one crafted, or from another
+    program, and loaded with ``trust_checkpoint``) before anything is restored from it."""
+    if not isinstance(payload, dict):
+        raise CorruptCheckpoint(f"{path} does not hold a mixgym experiment's state (it holds a {type(payload).__name__})")
+    wrong = [f"{key!r} ({kind.__name__})" for key, kind in _PAYLOAD.items() if not isinstance(payload.get(key), kind)]
+    if not payload.get("log") and not isinstance(payload.get("rows"), int):
+        wrong.append("'log' or 'rows'")
+    if wrong:
+        raise CorruptCheckpoint(f"{path} does not hold a mixgym experiment's state: it lacks {', '.join(wrong)}")
 
 
 def run_until_done(config: ExperimentConfig, directory: str | Path) -> ExperimentResult:

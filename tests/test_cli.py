@@ -259,7 +259,7 @@ def refuse_work(*args, **kwargs):
         (["train", "odm", "--save", "/proc/mixgym-test/policy.zip"], "cannot create the folder of the --save policy file '/proc/mixgym-test'"),
         (["eval", "--agent", "odm", "--results", "{file}"], "the --results folder '.*' exists and is not a folder"),
         (["demo", "--out", "{file}"], "the --out folder '.*' exists and is not a folder"),
-        (["train", "odm", "--resume"], "--resume, --restart and --trust-checkpoint apply to a --checkpoint-dir"),
+        (["train", "odm", "--resume"], "--resume, --restart, --trust-checkpoint and --strict-whatif-cache apply to a --checkpoint-dir"),
     ],
 )
 def test_output_paths_are_checked_before_any_work(argv: list[str], match: str, tmp_path, monkeypatch, capsys) -> None:
@@ -297,7 +297,10 @@ def test_os_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         run(*argv)
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and re.match(r"mixgym train: error: \[Errno 28\] No space left on device: '.*checkpoint-0+2.ckpt' \(--debug", err)
+    assert exit_info.value.code == 2 and re.match(
+        r"mixgym train: error: \[Errno 28\] cannot write checkpoint '.*checkpoint-0+2.ckpt' \(No space left on device\); "
+        r"the earlier checkpoints are intact \(none\): free space and resume .* \(--debug", err
+    )
     with pytest.raises(OSError, match="No space left"):
         run(*argv, "--restart", "--debug")
     assert not list((tmp_path / "run" / "checkpoints").glob(".*tmp*"))

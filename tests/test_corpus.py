@@ -231,7 +231,7 @@ def test_cli_builds_a_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         ({"code.jsonl": '{"text": "one"}\n{"text": "  "}\n'}, "domain 'code' has 1 document"),
         ({"code.jsonl": '{"text": "ok"}\nnot json at all\n'}, r"domain 'code': cannot read .*code.jsonl"),
         ({"books/part-0.parquet": b"PAR1 this is not parquet"}, r"domain 'books': cannot read .*part-0.parquet"),
-        ({"legal.txt": b"caf\xe9 latin-1 text\n\nmore"}, r"domain 'legal': cannot read .*legal.txt"),
+        ({"legal.txt": b"caf\xe9 latin-1 text\n\nmore"}, r"domain 'legal': '.*legal.txt' is not UTF-8: line 1 has byte 0xe9"),
         ({"code.jsonl": '{"body": "x"}\n{"body": "y"}\n'}, r"no 'text' field.*body"),
         ({"code.pdf": "x"}, r"unsupported file.*code.pdf"),
         ({"mix/a.jsonl": '{"text": "x"}\n', "mix/b.txt": "y"}, "mixes formats"),

@@ -47,10 +47,12 @@ def test_a_cpu_machine_falls_back_to_fp32_and_the_default_adamw() -> None:
         (lambda: HFBackend(**TINY, precision="half"), "unknown precision 'half'"),
         (lambda: HFBackend(**TINY, fused_adamw="yes"), "fused_adamw"),
         (lambda: HFBackend(**TINY, compile=""), "compile"),
+        (lambda: resolve_device("cuda:7", cuda_available=True, device_count=2), r"device='cuda:7' but this machine has 2 CUDA device\(s\) \(cuda:0 .. cuda:1\)"),
+        (lambda: HFBackend(**TINY, device="cuda:7"), "device='cuda:7' but this machine has"),
     ],
 )
 def test_bad_device_settings_name_the_value(call, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):  # a value of the wrong type is a TypeError
         call()
 
 

@@ -169,6 +169,40 @@ def test_resume_continues_exactly_and_replay_restarts_the_same_stream(tmp_path: 
         other.load_state_dict(state)
 
 
+def _text(n: int, word: str) -> list[str]:
+    return [f"{word} {i} " * 5 for i in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["list", "datasets", "stream", "text"])
+def test_a_state_saved_over_other_rows_of_the_same_shape_is_refused_unless_accepted(kind: str) -> None:
+    from mixgym.integrations.dataset import SourcesChanged
+    from mixgym.llm_backend.tokenizer import train_bpe
+
+    tokenizer = train_bpe(_text(50, "alpha") + _text(50, "beta") + _text(50, "gamma"), vocab_size=300) if kind == "text" else None
+
+    def build(first: int) -> MixtureDataset:
+        a, b = rows(7, first), rows(5, 200)  # domain a: same size and lengths, other token ids
+        if kind == "datasets":
+            a, b = datasets.Dataset.from_list(a), datasets.Dataset.from_list(b)
+        elif kind == "stream":
+            a = datasets.Dataset.from_list(a).to_iterable_dataset()
+        elif kind == "text":
+            a, b = [{"text": t} for t in _text(40, "alpha" if first == 100 else "gamma")], [{"text": t} for t in _text(40, "beta")]
+        return MixtureDataset({"a": a, "b": b}, seed=3, tokenizer=tokenizer, seq_len=8 if kind == "text" else None)
+
+    first = build(100)
+    first.consumed(position=6)
+    state = first.state_dict()
+    same = build(100)
+    same.load_state_dict(state)  # the same rows: fine
+    other = build(500)
+    assert other.sizes.tolist() == first.sizes.tolist() and other.fingerprint() == first.fingerprint()
+    with pytest.raises(SourcesChanged, match="other data in domain\\(s\\) 'a': same names and sizes, different rows"):
+        other.load_state_dict(state)
+    other.load_state_dict(state, accept_changed_sources=True)  # knowingly
+    assert other.accounting().examples.tolist() == first.accounting().examples.tolist()
+
+
 def _rank_main(rank: int, port: int, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

@@ -196,7 +196,7 @@ def test_a_resumed_experiment_reads_its_probes_from_disk(tmp_path, monkeypatch) 
     config = ExperimentConfig("opmix", {"total_steps": 100}, seed=0, agent_options=dict(FAST), checkpoint_every=1, keep=1000)
     run_experiment(config, tmp_path)
     full = pd.read_csv(tmp_path / "decisions.csv").drop(columns=["wall_time"])
-    assert len(list((tmp_path / "whatif").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "whatif").glob("*.whatif"))) == 1
     # a crash just after the probes (the re-mix is decision 2, at step 20): only decision 1's checkpoint is left
     for path in CheckpointStore(tmp_path / "checkpoints").paths()[1:]:
         path.unlink()

@@ -89,7 +89,7 @@ def test_the_disk_cache_serves_a_new_backend(tmp_path) -> None:
     backend = trained_toy()
     backend.whatif_cache = WhatIfCache(tmp_path)
     first = backend.simulate(PROBES, 10, CANDIDATES, "exact", lr_scale=0.5)
-    assert len(list(tmp_path.glob("*.npz"))) == 1
+    assert len(list(tmp_path.glob("*.whatif"))) == 1
     fresh = trained_toy()
     fresh.whatif_cache = WhatIfCache(tmp_path)
     hit = fresh.simulate(PROBES, 10, CANDIDATES, "exact", lr_scale=0.5)
@@ -225,3 +225,66 @@ def test_env_state_dict_carries_the_counters_and_the_cache() -> None:
     # equals an uninterrupted one's; `other` asked twice
     assert b["compute/whatif"] == pytest.approx(2 * a["compute/whatif"])
     assert np.array_equal(a["eval_loss"], b["eval_loss"])
+
+
+def _planted(path, **changes) -> bytes:
+    """A what-if file's .npz with `changes` applied (a forger's file: valid shapes, no signature)."""
+    import io
+
+    from mixgym.checkpoint import unseal
+
+    with np.load(io.BytesIO(unseal(path.read_bytes())), allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong shape", "planted", "resealed wrong shape"])
+def test_a_bad_cache_file_is_a_miss_with_a_warning_or_a_named_error_when_strict(tmp_path, damage: str) -> None:
+    from mixgym.checkpoint import seal
+    from mixgym.llm_backend.whatif import WhatIfCacheError
+
+    backend = trained_toy()
+    backend.whatif_cache = WhatIfCache(tmp_path)
+    first = backend.simulate(PROBES, 10, CANDIDATES, lr_scale=0.5)
+    (path,) = tmp_path.glob("*.whatif")
+    data = path.read_bytes()
+    if damage == "truncated":  # a power loss before the data reached the disk
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "wrong shape":
+        path.write_bytes(_planted(path, candidate_loss=np.zeros((2, 1))))
+    elif damage == "planted":  # valid shapes, changed losses, no signature: would steer the run
+        path.write_bytes(_planted(path, candidate_loss=first.candidate_loss * 0.5))
+    elif damage == "resealed wrong shape":  # signed (by us) but malformed
+        path.write_bytes(seal(_planted(path, probe_loss=np.zeros(3))))
+    fresh = trained_toy()
+    fresh.whatif_cache = WhatIfCache(tmp_path)
+    with pytest.warns(UserWarning, match=f"what-if cache file '{path}'.*recomputing its answer"):
+        again = fresh.simulate(PROBES, 10, CANDIDATES, lr_scale=0.5)
+    assert not again.cached and np.array_equal(again.candidate_loss, first.candidate_loss)
+    assert np.array_equal(again.probe_loss, first.probe_loss) and again.cost == first.cost
+    rewritten = trained_toy()
+    rewritten.whatif_cache = WhatIfCache(tmp_path)
+    assert rewritten.simulate(PROBES, 10, CANDIDATES, lr_scale=0.5).cached  # the recomputed answer, sealed
+    path.write_bytes(data[:10] if damage == "truncated" else _planted(path, candidate_loss=first.candidate_loss * 0.5))
+    strict = trained_toy()
+    strict.whatif_cache = WhatIfCache(tmp_path, strict=True)
+    with pytest.raises(WhatIfCacheError, match="what-if cache file .* delete it"):
+        strict.simulate(PROBES, 10, CANDIDATES, lr_scale=0.5)
+
+
+def test_cache_files_are_written_atomically_and_durably(tmp_path, monkeypatch) -> None:
+    import os
+
+    from mixgym import checkpoint
+
+    synced = []
+    monkeypatch.setattr(checkpoint.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    backend = trained_toy()
+    backend.whatif_cache = WhatIfCache(tmp_path)
+    backend.simulate(PROBES, 10, CANDIDATES, lr_scale=0.5)
+    (path,) = tmp_path.glob("*.whatif")
+    assert any(".whatif.tmp-" in name for name in synced) and str(tmp_path) in synced  # the file, then its folder
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left

@@ -254,13 +254,16 @@ class ReleasedActorMixer:
         if self.decision <= self.warmup_decisions:
             self.warmup.observe(info)
 
-    def act(self, observation: np.ndarray) -> np.ndarray:
+    def act(self, observation: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The mixture for `observation`; `deterministic`: the actor's, without the noise (and
+        drawing nothing from the generator, so it leaves the run's noise stream as it was)."""
         if self.decision < self.warmup_decisions:
             self.last = self.warmup.mixture()
             return self.last.copy()
         state = np.array(observation, dtype=np.float64)
         state[self.progress_index] *= self.progress_scale
-        weights = np.maximum(self.actor(state) - self.rng.uniform(0.0, self.noise, len(self.last)), 0.0)
+        noise = 0.0 if deterministic else self.rng.uniform(0.0, self.noise, len(self.last))
+        weights = np.maximum(self.actor(state) - noise, 0.0)
         self.last = weights / weights.sum()
         return self.last.copy()
 

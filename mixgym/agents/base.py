@@ -321,8 +321,18 @@ def read_metadata(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise ValueError(f"{str(resolved)!r} has a corrupt {META_NAME}: {error}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "agent" not in meta or "env" not in meta:
         raise ValueError(f"{str(resolved)!r} has a {META_NAME} that is not a mixgym agent's")
-    if meta.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{str(resolved)!r} was written by a newer mixgym (format version {meta['version']})")
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{str(resolved)!r} has a {META_NAME} with format version {version!r}, not an integer")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{str(resolved)!r} was written by a newer mixgym (format version {version})")
+    try:
+        EnvFacts.from_json(meta["env"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ValueError(
+            f"{str(resolved)!r} has a {META_NAME} whose 'env' field is malformed ({type(error).__name__}: {error}): "
+            f"got {meta['env']!r}; the file is damaged or was not written by mixgym"
+        ) from None
     return resolved, meta
 
 

@@ -86,8 +86,10 @@ class ObservationMixer(Mixer, Protocol):
     """A mixer whose mixture is a function of the observation (a fixed policy network, such as
     AC-ODM's released actor, `mixgym.agents.acodm`)."""
 
-    def act(self, observation: np.ndarray) -> np.ndarray:
-        """The mixture for the next decision given the current observation."""
+    def act(self, observation: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """The mixture for the next decision given the current observation; `deterministic`:
+        without the method's exploration noise, a function of the observation (and the
+        decision) that draws nothing from the mixer's generator."""
         ...
 
 
@@ -158,8 +160,10 @@ class MixerAgent:
         """The current mixture as a "simplex" action; the observation is used only by an
         `ObservationMixer`.
 
-        `deterministic` changes nothing: the mixture is the method's output (a random
-        mixture is drawn from the agent's own seeded generator either way).
+        For a mixer that is not an `ObservationMixer`, `deterministic` changes nothing: the
+        mixture is the method's output (a random mixture is drawn from the agent's own seeded
+        generator either way). An `ObservationMixer` leaves out its exploration noise when
+        `deterministic`, so that the same observation gives the same mixture (SB3's contract).
         """
         if observation is not None and np.ndim(observation) > 1:
             raise ValueError(
@@ -169,7 +173,7 @@ class MixerAgent:
         if isinstance(self.mixer, ObservationMixer):
             if observation is None:
                 raise ValueError(f"agent {self.name!r} acts on the observation; predict got None")
-            return self.mixer.act(np.asarray(observation, dtype=np.float64)).astype(np.float32), state
+            return self.mixer.act(np.asarray(observation, dtype=np.float64), deterministic).astype(np.float32), state
         return self.mixer.mixture().astype(np.float32), state
 
     def learn(

@@ -26,10 +26,11 @@ import pandas as pd
 
 from mixgym.bench.cells import oracle_objective, run_cell
 from mixgym.bench.config import BenchConfig, Cell, load_config, parse_config, validate
-from mixgym.bench.execute import CellOutcome, run_cells
+from mixgym.bench.execute import ATTEMPTS, CellOutcome, run_cells
 from mixgym.bench.report import write_report
 from mixgym.checkpoint import atomic_write_bytes
 from mixgym.paths import output_folder
+from mixgym.resources import pin_worker_threads
 from mixgym.runlock import RunLock
 
 ENGINES = ("process", "ray")
@@ -84,7 +85,9 @@ def run_bench(
     under its own lock). Everything is checked before the first cell starts (`validate`); the
     configuration that ran is written to ``out/config.yaml`` (as JSON, which YAML reads). A
     stopped grid (SIGINT/SIGTERM) still writes the report of the cells that finished;
-    ``result.stopped`` says so.
+    ``result.stopped`` says so. This process runs with the workers' thread settings
+    (`mixgym.resources.pin_worker_threads`; it searches the oracle mixtures), so the numbers do
+    not depend on the engine, the shard or the shell that started it.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -99,6 +102,7 @@ def run_bench(
         report = output_folder(out / "shards" / f"{index}-of-{count}", "shard's report folder")
     with RunLock(report):
         validate(config)
+        pin_worker_threads()
         cells = config.cells()
         if shard is not None:
             cells = cells[index::count]
@@ -132,9 +136,11 @@ def _bench_command(args: argparse.Namespace) -> int:
         from mixgym.bench.ray_engine import RayOptions, import_ray
 
         import_ray()
-        ray = RayOptions(address=args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell)
-    elif (args.ray_address, args.cpus_per_cell, args.gpus_per_cell) != (None, 1.0, 0.0):
-        raise ValueError("--ray-address, --cpus-per-cell and --gpus-per-cell apply to --engine ray")
+        ray = RayOptions(
+            address=args.ray_address, cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell, attempts=args.attempts or ATTEMPTS
+        )
+    elif (args.ray_address, args.cpus_per_cell, args.gpus_per_cell, args.attempts) != (None, 1.0, 0.0, None):
+        raise ValueError("--ray-address, --cpus-per-cell, --gpus-per-cell and --attempts apply to --engine ray")
     result = run_bench(config, out, workers=args.workers, progress=not args.no_progress, engine=args.engine, ray=ray, shard=shard)
     report = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
     print(result.markdown)
@@ -177,6 +183,10 @@ def add_bench_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-address", default=None, help="ray: the cluster to join (auto, ray://HOST:10001); default a local Ray")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs per cell (default 1)")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs per cell, a fraction shares one (default 0)")
+    p.add_argument(
+        "--attempts", type=int_at_least(1), default=None,
+        help=f"ray: Ray tasks a cell may lose to a dead worker or node before it is reported failed (default {ATTEMPTS})",
+    )
     p.add_argument(
         "--shard", default=None, metavar="I/N",
         help="run only every N-th cell from the I-th (0 <= I < N), e.g. one Slurm array task each; tables in OUT/shards/I-of-N; "

@@ -7,7 +7,8 @@ folder under its final name is therefore a finished cell, never half of one; it 
 again, so a rerun of the same command does only what is missing, and a cell that was stopped
 or killed resumes from its checkpoints.
 
-Processes. Each cell runs in a process of its own, `workers` at a time, one torch thread each.
+Processes. Each cell runs in a process of its own, `workers` at a time, one thread each
+(`mixgym.resources.pin_worker_threads`, as on Ray).
 A cell that raises is reported "failed" with its traceback in ``error.txt``; the others go on.
 A process that dies without a word -- the out-of-memory killer, a SIGKILL -- is seen by its exit
 status: its cell is started once more (resuming its checkpoints) and, if that process dies too,
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mixgym.bench.config import Cell
 from mixgym.checkpoint import StopRequest, atomic_write_bytes, fsync_directory
+from mixgym.resources import pin_worker_threads
 
 CellRunner = Callable[[Cell, Path], dict]
 ATTEMPTS = 2
@@ -81,17 +83,17 @@ def run_one_cell(cell: Cell, out: Path, runner: CellRunner) -> CellOutcome:
     from mixgym.experiment import RunStopped
 
     partial, final = partial_dir(out, cell), cell_dir(out, cell)
-    partial.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(partial / "cell.json", json.dumps(asdict(cell), indent=2, default=str).encode())
-    (partial / "error.txt").unlink(missing_ok=True)
     try:
+        partial.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(partial / "cell.json", json.dumps(asdict(cell), indent=2, default=str).encode())
+        (partial / "error.txt").unlink(missing_ok=True)
         summary = runner(cell, partial)
+        atomic_write_bytes(partial / "summary.json", json.dumps(summary, indent=2, default=float).encode())
     except RunStopped:
         return CellOutcome(cell, "stopped", partial)
-    except Exception as error:  # a crashing cell is reported; the others finish
-        (partial / "error.txt").write_text(traceback.format_exc())
+    except Exception as error:  # a crashing cell (or a full disk) is reported; the others finish
+        write_note(partial / "error.txt", traceback.format_exc())
         return CellOutcome(cell, "failed", partial, f"{type(error).__name__}: {error}")
-    atomic_write_bytes(partial / "summary.json", json.dumps(summary, indent=2, default=float).encode())
     if final.exists():  # a folder of an unfinished cell from an older mixgym
         shutil.rmtree(final)
     os.replace(partial, final)
@@ -103,9 +105,7 @@ def _cell_process(cell: Cell, out: Path, runner: CellRunner) -> None:
     """A worker process: one torch thread, signals turned into a clean stop, the outcome as exit status."""
     with StopRequest():
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # blocked by the parent around the fork
-        import torch
-
-        torch.set_num_threads(1)  # cells run side by side: more threads per cell oversubscribe the cores
+        pin_worker_threads()  # as every engine's workers: the numbers must not depend on where a cell ran
         outcome = run_one_cell(cell, out, runner)
     raise SystemExit({"done": 0, "failed": _FAILED, "stopped": _STOPPED}[outcome.status])
 
@@ -120,6 +120,17 @@ def _start(context: multiprocessing.context.BaseContext, cell: Cell, out: Path, 
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return process
+
+
+def write_note(path: Path, text: str) -> bool:
+    """Write a cell's ``error.txt`` if the disk lets us (a full disk must not take the grid down
+    with the cell); whether it was written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError:
+        return False
+    return True
 
 
 def _death(exitcode: int | None) -> str:
@@ -175,15 +186,18 @@ def _outcome(exitcode: int | None, cell: Cell, out: Path, attempt: int, stopping
     if exitcode == 0:
         return CellOutcome(cell, "done", cell_dir(out, cell))
     if exitcode == _FAILED:
-        lines = (partial / "error.txt").read_text().strip().splitlines()
+        try:
+            lines = (partial / "error.txt").read_text().strip().splitlines()
+        except OSError:  # it could not be written (a full disk)
+            lines = ["failed; its error.txt could not be written (is the disk full?)"]
         return CellOutcome(cell, "failed", partial, lines[-1] if lines else "failed")
     if exitcode == _STOPPED or stopping:
         return CellOutcome(cell, "stopped", partial)
     if attempt < ATTEMPTS:
         return None
     how = _death(exitcode)
-    partial.mkdir(parents=True, exist_ok=True)
-    (partial / "error.txt").write_text(
+    write_note(
+        partial / "error.txt",
         f"The process running cell {cell.label} {how}, in each of {attempt} attempts, without reporting an error.\n"
         "A process killed by SIGKILL was most likely killed by the out-of-memory killer (see `dmesg`); the cell's\n"
         "checkpoints, if any, are in this folder, and the next run of the grid resumes from them.\n"

@@ -41,6 +41,11 @@ INVERSE_BOUND = 0.99
 actor's pre-activation stays finite (atanh(0.99) = 2.6)."""
 
 
+MIN_TEMPERATURE = 1e-6
+"""The lowest softmax temperature: already there the map is an argmax to the last bit (logit
+gaps of 1e6, exp(-1e6) == 0), and far below it ``a / temperature`` overflows to inf - inf = NaN."""
+
+
 @dataclass(frozen=True)
 class ActionMap:
     """A validated action-to-mixture map.
@@ -48,7 +53,8 @@ class ActionMap:
     Attributes:
         name: one of `ACTION_MAPS`.
         num_domains: K.
-        temperature: softmax temperature (softmax only); lower makes mixtures more extreme.
+        temperature: softmax temperature (softmax only), at least `MIN_TEMPERATURE`; lower
+            makes mixtures more extreme.
         eps: share of the mixture spread uniformly (softmax and normalize), in [0, 1].
         out_of_bounds: ``"clip"`` actions outside the space to it, or ``"raise"``.
     """
@@ -62,7 +68,7 @@ class ActionMap:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or self.name not in ACTION_MAPS:
             raise ValueError(f"unknown action_map {self.name!r}; choose one of {', '.join(ACTION_MAPS)}")
-        number("temperature", self.temperature, above=0.0)
+        number("temperature", self.temperature, minimum=MIN_TEMPERATURE)
         number("eps", self.eps, 0.0, 1.0)
         if self.out_of_bounds not in OUT_OF_BOUNDS:
             raise ValueError(f"unknown out_of_bounds {self.out_of_bounds!r}; choose one of {', '.join(OUT_OF_BOUNDS)}")

@@ -665,7 +665,7 @@ class MixingEnv(gym.Env[np.ndarray, np.ndarray]):
             "mixture": np.asarray(mixture, dtype=np.float64),
             "realised_mixture": snap.samples / total if total > 0 else np.zeros(len(snap.samples)),
             "train_loss": snap.train_loss,
-            "eval_loss": snap.eval_loss,
+            "eval_loss": snap.eval_loss.copy(),  # not the object an earlier info holds (Gymnasium's checker)
             "eval_fresh": np.bool_(fresh),
             "objective": np.float64(self.objective(snap.eval_loss)),
             "samples": np.asarray(snap.samples, dtype=np.int64),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -592,14 +593,25 @@ def reward_components(reward: Reward | RewardFn, num_domains: int) -> dict[str, 
 
 
 def call_reward(reward: Reward | RewardFn, before: Snapshot, after: Snapshot, env: "MixingEnv") -> RewardResult:
-    """Call any reward and normalise its answer to a finite `RewardResult`."""
+    """Call any reward and normalise its answer to a finite `RewardResult`: a real number (a
+    Python or numpy scalar, a one-element array), a ``(number, info dict)`` pair or a
+    `RewardResult`; anything else is a `TypeError` naming the reward and what it returned."""
+    name = getattr(reward, "name", reward)
     out = reward(before, after, env)
     if isinstance(out, RewardResult):
-        result = out
+        value, components = out.value, out.components
     elif isinstance(out, tuple) and len(out) == 2:
-        result = RewardResult(float(out[0]), dict(out[1]))
+        value, components = out
     else:
-        result = RewardResult(float(out))  # type: ignore[arg-type]
+        value, components = out, {}
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)) or not isinstance(components, Mapping):
+        raise TypeError(
+            f"reward {name!r} returned {out!r} ({type(out).__name__}) at step {after.step}: a reward must return a real "
+            "number, a (number, dict of components) pair or a RewardResult"
+        )
+    result = RewardResult(float(value), dict(components))
     if not np.isfinite(result.value):
-        raise ValueError(f"reward {getattr(reward, 'name', reward)!r} returned a non-finite value {result.value!r} at step {after.step}")
+        raise ValueError(f"reward {name!r} returned a non-finite value {result.value!r} at step {after.step}")
     return result

@@ -32,7 +32,10 @@ tokens), the whole mixture schedule and the loop's step; `load_state_dict` conti
 there (``replay=True`` starts the iteration from the first position instead, for a loop that
 skips the batches it already trained on, as the HF ``Trainer`` does unless
 ``ignore_data_skip``): either way the examples after the resume are those of a run that was
-never interrupted.
+never interrupted. The state carries a digest of each domain's rows (`DomainSource.content`):
+a state of a dataset with the same names and sizes but other rows is refused
+(`SourcesChanged`, naming the domains) unless ``load_state_dict(state, accept_changed_sources=True)``
+says that continuing the position on the new data is meant.
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ from mixgym.integrations.stream import (
 )
 
 STATE_FORMAT = "mixgym-mixture-dataset/1"
+
+
+class SourcesChanged(ValueError):
+    """A `MixtureDataset` state saved over other rows than this dataset's (same names and sizes)."""
+
 DEFAULT_CAPACITY = 4096
 """Mixtures a dataset's schedule holds unless `bind` asks for more."""
 
@@ -430,6 +438,7 @@ class MixtureDataset(IterableDataset):
             "format": STATE_FORMAT,
             "fingerprint": self.fingerprint(),
             "domains": list(self.names),
+            "sources": [s.content for s in self.sources],
             "stream": self._tracker.state.to_dict(),
             "schedule": self._schedule.entries(),
             "horizon": None if horizon < 0 else horizon,
@@ -437,13 +446,15 @@ class MixtureDataset(IterableDataset):
             "examples_per_step": self._examples_per_step,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], replay: bool = False) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], replay: bool = False, accept_changed_sources: bool = False) -> None:
         """Continue from `state_dict`'s output (see the module docstring).
 
         Args:
             state: a state from a dataset with the same domains, sizes, seed and max_epochs.
             replay: start the next iteration from the first position (the loop skips what it
                 already trained on) instead of where the state stands.
+            accept_changed_sources: continue even if a domain's rows differ from those the
+                state was saved over (otherwise `SourcesChanged`).
         """
         if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
             raise ValueError(f"not a MixtureDataset state (format {STATE_FORMAT!r})")
@@ -451,6 +462,14 @@ class MixtureDataset(IterableDataset):
             raise ValueError(
                 f"the state is of another dataset (domains {state['domains']}, fingerprint {state['fingerprint']}); "
                 f"this one has domains {self.names} and fingerprint {self.fingerprint()} (sizes, seed or max_epochs differ)"
+            )
+        saved_sources = state.get("sources")  # None: a state of an older mixgym, which kept no digest
+        changed = [n for n, a, b in zip(self.names, saved_sources or [], self.sources) if a != b.content]
+        if changed and not accept_changed_sources:
+            raise SourcesChanged(
+                f"the state was saved over other data in domain(s) {', '.join(map(repr, changed))}: same names and "
+                "sizes, different rows (another corpus, or files changed since). Resuming would continue its positions "
+                "on the new rows; pass accept_changed_sources=True if that is what you mean"
             )
         saved = StreamState.from_dict(state["stream"], len(self.names))
         entries = [(int(s), m) for s, m in state["schedule"]]

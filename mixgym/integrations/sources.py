@@ -19,12 +19,19 @@ A tokenizer is a mixgym `TextTokenizer` (`mixgym.llm_backend.tokenizer`) or a `t
 tokenizer. Errors name the domain: no rows, no ``input_ids``/text column (listing the columns
 found), token ids beyond the tokenizer's vocabulary (a tokenizer mismatch), text without a
 tokenizer or ``seq_len``, a one-shot iterator.
+
+Each source carries a `DomainSource.content` digest, so that a saved stream position is never
+applied to other data (`MixtureDataset.load_state_dict`): a SHA-256 of its rows' token ids, read
+while the rows are counted anyway, or, for a ``datasets.Dataset`` of tokenised rows (not read up
+front), the dataset's own fingerprint, which ``datasets`` derives from its files and the
+transforms applied to them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+import hashlib
 from itertools import islice
 from typing import Any
 
@@ -72,6 +79,7 @@ class DomainSource:
         token_counts: tokens of each row, or one int when every row has the same.
         in_order: rows are read front to back (a stream) rather than permuted.
         max_token_id: the largest token id of the domain (-1 if unknown), to check the model.
+        content: a digest of the rows (module docstring).
     """
 
     name: str
@@ -79,6 +87,7 @@ class DomainSource:
     token_counts: int | np.ndarray
     in_order: bool
     max_token_id: int
+    content: str = ""
     _chunks: np.ndarray | None = None
     _indexed: Any = None
     _stream: Callable[[], Iterator[np.ndarray]] | None = None
@@ -238,8 +247,8 @@ def make_source(
     limit = vocab_size(tokenizer) if tokenizer is not None else None
     if _is_indexed(data):
         if tokenised:
-            lengths, top = _indexed_lengths(data, name, seq_len)
-            source = DomainSource(name, len(data), lengths, False, top, _indexed=data, _seq_len=seq_len)
+            lengths, top, content = _indexed_lengths(data, name, seq_len)
+            source = DomainSource(name, len(data), lengths, False, top, content, _indexed=data, _seq_len=seq_len)
         else:
             texts = data[text_column] if hasattr(data, "column_names") else [_text_of(x, name, text_column) for x in data]
             assert seq_len is not None
@@ -251,18 +260,21 @@ def make_source(
                 )
             chunks = stream[: rows * seq_len].reshape(rows, seq_len)
             dtype = np.int32 if chunks.max(initial=0) < 2**31 else np.int64
-            source = DomainSource(name, rows, seq_len, False, int(chunks.max(initial=-1)), _chunks=chunks.astype(dtype))
+            chunks = chunks.astype(dtype)
+            content = _digest([chunks.reshape(-1)])
+            source = DomainSource(name, rows, seq_len, False, int(chunks.max(initial=-1)), content, _chunks=chunks)
     else:
         rows_of = _Rows(_iterable(data, name), name, seq_len, tokenizer, text_column, tokenised)
-        lengths_list, top = [], -1
+        lengths_list, top, digest = [], -1, hashlib.sha256()
         for ids in rows_of():
             lengths_list.append(len(ids))
             top = max(top, int(ids.max(initial=-1)))
+            _update(digest, ids)
         if not lengths_list:
             raise ValueError(f"domain {name!r} has no rows" + ("" if tokenised else f" of seq_len={seq_len} tokens"))
         lengths = np.asarray(lengths_list, dtype=np.int64)
         counts: int | np.ndarray = int(lengths[0]) if not tokenised else lengths
-        source = DomainSource(name, len(lengths), counts, True, top, _stream=rows_of, _seq_len=seq_len)
+        source = DomainSource(name, len(lengths), counts, True, top, digest.hexdigest(), _stream=rows_of, _seq_len=seq_len)
     if source.size == 0:
         raise ValueError(f"domain {name!r} has no examples")
     if limit is not None and source.max_token_id >= limit:
@@ -273,8 +285,22 @@ def make_source(
     return source
 
 
-def _indexed_lengths(data: Any, name: str, seq_len: int | None) -> tuple[np.ndarray, int]:
-    """Per-row token counts (cut to `seq_len`) and the largest id, of an indexed tokenised domain."""
+def _update(digest: Any, ids: np.ndarray) -> None:
+    """Add one row of token ids (its length first: rows [1, 2][3] and [1][2, 3] differ)."""
+    row = np.ascontiguousarray(ids, dtype=np.int64)
+    digest.update(len(row).to_bytes(8, "little") + row.tobytes())
+
+
+def _digest(rows: Iterable[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        _update(digest, row)
+    return digest.hexdigest()
+
+
+def _indexed_lengths(data: Any, name: str, seq_len: int | None) -> tuple[np.ndarray, int, str]:
+    """Per-row token counts (cut to `seq_len`), the largest id and the content digest (module
+    docstring) of an indexed tokenised domain."""
     table = getattr(data, "data", None)
     if hasattr(data, "column_names") and table is not None and hasattr(table, "column"):
         import pyarrow.compute as pc
@@ -284,12 +310,14 @@ def _indexed_lengths(data: Any, name: str, seq_len: int | None) -> tuple[np.ndar
         top = pc.max(pc.list_flatten(column)).as_py()
         if getattr(data, "_indices", None) is not None:  # a selected/shuffled view
             lengths = lengths[np.asarray(data._indices.column(0).to_numpy(), dtype=np.int64)]
+        content = f"datasets:{getattr(data, '_fingerprint', '')}"
     else:
         rows = [_ids_of(data[i], name, None) for i in range(len(data))]
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         top = max((int(r.max(initial=-1)) for r in rows), default=-1)
+        content = _digest(rows)
     if seq_len is not None:
         lengths = np.minimum(lengths, seq_len)
     if len(lengths) and lengths.min() == 0:
         raise ValueError(f"domain {name!r} has an example with no tokens (row {int(np.argmin(lengths))})")
-    return lengths, -1 if top is None else int(top)
+    return lengths, -1 if top is None else int(top), content

@@ -14,7 +14,9 @@ entry                      documents
 ========================== ============================================================
 
 Formats are ``.jsonl``/``.json`` (field ``text``), ``.parquet`` (column ``text``) and
-``.txt``; all files of one domain share one format. Entries whose names start with ``.`` or
+``.txt``; all files of one domain share one format. Text files are UTF-8 (a file that is not
+is refused, naming its line), and every row of a ``.jsonl``/``.parquet`` file needs a string
+``text`` (a row without one is an error, not dropped; an empty one is skipped). Entries whose names start with ``.`` or
 ``_`` and ``manifest.json`` are not domains. When a domain gives no split, its documents are
 split deterministically (`split_documents`): documents in the order of a hash of their text
 go to validation until it holds `validation_fraction` of the domain's bytes (at least one
@@ -210,6 +212,9 @@ def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str |
     files = [p for p in files if p.stat().st_size > 0]  # datasets fails on empty files; they hold no documents
     if not files:
         return []
+    if builder in ("json", "text"):
+        for path in files:
+            _check_utf8(name, path)
     options: dict[str, Any] = {"sample_by": "paragraph"} if builder == "text" else {}
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -226,7 +231,27 @@ def _read_documents(name: str, builder: str, files: list[Path], cache_dir: str |
             datasets.enable_progress_bars()
     if "text" not in data.column_names:
         raise CorpusError(f"domain {name!r}: {[str(p) for p in files]} have no 'text' field/column (found {data.column_names})")
-    return [t.strip() for t in data["text"] if isinstance(t, str) and t.strip()]
+    texts = data["text"]
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:  # a row without the field reads as None: dropping it would hide a schema mistake
+        raise CorpusError(
+            f"domain {name!r}: document {bad} of {[str(p) for p in files]} has no string 'text' (got {texts[bad]!r}); "
+            "every row needs one (an empty string is skipped)"
+        )
+    return [t.strip() for t in texts if t.strip()]
+
+
+def _check_utf8(name: str, path: Path) -> None:
+    """`CorpusError` naming the file, line and byte if `path` is not UTF-8 text."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise CorpusError(
+                    f"domain {name!r}: {str(path)!r} is not UTF-8: line {number} has byte {line[error.start]:#04x} at "
+                    f"column {error.start + 1} ({error.reason}); re-encode it, e.g. iconv -f latin1 -t utf-8"
+                ) from None
 
 
 def _manifest_kinds(path: Path) -> dict[str, str]:

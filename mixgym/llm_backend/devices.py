@@ -26,15 +26,25 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def resolve_device(requested: str, cuda_available: bool, local_rank: int = 0) -> str:
-    """The torch device a `HFConfig.device` setting means on this machine and rank."""
+def resolve_device(requested: str, cuda_available: bool, local_rank: int = 0, device_count: int | None = None) -> str:
+    """The torch device a `HFConfig.device` setting means on this machine and rank; a
+    ``"cuda:N"`` beyond `device_count` (the machine's CUDA devices, when given) is refused."""
     if requested == "auto":
         return f"cuda:{local_rank}" if cuda_available else "cpu"
     if requested == "cuda":
         if not cuda_available:
             raise ValueError("device='cuda' but CUDA is not available here; use device='auto' or 'cpu'")
         return f"cuda:{local_rank}"
-    if requested == "cpu" or (requested.startswith("cuda:") and requested[5:].isdigit()):
+    if requested == "cpu":
+        return requested
+    if requested.startswith("cuda:") and requested[5:].isdigit():
+        count = device_count if cuda_available else 0
+        if count is not None and int(requested[5:]) >= count:
+            raise ValueError(
+                f"device={requested!r} but this machine has {count} CUDA device(s)"
+                + (f" (cuda:0 .. cuda:{count - 1})" if count else "")
+                + "; use device='auto', 'cpu' or one that exists"
+            )
         return requested
     raise ValueError(f"unknown device {requested!r}; choose one of {', '.join(DEVICES)}")
 

@@ -71,6 +71,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
@@ -89,11 +90,13 @@ from mixgym.llm_backend.base import (
 from mixgym.llm_backend.corpus import DEFAULT_VALIDATION_FRACTION, Corpus, load_corpus
 from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, autocast_dtype, compiled, resolve_device
 from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
+from mixgym.llm_backend.hf_memory import HeadsMismatch, check_heads, estimate_memory, parameter_count
 from mixgym.llm_backend.offline import force_offline
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulation, probe_seed, validate_request
-from mixgym.validation import integer
+from mixgym.resources import check_memory, gib
+from mixgym.validation import check_field_types, integer
 
 PRESETS: dict[str, dict[str, Any]] = {
     "pythia-tiny": {
@@ -221,6 +224,10 @@ class HFConfig:
     whatif_in_place: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("betas", "layers", "target_weights"):  # YAML and JSON give lists
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        check_field_types(self)  # learning_rate="x", betas=0.9: named here, not as a TypeError from torch
         for name in ("total_steps", "seq_len", "micro_batch_size", "grad_accumulation", "eval_sequences", "vocab_size"):
             value = getattr(self, name)
             if name == "vocab_size" and value is None:
@@ -313,8 +320,11 @@ def _model_spec(model: Any, transformers: Any) -> tuple[Any, Path | None]:
             return config, weights
         fields = json.loads(path.read_text())
         model_type = fields.pop("model_type")
+        check_heads(SimpleNamespace(**fields))
         return transformers.AutoConfig.for_model(model_type, **fields), None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except HeadsMismatch:
+        raise
+    except Exception as error:  # json's, transformers' and huggingface_hub's validators each raise their own kinds
         raise ValueError(f"cannot read a model config from {str(path)!r}: {type(error).__name__}: {error}") from None
 
 
@@ -449,7 +459,7 @@ class HFBackend:
                 f"not divisible by the world size {self.replicas.world_size}: every process trains an equal share"
             )
         torch, transformers = _import_torch_transformers()
-        self._device = torch.device(resolve_device(config.device, torch.cuda.is_available(), self.replicas.local_rank))
+        self._device = torch.device(resolve_device(config.device, torch.cuda.is_available(), self.replicas.local_rank, torch.cuda.device_count()))
         bf16 = self._device.type == "cuda" and torch.cuda.is_bf16_supported()
         self._autocast_dtype = autocast_dtype(config.precision, self._device.type, bf16)
         model_config, self._pretrained = _model_spec(config.model, transformers)
@@ -465,9 +475,17 @@ class HFBackend:
         limit = _max_positions(self._model_config)
         if limit is not None and config.seq_len > limit:
             raise ValueError(f"seq_len={config.seq_len} exceeds the model's maximum of {limit} positions")
+        check_heads(self._model_config)
+        self._check_memory(torch)
         self._initial_weights = None
         if self._pretrained is not None:
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(self._pretrained), local_files_only=True)
+            try:
+                model = transformers.AutoModelForCausalLM.from_pretrained(str(self._pretrained), local_files_only=True)
+            except Exception as error:  # safetensors, torch and transformers each raise their own kinds
+                raise ValueError(
+                    f"cannot load the model weights in {str(self._pretrained)!r} ({type(error).__name__}: {error}): "
+                    "the files are damaged or not a model of this config"
+                ) from None
             self._initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._make_data()
         if config.target_weights is not None:
@@ -500,6 +518,20 @@ class HFBackend:
         from mixgym.data import SAMPLE_CORPUS
 
         return SAMPLE_CORPUS
+
+    def _check_memory(self, torch: Any) -> None:
+        """Refuse a model too large for the device before building it (`estimate_memory`)."""
+        cfg = self.config
+        needed = estimate_memory(self._model_config, cfg.micro_batch_size // self.replicas.world_size, cfg.seq_len, self._pretrained is not None)
+        name = repr(str(cfg.model)) if isinstance(cfg.model, (str, Path)) else f"({type(cfg.model).__name__})"
+        what = f"model {name} ({gib(parameter_count(self._model_config) * 4)} of fp32 weights; micro_batch_size={cfg.micro_batch_size}, seq_len={cfg.seq_len})"
+        advice = "use a smaller model, micro_batch_size or seq_len"
+        if self._device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self._device)
+            if needed > free:
+                raise ValueError(f"{what} needs about {gib(needed)} of GPU memory, more than the {gib(free)} free on {self._device}: {advice}")
+        else:
+            check_memory(needed, what, advice)
 
     def _finish_model_config(self, model_config: Any) -> Any:
         """The model's config with the tokenizer's vocabulary and special ids."""

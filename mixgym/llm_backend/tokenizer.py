@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mixgym.llm_backend.offline import force_offline
+from mixgym.paths import output_folder
 
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|padding|>"
@@ -231,9 +232,12 @@ def corpus_tokenizer(
         train_texts: domain name -> training documents (every domain's, in name order).
         corpus_dir: the corpus folder; the cache is its ``.tokenizers`` sub-folder.
         vocab_size: ids in the vocabulary, special tokens included.
-        cache_dir: where to cache instead (a folder of tokenizer folders).
+        cache_dir: where to cache instead (a folder of tokenizer folders); it must be a
+            folder this process can write (`mixgym.paths.output_folder`, checked first).
     """
     name = tokenizer_cache_name(train_texts, vocab_size)
+    if cache_dir is not None:  # asked for: never silently ignored
+        cache_dir = output_folder(cache_dir, "tokenizer_cache folder")
     candidates = [Path(cache_dir)] if cache_dir is not None else [Path(corpus_dir) / CACHE_DIRNAME, cache_root() / "tokenizers"]
     for folder in candidates:
         if (folder / name / "tokenizer.json").exists():

@@ -45,14 +45,22 @@ Promises every backend keeps (tests check both backends):
 - The same request from the same state gives the same answer: probe streams are seeded from the
   run's seed and step (`probe_seed`), never from the main run's generators.
 - Answers are cached (`WhatIfCache`) by a digest of the state and the request, in memory and,
-  when the cache has a directory (a checkpointed experiment gives it one), on disk as ``.npz``
-  files, so a run resumed after a crash does not train its probes again.
+  when the cache has a directory (a checkpointed experiment gives it one), on disk as
+  ``<key>.whatif`` files, so a run resumed after a crash does not train its probes again. A file
+  is written as checkpoints are (temporary file, fsync, rename, fsync of the folder) and sealed
+  like them (`mixgym.checkpoint.seal`: a SHA-256 and this installation's signature around a
+  pickle-free ``.npz``), so a truncated, altered or planted entry is never used: it is a cache
+  miss with a warning (the answer is recomputed; the run is bit-identical to one without the
+  file) or, with ``strict=True``, a `WhatIfCacheError` naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import time
+import warnings
+import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from collections.abc import Callable
@@ -60,7 +68,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mixgym.checkpoint import CorruptCheckpoint, atomic_write_bytes, seal, unseal
 from mixgym.llm_backend.base import check_split
+from mixgym.trust import UntrustedFile
 from mixgym.validation import integer, number
 
 WHATIF_METHODS = ("merge", "exact")
@@ -238,36 +248,68 @@ def probe_seed(run_seed: int, step: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(run_seed), 0x77686174, int(step)])
 
 
+class WhatIfCacheError(ValueError):
+    """A what-if cache file that is corrupt, unsigned or malformed, read by a strict cache."""
+
+
+SUFFIX = ".whatif"
+"""A cache file's suffix: ``<key>.whatif``, a sealed ``.npz`` (module docstring)."""
+
+
 class WhatIfCache:
     """What-if answers by request key (`WhatIfRequest.key`), in memory and optionally on disk.
 
     Attributes:
-        directory: where answers are also written, one ``<key>.npz`` each (None: memory only).
+        directory: where answers are also written, one ``<key>.whatif`` each (None: memory only).
+        strict: a bad file on disk raises `WhatIfCacheError` instead of being recomputed with a
+            warning (module docstring).
     """
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, strict: bool = False) -> None:
         self.directory = None if directory is None else Path(directory)
+        self.strict = bool(strict)
         self._results: dict[str, WhatIfResult] = {}
 
     def __len__(self) -> int:
         return len(self._results)
 
+    def path(self, key: str) -> Path:
+        """The file of `key`'s answer (needs a directory)."""
+        assert self.directory is not None
+        return self.directory / f"{key}{SUFFIX}"
+
     def get(self, key: str) -> WhatIfResult | None:
         """The cached answer (marked ``cached=True``, wall time 0), or None."""
         result = self._results.get(key)
-        if result is None and self.directory is not None and (self.directory / f"{key}.npz").exists():
-            result = _read_npz(self.directory / f"{key}.npz")
-            self._results[key] = result
+        if result is None and self.directory is not None and self.path(key).exists():
+            result = self._read(self.path(key))
+            if result is not None:
+                self._results[key] = result
         return None if result is None else replace(result, cached=True, wall_time=0.0)
+
+    def _read(self, path: Path) -> WhatIfResult | None:
+        """The answer in `path`, or None (with a warning) if the file cannot be used."""
+        try:
+            body = unseal(path.read_bytes(), f"what-if cache file {str(path)!r}", kind="mixgym what-if cache file")
+            with np.load(io.BytesIO(body), allow_pickle=False) as data:
+                return _from_arrays(data)
+        except (OSError, CorruptCheckpoint, UntrustedFile, zipfile.BadZipFile, KeyError, ValueError, TypeError) as error:
+            if isinstance(error, UntrustedFile):
+                reason = f"what-if cache file {str(path)!r} is not signed by this installation (copied from elsewhere, or planted)"
+            else:
+                reason = f"what-if cache file {str(path)!r} cannot be used: {error}"
+            if self.strict:
+                raise WhatIfCacheError(f"{reason}; delete it to recompute the answer") from None
+            warnings.warn(f"{reason}; recomputing its answer", stacklevel=3)
+            return None
 
     def put(self, key: str, result: WhatIfResult) -> None:
         self._results[key] = result
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"{key}.npz"
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **{f.name: np.asarray(getattr(result, f.name)) for f in fields(result)})
-            tmp.replace(path)
+            buffer = io.BytesIO()
+            np.savez(buffer, **{f.name: np.asarray(getattr(result, f.name)) for f in fields(result)})
+            atomic_write_bytes(self.path(key), seal(buffer.getvalue()))
 
     def state_dict(self) -> dict[str, dict[str, np.ndarray]]:
         """The in-memory answers as plain arrays (for the environment's checkpoints)."""
@@ -278,7 +320,8 @@ class WhatIfCache:
 
 
 def _from_arrays(arrays: Any) -> WhatIfResult:
-    return WhatIfResult(
+    """The result held by `arrays`; `ValueError` if their shapes do not fit one another."""
+    result = WhatIfResult(
         base_loss=np.asarray(arrays["base_loss"], dtype=np.float64),
         probe_loss=np.asarray(arrays["probe_loss"], dtype=np.float64),
         candidate_loss=np.asarray(arrays["candidate_loss"], dtype=np.float64),
@@ -289,11 +332,18 @@ def _from_arrays(arrays: Any) -> WhatIfResult:
         wall_time=float(arrays["wall_time"]),
         cached=bool(arrays["cached"]),
     )
-
-
-def _read_npz(path: Path) -> WhatIfResult:
-    with np.load(path, allow_pickle=False) as data:
-        return _from_arrays(data)
+    width = result.base_loss.shape
+    if (
+        len(width) != 1
+        or result.probe_loss.ndim != 2
+        or result.probe_loss.shape[1:] != width
+        or result.candidate_loss.ndim != 2
+        or result.candidate_loss.shape[1:] != width
+        or result.candidate_mixtures.shape != result.candidate_loss.shape
+    ):
+        shapes = {name: np.shape(arrays[name]) for name in ("base_loss", "probe_loss", "candidate_loss", "candidate_mixtures")}
+        raise ValueError(f"its arrays' shapes do not fit one another: {shapes}")
+    return result
 
 
 def cached_simulation(cache: WhatIfCache, key: str, run: Callable[[], WhatIfResult]) -> WhatIfResult:
