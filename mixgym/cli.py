@@ -339,8 +339,9 @@ def _distributed(args: argparse.Namespace) -> int:
 def agents_command(args: argparse.Namespace) -> int:
     """List the agents and their options."""
     from mixgym.agents import AGENTS
-    from mixgym.agents.base import agent_spec, option_help
+    from mixgym.agents.base import agent_spec, load_families, option_help
 
+    load_families()
     console = Console()
     for name in [args.name] if args.name else sorted(AGENTS):
         spec = agent_spec(name)
@@ -356,7 +357,9 @@ def agents_command(args: argparse.Namespace) -> int:
 
 def _agent_list() -> str:
     from mixgym.agents import AGENTS
+    from mixgym.agents.base import load_families
 
+    load_families()
     return "\n".join(f"  {name:<20} {spec.summary}" for name, spec in sorted(AGENTS.items()))
 
 

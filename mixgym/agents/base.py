@@ -23,6 +23,7 @@ message that says so.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import types
 import typing
@@ -173,9 +174,26 @@ def register(spec: AgentSpec) -> None:
     AGENTS[spec.name] = spec
 
 
+FAMILIES: dict[str, str] = {"syllabus": "mixgym.integrations.syllabus"}
+"""Agents registered by a module outside `mixgym.agents`, named ``"<family>:<name>"``: the
+module is imported (it registers them) the first time such a name is asked for, so that
+importing `mixgym.agents` imports no integration. Registering needs no optional dependency;
+making the agent does."""
+
+
+def load_families() -> None:
+    """Import every module in `FAMILIES`, so that `AGENTS` lists their agents too."""
+    for module in FAMILIES.values():
+        importlib.import_module(module)
+
+
 def agent_spec(name: str) -> AgentSpec:
     """The registered agent `name`, or an error listing the known ones."""
+    family = name.partition(":")[0] if ":" in name else None
+    if name not in AGENTS and family in FAMILIES:
+        importlib.import_module(FAMILIES[family])
     if name not in AGENTS:
+        load_families()
         raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(AGENTS))}")
     return AGENTS[name]
 

@@ -73,7 +73,9 @@ is uniform on a balanced corpus and far from it on The Pile)."""
 
 def _known_agents() -> list[str]:
     from mixgym.agents import AGENTS
+    from mixgym.agents.base import load_families
 
+    load_families()
     return sorted(AGENTS)
 
 
