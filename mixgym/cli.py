@@ -8,6 +8,8 @@
   online (non-proxy: during one run) -- and saves it; ``mixgym eval`` runs a saved policy
   (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
 - ``mixgym agents`` lists every agent and its options with their defaults and sources.
+- ``mixgym record AGENT --task T --episodes N --out NAME`` writes the runs as a Minari dataset
+  (`mixgym.integrations.minari_datasets`).
 
 ``train`` and ``eval`` also run as the processes of a torchrun job (``torchrun
 --nproc_per_node=G -m mixgym.cli train ...`` with ``--env backend=hf``): rank 0 runs the
@@ -38,7 +40,11 @@ from rich.table import Table
 from mixgym import yaml12
 from mixgym.paths import output_file, output_folder
 
-EXTENSIONS: tuple[str, ...] = ("mixgym.bench:add_bench_cli", "mixgym.llm_backend.corpus:add_corpus_cli")
+EXTENSIONS: tuple[str, ...] = (
+    "mixgym.bench:add_bench_cli",
+    "mixgym.llm_backend.corpus:add_corpus_cli",
+    "mixgym.integrations.minari_datasets:add_record_cli",
+)
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called
 with the subparsers object (``argparse._SubParsersAction``) and adds its own command, setting
 ``func`` (called with the parsed arguments, returning an exit code) as the commands here do.
