@@ -39,6 +39,26 @@ advantage over a uniform baseline twin (`mixgym.envs.rewards.AdvantageReward`), 
 episode's return is then the final advantage in hundredths of a loss unit)."""
 
 
+def matching_ids(num_domains: int, features: tuple[str, ...] | None) -> list[str]:
+    """The registered ids whose env has `num_domains` domains and observation blocks `features`
+    (None: any layout), for error messages that say which id a saved policy fits."""
+    from mixgym.envs.features import resolve_features
+
+    presets = {**ENV_PRESETS, **{task.env_id: {"task": name} for name, task in TASK_PRESETS.items()}}
+    found = []
+    for env_id, kwargs in presets.items():
+        task = TASK_PRESETS.get(kwargs.get("task", ""))
+        if task is not None:
+            options = task.backend_options
+            k = options["num_domains"] if options.get("num_domains") else len(options.get("domains") or ())
+        else:
+            k = kwargs.get("num_domains", 5)
+        blocks = resolve_features(kwargs.get("observation", "v1"), twin=kwargs.get("reward") == "advantage")
+        if k == num_domains and (features is None or tuple(blocks) == tuple(features)):
+            found.append(env_id)
+    return found
+
+
 def register_envs() -> None:
     """Register every id in `ENV_PRESETS` and every task's id (`mixgym.tasks.TASK_PRESETS`)
     that is not registered yet."""
