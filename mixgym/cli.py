@@ -302,11 +302,32 @@ def evaluate_command(args: argparse.Namespace) -> int:
         results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=tick)
     finals = results.final_objectives()
     folder = results.save(results_folder)
+    _track(args, results.decisions, name, results.config)
     console.print(
         f"{name}: final held-out loss {finals.mean():.4f} ± {finals.std():.4f} over {args.episodes} run(s) "
         f"(seeds {args.seed}..{args.seed + args.episodes - 1}); per-decision results {folder}/"
     )
     return 0
+
+
+def _track(args: argparse.Namespace, table: Any, run: str, config: dict[str, Any]) -> None:
+    """``--tensorboard DIR`` and ``--wandb PROJECT``: the per-decision table to the trackers."""
+    from mixgym.tracking import log_table
+
+    tensorboard = output_folder(args.tensorboard, "--tensorboard folder") if args.tensorboard else None
+    log_table(table, run, tensorboard=tensorboard, wandb_project=args.wandb, config=config)
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard DIR`` and ``--wandb PROJECT`` (eval and bench)."""
+    parser.add_argument(
+        "--tensorboard", default=None, metavar="DIR",
+        help="write every run's per-decision mixture, losses, objective and reward to TensorBoard under DIR",
+    )
+    parser.add_argument(
+        "--wandb", default=None, metavar="PROJECT",
+        help='the same to Weights & Biases project PROJECT (pip install "mixgym[wandb]"; WANDB_MODE=offline: no network)',
+    )
 
 
 def _serve_command(args: argparse.Namespace) -> None:
@@ -510,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the POLICY file is trusted: load an SB3 policy from elsewhere with SB3's own (pickle-based) load, which can "
         "run code from the file; without it such a file is rebuilt from its options and tensors only",
     )
+    add_tracking_arguments(p)
     p.set_defaults(func=evaluate_command)
 
     p = commands.add_parser("agents", help="list the agents and their options", description="List agents and options.")
