@@ -98,7 +98,7 @@ def run_bench(
         index, count = parse_shard(f"{shard[0]}/{shard[1]}")
         report = output_folder(out / "shards" / f"{index}-of-{count}", "shard's report folder")
     with RunLock(report):
-        validate(config)
+        validate(config, progress=progress)
         cells = config.cells()
         if shard is not None:
             cells = cells[index::count]
