@@ -1,7 +1,7 @@
 """Gymnasium ids of mixgym, registered when `mixgym` is imported.
 
 Gymnasium 1.x loads no entry-point plugins, so registration runs at import; it is
-idempotent (HighwayEnv's pattern). ``gymnasium.make("mixgym:mixgym/Mixing-v0")`` imports
+idempotent (HighwayEnv's pattern). ``gymnasium.make("mixgym:mixgym/Mixing-v1")`` imports
 `mixgym` on demand, so it works without an explicit import.
 """
 
