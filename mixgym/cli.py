@@ -34,6 +34,7 @@ from typing import Any
 
 from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -372,7 +373,7 @@ def agents_command(args: argparse.Namespace) -> int:
     console = Console()
     for name in [args.name] if args.name else sorted(AGENTS):
         spec = agent_spec(name)
-        title = f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})"
+        title = escape(f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})")  # "[extra]" is no markup
         table = Table(title=title, title_justify="left")
         for column in ("option", "default", "meaning and source"):
             table.add_column(column)

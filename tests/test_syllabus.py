@@ -113,3 +113,14 @@ def test_a_mixgym_mixer_is_a_syllabus_curriculum():
         curriculum.update_on_step(0, None, reward, term, trunc, info, 0.0)
     assert not np.allclose(curriculum._sample_distribution(), start)
     assert len(curriculum.sample(k=4)) == 4
+
+
+def test_the_command_line_lists_and_runs_syllabus_agents(tmp_path, capsys):
+    from mixgym.cli import main
+
+    assert main(["agents", "syllabus:plr"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert 'pip install "mixgym[syllabus]"' in out and "temperature" in out
+    assert main(["eval", "--agent", "syllabus:learning-progress", "--episodes", "1", "--env", "total_steps=30",
+                 "--results", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "decisions.csv").is_file()
