@@ -61,7 +61,16 @@ from mixgym.validation import number
 SIGNALS = ("loss_drop", "loss")
 
 
-def _syllabus() -> Any:
+def import_syllabus() -> Any:
+    """The ``syllabus`` package, imported without its side effect on numpy.
+
+    Importing ``syllabus.curricula`` (its PLR sampler, syllabus-rl 0.7) runs
+    ``np.seterr(all="raise")``, so every later floating-point warning anywhere in the process --
+    an ``exp`` that underflows to 0 in DoReMi, a 0/0 that a caller handles -- becomes an
+    exception. This imports it and puts numpy's settings back; import Syllabus through it (or
+    before anything else, knowing that).
+    """
+    settings = np.geterr()
     try:
         import syllabus.core
         import syllabus.curricula
@@ -70,6 +79,8 @@ def _syllabus() -> Any:
         raise DependencyNotInstalled(
             f'Syllabus curricula need syllabus-rl ({error.name} is missing): pip install "mixgym[syllabus]"'
         ) from error
+    finally:
+        np.seterr(**settings)
     if not _UNLINKED:
         # importing syllabus.core makes a shared-memory list at class level that nothing frees, so
         # every process (bench workers too) would end with the resource tracker's "leaked
@@ -84,7 +95,7 @@ _UNLINKED: list[bool] = []
 
 def domain_task_space(domains: list[str] | tuple[str, ...]) -> Any:
     """The K domains as a Syllabus `DiscreteTaskSpace`: task i is domain i, named by it."""
-    syllabus = _syllabus()
+    syllabus = import_syllabus()
     return syllabus.task_space.DiscreteTaskSpace(len(domains), list(domains))
 
 
@@ -251,7 +262,7 @@ class PlrConfig(SyllabusConfig):
 
 def _plr_curriculum(task_space: Any, config: PlrConfig) -> Any:
     """Syllabus's PLR sampler behind the `Curriculum` API, scored by the mixer's signal."""
-    syllabus = _syllabus()
+    syllabus = import_syllabus()
 
     class ScoredLevelReplay(syllabus.core.Curriculum):
         def __init__(self) -> None:
@@ -280,10 +291,10 @@ def _plr_curriculum(task_space: Any, config: PlrConfig) -> Any:
 
 def _builders() -> dict[str, Callable[[Any, Any, EnvFacts], Any]]:
     def domain_randomization(space: Any, config: SyllabusConfig, facts: EnvFacts) -> Any:
-        return _syllabus().curricula.DomainRandomization(space)
+        return import_syllabus().curricula.DomainRandomization(space)
 
     def learning_progress(space: Any, config: LearningProgressConfig, facts: EnvFacts) -> Any:
-        return _syllabus().curricula.OnlineLearningProgress(
+        return import_syllabus().curricula.OnlineLearningProgress(
             space,
             ema_alpha=config.ema_alpha,
             p_theta=config.p_theta,
@@ -334,8 +345,8 @@ def curriculum_agent(
     `env`, over the env's domains. Such an agent is for driving runs; it is not saved (its
     curriculum is the caller's object) -- register it with `register_mixer` to save it.
 
-    >>> import syllabus.curricula
     >>> from mixgym.envs import MixingEnv
+    >>> syllabus = import_syllabus()
     >>> env = MixingEnv(action_map="simplex", total_steps=20)
     >>> space = domain_task_space(env.domains)
     >>> agent = curriculum_agent(lambda: syllabus.curricula.DomainRandomization(space), env)
@@ -360,7 +371,7 @@ def mixer_curriculum(agent: MixerAgent) -> Any:
     is the mixer's mixture; ``update_on_step`` passes the step's ``info`` to the mixer when it
     carries mixgym's per-domain keys (``train_loss``, ``samples``, ``step``), so such a loop
     must report them."""
-    syllabus = _syllabus()
+    syllabus = import_syllabus()
     keys = ("train_loss", "samples", "step")
 
     class MixerCurriculum(syllabus.core.Curriculum):
@@ -391,5 +402,6 @@ __all__ = [
     "curriculum_agent",
     "domain_signals",
     "domain_task_space",
+    "import_syllabus",
     "mixer_curriculum",
 ]
