@@ -1,5 +1,7 @@
 """Progress where work is long: the HF backend's construction and decisions, the bench's checks."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -8,9 +10,15 @@ from mixgym.bench.config import validate
 from mixgym.llm_backend.progress import shown
 
 
-def test_bars_show_where_someone_watches_and_an_option_silences_them():
+def test_bars_show_where_someone_watches_and_an_option_silences_them(monkeypatch):
+    import types
+
     assert shown(True) and not shown(False)
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
     assert not shown(None)  # pytest's captured stderr is no terminal, and no notebook kernel runs here
+    kernel = types.SimpleNamespace(get_ipython=lambda: types.SimpleNamespace(kernel=object()))
+    monkeypatch.setitem(sys.modules, "IPython", kernel)
+    assert shown(None)  # a Jupyter kernel: tqdm.auto draws its widget
 
 
 def test_hf_backend_shows_each_stage_and_each_decision(capsys):

@@ -22,7 +22,15 @@ def shown(enabled: bool | None) -> bool:
     """Whether to draw bars: `enabled`, or, for None, whether someone is watching."""
     if enabled is not None:
         return bool(enabled)
-    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+    return bool(getattr(sys.stderr, "isatty", lambda: False)()) or _in_a_notebook()
+
+
+def _in_a_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (an IPython shell with a kernel), not merely a
+    process that imported ipykernel."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def bar(total: int, description: str, enabled: bool | None, leave: bool = True) -> Any:
