@@ -8,15 +8,26 @@ export TRANSFORMERS_OFFLINE := 1
 # second thread stalls torch's pool (SB3's SAC test took 285 s with two threads, 34 s with one)
 ONE_THREAD := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-.PHONY: demo test test-slow test-clients test-gym029 bench clean
+.PHONY: demo test test-slow test-clients test-gym029 bench docs clean
 
-.venv/ready: pyproject.toml
+# The demo needs only the core (the toy task, SB3, plots): .venv/core. Everything else (HF,
+# Ray, OP-Mix, Syllabus, Minari, docs and dev tools) comes with .venv/ready, on first use of
+# `make test` or any target that needs it, or by name: `.venv/bin/pip install -e ".[syllabus]"`.
+.venv/core: pyproject.toml
+	@echo "mixgym: setting up .venv with the demo's dependencies only (torch CPU, stable-baselines3, gymnasium, matplotlib)"
 	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[hf,bench,cluster,dev,opmix,swarm]"
+	$(PY) -m pip install --progress-bar on torch==2.13.0
+	$(PY) -m pip install --progress-bar on -e .
 	touch $@
 
-demo: .venv/ready
+EXTRAS := hf,bench,cluster,dev,opmix,swarm,syllabus,minari,wandb,docs
+.venv/ready: .venv/core
+	@echo "mixgym: installing the extras the tests need ($(EXTRAS))"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: .venv/core
+	@echo "mixgym demo: agents on the pile22 toy task (a few minutes on 2 cores); table and demo.png in mixgym-demo/"
 	$(PY) -m mixgym.cli demo
 
 test: .venv/ready
@@ -44,5 +55,10 @@ test-gym029: .venv-gym029/ready
 bench: .venv/ready
 	$(PY) benchmarks/toy_throughput.py
 
+# The topic pages in docs/, built as CI builds them: any warning (a broken link, a page left
+# out of the nav) fails the build. Their code blocks run in tests/test_docs.py.
+docs: .venv/ready
+	$(PY) -m mkdocs build --strict --site-dir build/site
+
 clean:
-	rm -rf .venv .venv-gym029 .pytest_cache
+	rm -rf .venv .venv-gym029 .pytest_cache build/site

@@ -1,7 +1,7 @@
 """mixgym: online data mixing for language-model pretraining as a Gymnasium environment.
 
 >>> import gymnasium, mixgym
->>> env = gymnasium.make("mixgym/Mixing-v0", backend="toy", reward="holistic", total_steps=20)
+>>> env = gymnasium.make("mixgym/MixingHolistic-v1", backend="toy", total_steps=20)
 >>> env.unwrapped.domains
 ['easy', 'hard', 'noise', 'redundant', 'conflict']
 """

@@ -8,6 +8,8 @@
   online (non-proxy: during one run) -- and saves it; ``mixgym eval`` runs a saved policy
   (or a named agent) on a backend and saves every decision (`mixgym.agents.runner.Results`).
 - ``mixgym agents`` lists every agent and its options with their defaults and sources.
+- ``mixgym record AGENT --task T --episodes N --out NAME`` writes the runs as a Minari dataset
+  (`mixgym.integrations.minari_datasets`).
 
 ``train`` and ``eval`` also run as the processes of a torchrun job (``torchrun
 --nproc_per_node=G -m mixgym.cli train ...`` with ``--env backend=hf``): rank 0 runs the
@@ -33,6 +35,7 @@ from typing import Any
 
 from gymnasium.error import DependencyNotInstalled
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,6 +47,7 @@ EXTENSIONS: tuple[str, ...] = (
     "mixgym.bench.swarm:add_swarm_cli",
     "mixgym.calibration:add_calibrate_cli",
     "mixgym.llm_backend.corpus:add_corpus_cli",
+    "mixgym.integrations.minari_datasets:add_record_cli",
 )
 """Subcommands defined in other modules, as ``"module:function"``. Each function is called
 with the subparsers object (``argparse._SubParsersAction``) and adds its own command, setting
@@ -309,11 +313,32 @@ def evaluate_command(args: argparse.Namespace) -> int:
         results = evaluate(agent, env, episodes=args.episodes, seed=args.seed, on_decision=tick)
     finals = results.final_objectives()
     folder = results.save(results_folder)
+    _track(args, results.decisions, name, results.config)
     console.print(
         f"{name}: final held-out loss {finals.mean():.4f} ± {finals.std():.4f} over {args.episodes} run(s) "
         f"(seeds {args.seed}..{args.seed + args.episodes - 1}); per-decision results {folder}/"
     )
     return 0
+
+
+def _track(args: argparse.Namespace, table: Any, run: str, config: dict[str, Any]) -> None:
+    """``--tensorboard DIR`` and ``--wandb PROJECT``: the per-decision table to the trackers."""
+    from mixgym.tracking import log_table
+
+    tensorboard = output_folder(args.tensorboard, "--tensorboard folder") if args.tensorboard else None
+    log_table(table, run, tensorboard=tensorboard, wandb_project=args.wandb, config=config)
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tensorboard DIR`` and ``--wandb PROJECT`` (eval and bench)."""
+    parser.add_argument(
+        "--tensorboard", default=None, metavar="DIR",
+        help="write every run's per-decision mixture, losses, objective and reward to TensorBoard under DIR",
+    )
+    parser.add_argument(
+        "--wandb", default=None, metavar="PROJECT",
+        help='the same to Weights & Biases project PROJECT (pip install "mixgym[wandb]"; WANDB_MODE=offline: no network)',
+    )
 
 
 def _serve_command(args: argparse.Namespace) -> None:
@@ -352,12 +377,13 @@ def _distributed(args: argparse.Namespace) -> int:
 def agents_command(args: argparse.Namespace) -> int:
     """List the agents and their options."""
     from mixgym.agents import AGENTS
-    from mixgym.agents.base import agent_spec, option_help
+    from mixgym.agents.base import agent_spec, load_families, option_help
 
+    load_families()
     console = Console()
     for name in [args.name] if args.name else sorted(AGENTS):
         spec = agent_spec(name)
-        title = f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})"
+        title = escape(f"{name}: {spec.summary} (action maps: {', '.join(spec.action_maps)})")  # "[extra]" is no markup
         table = Table(title=title, title_justify="left")
         for column in ("option", "default", "meaning and source"):
             table.add_column(column)
@@ -369,7 +395,9 @@ def agents_command(args: argparse.Namespace) -> int:
 
 def _agent_list() -> str:
     from mixgym.agents import AGENTS
+    from mixgym.agents.base import load_families
 
+    load_families()
     return "\n".join(f"  {name:<20} {spec.summary}" for name, spec in sorted(AGENTS.items()))
 
 
@@ -519,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the POLICY file is trusted: load an SB3 policy from elsewhere with SB3's own (pickle-based) load, which can "
         "run code from the file; without it such a file is rebuilt from its options and tensors only",
     )
+    add_tracking_arguments(p)
     p.set_defaults(func=evaluate_command)
 
     p = commands.add_parser("agents", help="list the agents and their options", description="List agents and options.")

@@ -51,8 +51,8 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from mixgym.agents import AGENTS, make_agent
-from mixgym.agents.base import EnvFacts
+from mixgym.agents import make_agent
+from mixgym.agents.base import EnvFacts, agent_spec
 from mixgym.agents.compare import env_for
 from mixgym.agents.runner import CONFIG, TABLE, Results, decision_row
 from mixgym.agents.sb3_presets import SB3Agent
@@ -93,8 +93,7 @@ class ExperimentConfig:
     keep: int = 3
 
     def __post_init__(self) -> None:
-        if self.agent not in AGENTS:
-            raise ValueError(f"unknown agent {self.agent!r}; known agents: {', '.join(sorted(AGENTS))}")
+        agent_spec(self.agent)  # an unknown name: an error listing the known ones
         integer("checkpoint_every", self.checkpoint_every, 1)
         integer("keep", self.keep, 1)
         integer("seed", self.seed, 0, 2**32 - 1)

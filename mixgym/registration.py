@@ -1,7 +1,7 @@
 """Gymnasium ids of mixgym, registered when `mixgym` is imported.
 
 Gymnasium 1.x loads no entry-point plugins, so registration runs at import; it is
-idempotent (HighwayEnv's pattern). ``gymnasium.make("mixgym:mixgym/Mixing-v0")`` imports
+idempotent (HighwayEnv's pattern). ``gymnasium.make("mixgym:mixgym/Mixing-v1")`` imports
 `mixgym` on demand, so it works without an explicit import.
 """
 
@@ -39,6 +39,26 @@ AC-ODM/HDS's state); ``-v1`` ids use the v1 layout (previous mixture, data seen 
 weight norms; see `mixgym.envs.features`). ``MixingAdvantage`` pays the counterfactual
 advantage over a uniform baseline twin (`mixgym.envs.rewards.AdvantageReward`), times 100 (an
 episode's return is then the final advantage in hundredths of a loss unit)."""
+
+
+def matching_ids(num_domains: int, features: tuple[str, ...] | None) -> list[str]:
+    """The registered ids whose env has `num_domains` domains and observation blocks `features`
+    (None: any layout), for error messages that say which id a saved policy fits."""
+    from mixgym.envs.features import resolve_features
+
+    presets = {**ENV_PRESETS, **{task.env_id: {"task": name} for name, task in TASK_PRESETS.items()}}
+    found = []
+    for env_id, kwargs in presets.items():
+        task = TASK_PRESETS.get(kwargs.get("task", ""))
+        if task is not None:
+            options = task.backend_options
+            k = options["num_domains"] if options.get("num_domains") else len(options.get("domains") or ())
+        else:
+            k = kwargs.get("num_domains", 5)
+        blocks = resolve_features(kwargs.get("observation", "v1"), twin=kwargs.get("reward") == "advantage")
+        if k == num_domains and (features is None or tuple(blocks) == tuple(features)):
+            found.append(env_id)
+    return found
 
 
 def register_envs() -> None:

@@ -6,8 +6,8 @@ entry it refuses to train. These are the algorithms' stock settings with an MLP 
 budget of 100 toy runs (1,000 optimizer steps, 100 decisions each); tune them with RL Zoo3's
 own ``--optimize``::
 
-    python -m rl_zoo3.train --algo sac --env mixgym/Mixing-v0 --gym-packages mixgym --conf-file mixgym.rl_zoo3
-    python -m rl_zoo3.enjoy --algo sac --env mixgym/Mixing-v0 --gym-packages mixgym --folder logs/
+    python -m rl_zoo3.train --algo sac --env mixgym/Mixing-v1 --gym-packages mixgym --conf-file mixgym.rl_zoo3
+    python -m rl_zoo3.enjoy --algo sac --env mixgym/Mixing-v1 --gym-packages mixgym --folder logs/
 """
 
 from __future__ import annotations

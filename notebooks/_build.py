@@ -37,14 +37,14 @@ QUICKSTART = [
         import gymnasium as gym
         import matplotlib.pyplot as plt
         import numpy as np
-        import mixgym  # registers mixgym/Mixing-v0
+        import mixgym  # registers mixgym/Mixing-v1
         """,
     ),
     ("markdown", "## Make the environment and step it by hand"),
     (
         "code",
         """
-        env = gym.make("mixgym/Mixing-v0", backend="toy", reward="alignment", total_steps=TOTAL_STEPS)
+        env = gym.make("mixgym/Mixing-v1", backend="toy", reward="alignment", total_steps=TOTAL_STEPS)
         print(env.unwrapped.domains)
         print(env.observation_space, env.action_space)
         obs, info = env.reset(seed=0)
@@ -124,7 +124,7 @@ QUICKSTART = [
         from mixgym.agents import evaluate, make_agent
 
         simplex_env = gym.make(
-            "mixgym/Mixing-v0", backend="toy", reward="alignment", total_steps=TOTAL_STEPS, action_map="simplex"
+            "mixgym/Mixing-v1", backend="toy", reward="alignment", total_steps=TOTAL_STEPS, action_map="simplex"
         )
         contenders = {
             "SAC": (model, env),

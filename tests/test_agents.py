@@ -505,3 +505,17 @@ def test_learn_and_predict_refuse_bad_arguments() -> None:
         agent.predict(np.zeros((2, 27)))
     with pytest.raises(ValueError, match="total_timesteps.*-3"):
         make_agent("acodm", env_for("acodm"), **TINY["acodm"]).learn(-3)
+
+
+def test_a_policy_for_another_observation_layout_names_both_layouts_and_the_ids_that_fit(tmp_path) -> None:
+    import gymnasium
+
+    saved = make_agent("td3", gymnasium.make("mixgym/Mixing-v0", total_steps=40))
+    saved.save(tmp_path / "td3.zip")
+    with pytest.raises(ValueError) as error:
+        load_agent(tmp_path / "td3.zip", gymnasium.make("mixgym/Mixing-v1", total_steps=40))
+    message = str(error.value)
+    assert "layout v0 (loss_z" in message and "layout is v1 (loss_z" in message
+    assert "registered ids that match the policy: mixgym/Mixing-v0" in message
+    with pytest.raises(ValueError, match=r"K=5 domains .* K=22.*ids that match the policy: mixgym/Mixing-v0"):
+        load_agent(tmp_path / "td3.zip", gymnasium.make("mixgym/Mixing22-v0", total_steps=40))

@@ -317,3 +317,20 @@ def test_doremi_static_runs_from_the_bench_and_doremi_reports_its_time_average(t
     averaged = summaries["doremi"]["time_averaged_mixture"]
     assert set(averaged) == {"easy", "hard", "noise"} and sum(averaged.values()) == pytest.approx(1.0)
     assert "time_averaged_mixture" not in summaries["doremi-static"]
+
+
+def test_reports_stay_readable_at_k22_and_tables_group_by_backend(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    agents = ["odm"]
+    grid = parse_config({"seeds": [0], "agents": agents, "rewards": ["eval_loss"],
+                         "backends": {"k22": {"num_domains": 22, "total_steps": 20}, "k5": {"num_domains": 5, "total_steps": 20}}})
+    result = run_bench(grid, tmp_path, workers=1, progress=False)
+    for name, most in (("mixtures.png", 2200), ("final_loss.png", 2200), ("loss_vs_tokens.png", 1600)):
+        height, width = matplotlib.image.imread(tmp_path / name).shape[:2]
+        assert width <= most, (name, width)  # bounded, where it grew with K x agents (4,840 px before)
+    tables = [block for block in result.markdown.split("\n\n") if block.startswith("| agent")]
+    for table in tables:  # every table holds one backend's rows
+        backends = {line.split(" | ")[2] for line in table.splitlines()[2:]}
+        assert len(backends) == 1, backends
+    assert "backend k22" in result.markdown and "backend k5" in result.markdown

@@ -30,7 +30,7 @@ def test_torchrl_gym_env_by_id_with_its_info_reader() -> None:
     from torchrl.envs import GymEnv
     from torchrl.envs.utils import check_env_specs
 
-    env = GymEnv("mixgym/MixingHolistic-v0", total_steps=60)  # retries without frameskip on our TypeError
+    env = GymEnv("mixgym/MixingHolistic-v1", total_steps=60)  # retries without frameskip on our TypeError
     check_env_specs(env)
     env.auto_register_info_dict()  # TorchRL's info reader: every info key, at reset and step
     rollout = env.rollout(8)  # 6 decisions: stops at termination
@@ -61,7 +61,7 @@ def test_skrl_stock_gaussian_policy_sends_out_of_bounds_actions_that_the_env_cli
             seen.append(np.asarray(action))
             return action
 
-    env = wrap_env(Record(gym.make("mixgym/Mixing-v0", total_steps=200)))
+    env = wrap_env(Record(gym.make("mixgym/Mixing-v1", total_steps=200)))
     spaces = {"observation_space": env.observation_space, "action_space": env.action_space, "device": env.device}
     agent = PPO(
         models={"policy": example.Policy(**spaces), "value": example.Value(**spaces)},
@@ -84,10 +84,10 @@ def test_tianshou_sac_then_watch_mode_prints_each_decision(tmp_path: Path) -> No
 
 
 def test_rl_zoo3_train_and_enjoy_with_rendering(tmp_path: Path) -> None:
-    common = ["--algo", "sac", "--env", "mixgym/Mixing-v0", "--gym-packages", "mixgym", "-f", "logs",
+    common = ["--algo", "sac", "--env", "mixgym/Mixing-v1", "--gym-packages", "mixgym", "-f", "logs",
               "--env-kwargs", "total_steps:100"]
     run([sys.executable, "-m", "rl_zoo3.train", *common, "--conf-file", "mixgym.rl_zoo3", "-n", "120",
          "--eval-freq", "-1", "--hyperparams", "learning_starts:50"], tmp_path)
-    assert (tmp_path / "logs" / "sac" / "mixgym-Mixing-v0_1" / "mixgym-Mixing-v0.zip").exists()
+    assert (tmp_path / "logs" / "sac" / "mixgym-Mixing-v1_1" / "mixgym-Mixing-v1.zip").exists()
     out = run([sys.executable, "-m", "rl_zoo3.enjoy", *common, "-n", "10"], tmp_path)
     assert out.count("step 100/100") == 1 and "Mean reward" in out  # "human" mode: each decision once

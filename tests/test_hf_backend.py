@@ -205,7 +205,7 @@ def test_tokenizer_trained_cached_and_loaded_from_a_folder(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"model": "pythia-huge"}, ValueError, "unknown model 'pythia-huge'.*pythia-tiny, pythia-small, gpt2-tiny, llama-tiny"),
+        ({"model": "pythia-huge"}, ValueError, "unknown model 'pythia-huge'.*pythia-tiny, neox-micro, pythia-small, gpt2-tiny, llama-tiny"),
         ({"seq_len": 1024}, ValueError, "seq_len=1024 exceeds the model's maximum of 512"),
         ({"corpus": "/nonexistent/corpus"}, ValueError, "does not exist"),
         ({"gradient_mode": "exact"}, ValueError, "gradient_mode 'exact'"),

@@ -18,7 +18,7 @@ from skrl.memories.torch import RandomMemory
 from skrl.models.torch import DeterministicMixin, GaussianMixin, Model
 from skrl.trainers.torch import SequentialTrainer
 
-import mixgym  # noqa: F401  (registers mixgym/Mixing-v0)
+import mixgym  # noqa: F401  (registers mixgym/Mixing-v1)
 
 
 class Policy(GaussianMixin, Model):
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=2000, help="environment steps (decisions) to train for")
     parser.add_argument("--total-steps", type=int, default=1000, help="optimizer steps of one toy run")
     args = parser.parse_args()
-    env = wrap_env(gym.make("mixgym/Mixing-v0", total_steps=args.total_steps))
+    env = wrap_env(gym.make("mixgym/Mixing-v1", total_steps=args.total_steps))
     spaces = {"observation_space": env.observation_space, "action_space": env.action_space, "device": env.device}
     models = {"policy": Policy(**spaces), "value": Value(**spaces)}
     memory = RandomMemory(memory_size=32, num_envs=env.num_envs, device=env.device)

@@ -12,7 +12,7 @@ from tianshou.highlevel.config import OffPolicyTrainingConfig
 from tianshou.highlevel.env import EnvFactoryRegistered, VectorEnvType
 from tianshou.highlevel.experiment import ExperimentConfig, SACExperimentBuilder
 
-import mixgym  # noqa: F401  (registers mixgym/Mixing-v0)
+import mixgym  # noqa: F401  (registers mixgym/Mixing-v1)
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--total-steps", type=int, default=1000, help="optimizer steps of one toy run")
     args = parser.parse_args()
     experiment = SACExperimentBuilder(
-        EnvFactoryRegistered(task="mixgym/Mixing-v0", venv_type=VectorEnvType.DUMMY, total_steps=args.total_steps),
+        EnvFactoryRegistered(task="mixgym/Mixing-v1", venv_type=VectorEnvType.DUMMY, total_steps=args.total_steps),
         ExperimentConfig(persistence_enabled=False, watch=True, watch_num_episodes=1, device="cpu"),
         OffPolicyTrainingConfig(
             max_epochs=args.epochs,

@@ -3,7 +3,7 @@
 
 TorchRL starts its workers with "spawn": they import this script (so ``import mixgym``
 registers the ids there too). Where the main module does not import mixgym (a notebook, a
-test runner), use the id ``"mixgym:mixgym/Mixing-v0"``, which imports it in each worker.
+test runner), use the id ``"mixgym:mixgym/Mixing-v1"``, which imports it in each worker.
 
     python examples/clients/torchrl_rollout.py [--steps 20]
 """
@@ -13,7 +13,7 @@ import argparse
 from torchrl.envs import GymEnv
 from torchrl.envs.utils import check_env_specs
 
-import mixgym  # noqa: F401  (registers mixgym/Mixing-v0)
+import mixgym  # noqa: F401  (registers mixgym/Mixing-v1)
 
 
 def main() -> None:
@@ -21,13 +21,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="decisions per rollout")
     parser.add_argument("--total-steps", type=int, default=1000, help="optimizer steps of one toy run")
     args = parser.parse_args()
-    env = GymEnv("mixgym/Mixing-v0", total_steps=args.total_steps)
+    env = GymEnv("mixgym/Mixing-v1", total_steps=args.total_steps)
     check_env_specs(env)
     env.auto_register_info_dict()
     rollout = env.rollout(args.steps)
     print("one env:", dict(rollout.batch_size and {"batch": tuple(rollout.batch_size)}),
           "final objective", float(rollout["next", "objective"][-1]))
-    batched = GymEnv("mixgym/Mixing-v0", num_envs=2, total_steps=args.total_steps)
+    batched = GymEnv("mixgym/Mixing-v1", num_envs=2, total_steps=args.total_steps)
     rollout = batched.rollout(args.steps)
     print("two envs:", tuple(rollout.batch_size), "info keys:", sorted(k for k in rollout["next"].keys() if "/" in k))
     batched.close()

@@ -23,6 +23,7 @@ message that says so.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import types
 import typing
@@ -92,6 +93,8 @@ class EnvFacts:
         observation_shape: shape of one observation.
         natural: the backend's domain sizes normalised to a mixture, or None when the
             backend does not report sizes.
+        observation_layout: the observation's feature blocks in order
+            (`mixgym.envs.features`), or None (files saved before it was recorded).
     """
 
     domains: tuple[str, ...]
@@ -99,6 +102,7 @@ class EnvFacts:
     num_decisions: int
     observation_shape: tuple[int, ...]
     natural: tuple[float, ...] | None
+    observation_layout: tuple[str, ...] | None = None
 
     @property
     def num_domains(self) -> int:
@@ -112,12 +116,14 @@ class EnvFacts:
             raise ValueError(f"agents drive a mixgym MixingEnv (possibly wrapped), got {type(inner).__name__}")
         sizes = np.asarray(inner.backend.info.domain_sizes, dtype=np.float64)
         natural = tuple((sizes / sizes.sum()).tolist()) if sizes.size and sizes.sum() > 0 else None
+        layout = getattr(inner, "layout", None)
         return cls(
             domains=tuple(inner.domains),
             action_map=inner.action_mapper.name,
             num_decisions=int(inner.num_decisions),
             observation_shape=tuple(int(n) for n in env.observation_space.shape),
             natural=natural,
+            observation_layout=tuple(layout.features) if layout is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -127,12 +133,14 @@ class EnvFacts:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnvFacts:
         natural = data.get("natural")
+        layout = data.get("observation_layout")
         return cls(
             domains=tuple(data["domains"]),
             action_map=str(data["action_map"]),
             num_decisions=int(data["num_decisions"]),
             observation_shape=tuple(data["observation_shape"]),
             natural=tuple(natural) if natural is not None else None,
+            observation_layout=tuple(layout) if layout is not None else None,
         )
 
 
@@ -178,9 +186,26 @@ def register(spec: AgentSpec) -> None:
     AGENTS[spec.name] = spec
 
 
+FAMILIES: dict[str, str] = {"syllabus": "mixgym.integrations.syllabus"}
+"""Agents registered by a module outside `mixgym.agents`, named ``"<family>:<name>"``: the
+module is imported (it registers them) the first time such a name is asked for, so that
+importing `mixgym.agents` imports no integration. Registering needs no optional dependency;
+making the agent does."""
+
+
+def load_families() -> None:
+    """Import every module in `FAMILIES`, so that `AGENTS` lists their agents too."""
+    for module in FAMILIES.values():
+        importlib.import_module(module)
+
+
 def agent_spec(name: str) -> AgentSpec:
     """The registered agent `name`, or an error listing the known ones."""
+    family = name.partition(":")[0] if ":" in name else None
+    if name not in AGENTS and family in FAMILIES:
+        importlib.import_module(FAMILIES[family])
     if name not in AGENTS:
+        load_families()
         raise ValueError(f"unknown agent {name!r}; known agents: {', '.join(sorted(AGENTS))}")
     return AGENTS[name]
 
@@ -343,17 +368,21 @@ def check_compatible(meta: dict[str, Any], env: gym.Env, path: Path) -> EnvFacts
     if saved.num_domains != facts.num_domains:
         raise ValueError(
             f"{str(path)!r} holds a policy for K={saved.num_domains} domains {list(saved.domains)}, "
-            f"but this env has K={facts.num_domains}: {list(facts.domains)}"
+            f"but this env has K={facts.num_domains}: {list(facts.domains)}{_matching(saved)}"
         )
     if saved.action_map != facts.action_map:
         raise ValueError(
             f"{str(path)!r} was trained with action_map={saved.action_map!r}; this env uses "
             f"{facts.action_map!r}, under which the same action is another mixture"
         )
-    if saved.observation_shape != facts.observation_shape:
+    layouts_differ = None not in (saved.observation_layout, facts.observation_layout) and (
+        saved.observation_layout != facts.observation_layout
+    )
+    if saved.observation_shape != facts.observation_shape or layouts_differ:
         raise ValueError(
-            f"{str(path)!r} expects observations of shape {saved.observation_shape}, "
-            f"this env gives {facts.observation_shape}"
+            f"{str(path)!r} holds a policy for observation layout {_layout_name(saved)}, shape "
+            f"{saved.observation_shape}; this env's layout is {_layout_name(facts)}, shape "
+            f"{facts.observation_shape}{_matching(saved)}"
         )
     if saved.domains != facts.domains:
         warnings.warn(
@@ -362,6 +391,37 @@ def check_compatible(meta: dict[str, Any], env: gym.Env, path: Path) -> EnvFacts
             stacklevel=3,
         )
     return facts
+
+
+def mismatch(meta: dict[str, Any], env: gym.Env) -> str:
+    """What differs between the env a saved agent was made for and `env`, with the ids that fit it."""
+    saved, facts = EnvFacts.from_json(meta["env"]), EnvFacts.of(env)
+    return (
+        f"made for K={saved.num_domains}, action map {saved.action_map!r}, observation layout {_layout_name(saved)}; "
+        f"this env has K={facts.num_domains}, action map {facts.action_map!r}, observation layout "
+        f"{_layout_name(facts)}{_matching(saved)}"
+    )
+
+
+def _layout_name(facts: EnvFacts) -> str:
+    """A layout as its name (``v0``, ``v1``) and blocks, or "unrecorded" for old files."""
+    from mixgym.envs.features import LAYOUTS
+
+    if facts.observation_layout is None:
+        return "unrecorded"
+    names = [name for name, blocks in LAYOUTS.items() if blocks == facts.observation_layout]
+    blocks = ", ".join(facts.observation_layout)
+    return f"{names[0]} ({blocks})" if names else f"[{blocks}]"
+
+
+def _matching(saved: EnvFacts) -> str:
+    """"; ids that match: ..." -- the registered ids whose K and observation layout are the policy's."""
+    from mixgym.registration import matching_ids
+
+    ids = matching_ids(saved.num_domains, saved.observation_layout)
+    if ids:
+        return f"; registered ids that match the policy: {', '.join(ids)}"
+    return f"; make the env with the policy's K and observation=[{', '.join(saved.observation_layout or ())}]"
 
 
 def load_agent(path: str | Path, env: gym.Env | None = None, trusted: bool = False) -> Agent:

@@ -94,6 +94,13 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
     name; a `Backend` instance in `options` is used as it is (give it ``forced_fraction``
     yourself).
     """
+    return MixingEnv(**env_kwargs(agent, options, reward, action_map))
+
+
+def env_kwargs(
+    agent: str, options: dict[str, Any], reward: str | None = None, action_map: str | None = None
+) -> dict[str, Any]:
+    """The `MixingEnv` keyword arguments `env_for` builds with (for ``gymnasium.make(id, **kwargs)``)."""
     spec = agent_spec(agent)
     kwargs = {"action_map": action_map or spec.action_maps[0], **options}
     built_here = isinstance(kwargs.get("backend", "toy"), str)
@@ -102,7 +109,7 @@ def env_for(agent: str, options: dict[str, Any], reward: str | None = None, acti
             kwargs.setdefault(key, value)
     if reward is not None:
         kwargs["reward"] = reward
-    return MixingEnv(**kwargs)
+    return kwargs
 
 
 @dataclass

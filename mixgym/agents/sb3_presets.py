@@ -50,6 +50,7 @@ from mixgym.agents.base import (
     load_agent,
     make_agent,
     make_config,
+    mismatch,
     metadata,
     register,
     write_metadata,
@@ -475,6 +476,8 @@ def _load_with_sb3(
     try:
         model = algorithm.load(path, env=warmup or env, device=config.device)
     except (AssertionError, ValueError, KeyError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        if env is not None and "spaces do not match" in str(error):  # SB3's check of the env: not corruption
+            raise ValueError(f"{str(path)!r} holds a model for another env: {mismatch(meta, env)} ({error})") from None
         # SB3 asserts when the zip has no "data" entry; the others come from torch and zipfile
         raise ValueError(f"{str(path)!r} holds a corrupt {algorithm.__name__} model: {error}") from None
     if getattr(config, "freeze_actor", False):

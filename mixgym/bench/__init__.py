@@ -101,7 +101,7 @@ def run_bench(
         index, count = parse_shard(f"{shard[0]}/{shard[1]}")
         report = output_folder(out / "shards" / f"{index}-of-{count}", "shard's report folder")
     with RunLock(report):
-        validate(config)
+        validate(config, progress=progress)
         pin_worker_threads()
         cells = config.cells()
         if shard is not None:
@@ -143,6 +143,7 @@ def _bench_command(args: argparse.Namespace) -> int:
         raise ValueError("--ray-address, --cpus-per-cell, --gpus-per-cell and --attempts apply to --engine ray")
     result = run_bench(config, out, workers=args.workers, progress=not args.no_progress, engine=args.engine, ray=ray, shard=shard)
     report = out / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else out
+    _track(args, result.outcomes)
     print(result.markdown)
     for outcome in result.failed:
         print(f"FAILED {outcome.cell.label}: {outcome.error} (details: {outcome.directory / 'error.txt'})")
@@ -158,9 +159,23 @@ def _bench_command(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _track(args: argparse.Namespace, outcomes: list[CellOutcome]) -> None:
+    """``--tensorboard``/``--wandb``: each finished cell's per-decision table, one run per seed."""
+    if args.tensorboard is None and args.wandb is None:
+        return
+    from mixgym.cli import _track as track
+
+    for outcome in outcomes:
+        table = outcome.directory / "decisions.csv"
+        if outcome.status in ("done", "cached") and table.is_file():
+            cell = outcome.cell
+            label = cell.label.rsplit("/seed", 1)[0]
+            track(args, pd.read_csv(table), label, json.loads((outcome.directory / "cell.json").read_text()))
+
+
 def add_bench_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench CONFIG`` to the `mixgym` command line."""
-    from mixgym.cli import int_at_least
+    from mixgym.cli import add_tracking_arguments, int_at_least
 
     p = subparsers.add_parser(
         "bench",
@@ -193,6 +208,7 @@ def add_bench_cli(subparsers: argparse._SubParsersAction) -> None:
         "a last run without --shard writes the whole grid's tables from the cache",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_tracking_arguments(p)
     p.set_defaults(func=_bench_command)
 
 

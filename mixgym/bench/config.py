@@ -73,7 +73,9 @@ is uniform on a balanced corpus and far from it on The Pile)."""
 
 def _known_agents() -> list[str]:
     from mixgym.agents import AGENTS
+    from mixgym.agents.base import load_families
 
+    load_families()
     return sorted(AGENTS)
 
 
@@ -342,7 +344,7 @@ def load_config(path: str | Path) -> BenchConfig:
     return parse_config(raw)
 
 
-def validate(config: BenchConfig) -> None:
+def validate(config: BenchConfig, progress: bool = False) -> None:
     """Check, before anything runs, that every cell's agent and environment can be made
     (`run_bench` calls it; `parse_config` checks what needs no file or backend).
 
@@ -351,23 +353,27 @@ def validate(config: BenchConfig) -> None:
     built as the cell will build it (cheap: no model of torch's); an ``hf`` backend's
     configuration, corpus folder and environment options are checked without loading a model
     or a tokenizer. Per-domain agent options must match the backend's K, and an agent's action
-    map the environment's.
+    map the environment's. With `progress`, a bar counts the checks (building many toy
+    backends takes minutes on a large grid).
     """
+    from tqdm.auto import tqdm
+
     from mixgym.agents.base import check_action_map, check_per_domain, make_config
 
     runs = [(agent, make_config(agent, **options), reward) for agent, options, reward in config.runs()]
+    checks = []
     for label, backend in config.backends.items():
         variants = {"backends." + label: backend}
         if config.mode == "proxy" and config.proxy:
             variants[f"backends.{label} with 'proxy'"] = {**backend, **config.proxy}
-        for where, options in variants.items():
-            for agent, agent_config, reward in runs:
-                try:
-                    domains, action_map = _environment(agent, {**config.env, **options}, reward)
-                    check_action_map(agent, _Facts(domains, action_map), _action_maps(agent))
-                    check_per_domain(agent, agent_config, domains)
-                except (TypeError, ValueError) as error:
-                    raise type(error)(f"{where}, reward {reward!r}: {error}") from None
+        checks += [(where, options, run) for where, options in variants.items() for run in runs]
+    for where, options, (agent, agent_config, reward) in tqdm(checks, desc="checking the grid", disable=not progress):
+        try:
+            domains, action_map = _environment(agent, {**config.env, **options}, reward)
+            check_action_map(agent, _Facts(domains, action_map), _action_maps(agent))
+            check_per_domain(agent, agent_config, domains)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{where}, reward {reward!r}: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -174,22 +175,34 @@ def markdown(summary: pd.DataFrame) -> str:
         simulated = name == env_objective and (summary.get("whatif_compute_mean", pd.Series(dtype=float)) > 0).any()
         head += ["truncated at equal compute", "what-if compute (steps)"] if simulated else []
         head += ["wall s"]
-        lines = [f"{name}" + (" (the env's objective)" if name == env_objective else ""), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for _, row in summary.sort_values(f"{name}/final_mean").iterrows():
-            cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
-            for reference in REFERENCES:
-                text = _cell(row, f"{name}/saved_vs_{reference}", 1, "not reached")
-                reached = row.get(f"{name}/reached_{reference}_mean", np.nan)
-                if np.isfinite(reached) and 0 < reached < 1:
-                    text += f" ({round(reached * row['seeds'])}/{int(row['seeds'])} seeds)"
-                cells.append(text)
-            cells += [_cell(row, "tv_uniform", 3), _cell(row, "tv_natural", 3)]
-            cells += [_cell(row, "regret", 4)] if with_regret else []
-            cells += [_cell(row, "objective_equal_compute", 4), _cell(row, "whatif_compute", 0)] if simulated else []
-            cells += [_cell(row, "wall_time_s", 1)]
-            lines.append("| " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines) + "\n")
+        title = f"{name}" + (" (the env's objective)" if name == env_objective else "")
+        backends = list(dict.fromkeys(summary["backend"]))  # in the config's order
+        for backend in backends:  # one table per backend: rows of different backends never interleave
+            rows = summary[summary["backend"] == backend]
+            heading = title if len(backends) == 1 else f"{title}, backend {backend}"
+            blocks.append(_objective_table(rows, name, heading, head, with_regret, simulated))
     return "\n".join(blocks)
+
+
+def _objective_table(
+    summary: pd.DataFrame, name: str, heading: str, head: list[str], with_regret: bool, simulated: bool
+) -> str:
+    """One Markdown table of `markdown`: `summary`'s rows, best `name` first."""
+    lines = [heading, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in summary.sort_values(f"{name}/final_mean").iterrows():
+        cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
+        for reference in REFERENCES:
+            text = _cell(row, f"{name}/saved_vs_{reference}", 1, "not reached")
+            reached = row.get(f"{name}/reached_{reference}_mean", np.nan)
+            if np.isfinite(reached) and 0 < reached < 1:
+                text += f" ({round(reached * row['seeds'])}/{int(row['seeds'])} seeds)"
+            cells.append(text)
+        cells += [_cell(row, "tv_uniform", 3), _cell(row, "tv_natural", 3)]
+        cells += [_cell(row, "regret", 4)] if with_regret else []
+        cells += [_cell(row, "objective_equal_compute", 4), _cell(row, "whatif_compute", 0)] if simulated else []
+        cells += [_cell(row, "wall_time_s", 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) -> list[Path]:
@@ -212,33 +225,62 @@ def plot(table: pd.DataFrame, trajectories: dict[str, pd.DataFrame], out: Path) 
     paths.append(_save(fig, out / "loss_vs_tokens.png"))
 
     first = table.sort_values("seed").groupby(GROUP).head(1)
-    fig, axes = plt.subplots(1, len(first), figsize=(3.2 * len(first), 3), squeeze=False)
-    for ax, (_, row) in zip(axes[0], first.iterrows()):
+    columns = min(len(first), MAX_PANELS_PER_ROW)  # panels wrap into rows: the width stays bounded
+    rows = -(-len(first) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3 * rows), squeeze=False)
+    for ax, (_, row) in zip(axes.flat, first.iterrows()):
         trajectory = trajectories[row["key"]]
         acted = trajectory[trajectory["decision"] > 0]
         mix_cols = [c for c in acted.columns if c.startswith("realised_mixture/")]
-        ax.stackplot(acted["step"], acted[mix_cols].to_numpy().T, labels=[c.split("/", 1)[1] for c in mix_cols])
+        ax.stackplot(
+            acted["step"], acted[mix_cols].to_numpy().T, labels=[c.split("/", 1)[1] for c in mix_cols], colors=_colours(len(mix_cols))
+        )
         ax.set(title=f"{row['agent']}\n{row['reward']} / {row['backend']}", xlabel="step", ylim=(0, 1))
+    for ax in axes.flat[len(first) :]:
+        ax.set_visible(False)
     axes[0][0].set_ylabel("trained on (realised mixture)")
-    axes[0][0].legend(fontsize=6, loc="upper left")
+    _legend_outside(fig, *axes.flat)
     paths.append(_save(fig, out / "mixtures.png"))
 
     domains = [c[len("final_") :] for c in table.columns if c.startswith("final_") and c != "final_objective"]
     means = table.groupby(GROUP)[[f"final_{d}" for d in domains]].mean()
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(domains) * max(1, len(means)) / 3), 4))
+    fig, ax = plt.subplots(figsize=(min(MAX_WIDTH_IN, max(6, 0.35 * len(domains) * max(1, len(means)) ** 0.5 + 2)), 4))
     width = 0.8 / max(1, len(means))
-    for i, (group, values) in enumerate(means.iterrows()):
-        ax.bar(np.arange(len(domains)) + i * width, values.to_numpy(), width, label="/".join(map(str, group)))
-    ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains, rotation=30, ha="right")
+    for i, ((group, values), colour) in enumerate(zip(means.iterrows(), _colours(len(means)))):
+        ax.bar(np.arange(len(domains)) + i * width, values.to_numpy(), width, label="/".join(map(str, group)), color=colour)
+    ax.set_xticks(np.arange(len(domains)) + 0.4 - width / 2, domains, rotation=45 if len(domains) > 8 else 30, ha="right")
     ax.set(ylabel="final held-out loss", title="per-domain final loss (mean over seeds)")
-    ax.legend(fontsize=6)
+    _legend_outside(fig, ax)
     paths.append(_save(fig, out / "final_loss.png"))
     return paths
 
 
+MAX_PANELS_PER_ROW = 5
+MAX_WIDTH_IN = 14.0
+"""Plots stay readable at K=22 and many agents: at most this many mixture panels a row and
+this many inches of axes (110 dpi), legends beside the axes rather than over them."""
+
+
+def _colours(count: int) -> Any:
+    """`count` distinguishable colours (tab10's repeat after ten: a K=22 stack needs more)."""
+    return plt.get_cmap("tab10" if count <= 10 else "tab20" if count <= 20 else "turbo")(np.linspace(0, 1, count) if count > 20 else range(count))
+
+
+def _legend_outside(fig: plt.Figure, *axes: plt.Axes) -> None:
+    """The axes' legend entries (each label once) to the right of the whole figure, in as many
+    columns as 20 entries need."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    labels, handles = list(entries), list(entries.values())
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, ncol=-(-len(labels) // 20))
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" keeps the legend beside the axes
     plt.close(fig)
     return path
 

@@ -92,6 +92,7 @@ from mixgym.llm_backend.devices import PRECISIONS, adamw_options, autocast, auto
 from mixgym.llm_backend.gradient_signal import DomainGradients, sketch_dim_for
 from mixgym.llm_backend.hf_memory import HeadsMismatch, check_heads, estimate_memory, parameter_count
 from mixgym.llm_backend.offline import force_offline
+from mixgym.llm_backend.progress import bar, stages
 from mixgym.llm_backend.replicas import Replicas, SingleProcess
 from mixgym.llm_backend.tokenizer import DEFAULT_VOCAB_SIZE, MIN_VOCAB_SIZE, TextTokenizer, corpus_tokenizer, load_tokenizer
 from mixgym.llm_backend.whatif import WhatIfCache, WhatIfResult, cached_simulation, probe_seed, validate_request
@@ -193,6 +194,11 @@ class HFConfig:
             instead of a deep copy (no second copy of the weights, for a model too large to
             hold twice); the answers are the same and the run is left bit-identical either way
             (`mixgym.llm_backend.hf_lora`), so it is not part of the `fingerprint`.
+        progress: progress bars (`tqdm.auto`, which a notebook renders) for loading the corpus,
+            training or loading the tokenizer, tokenising, building the model, and each
+            decision's optimizer steps; None (default): shown when stderr is a terminal or in
+            a notebook; False silences them (`mixgym.llm_backend.progress`). Not part of the
+            `fingerprint`.
     """
 
     model: Any = "pythia-tiny"
@@ -222,6 +228,7 @@ class HFConfig:
     fused_adamw: bool | None = None
     compile: bool | str = False
     whatif_in_place: bool = False
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("betas", "layers", "target_weights"):  # YAML and JSON give lists
@@ -273,6 +280,7 @@ class HFConfig:
         """A short hash of the configuration (for checkpoints)."""
         fields = asdict(replace(self, model=None))
         del fields["whatif_in_place"]  # where the probes run, not what they answer
+        del fields["progress"]  # what is shown, not what is computed
         fields["model"] = self.model.to_json_string() if hasattr(self.model, "to_json_string") else str(self.model)
         return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -463,12 +471,21 @@ class HFBackend:
         bf16 = self._device.type == "cuda" and torch.cuda.is_bf16_supported()
         self._autocast_dtype = autocast_dtype(config.precision, self._device.type, bf16)
         model_config, self._pretrained = _model_spec(config.model, transformers)
+        with stages(["loading the corpus", "tokenizer", "tokenising", "building the model"], config.progress) as stage:
+            self._build(config, model_config, transformers, stage)
 
+    def _build(self, config: HFConfig, model_config: Any, transformers: Any, stage: Any) -> None:
+        """The corpus, tokenizer, data and model, each stage shown by `stage` (`__init__`)."""
+        import torch
+
+        stage("loading the corpus")
         self.corpus: Corpus = load_corpus(self._corpus_path(), config.validation_fraction)
         self.domains = self.corpus.names
         if config.tokenizer is not None:
+            stage("loading the tokenizer")
             self.tokenizer: TextTokenizer = load_tokenizer(config.tokenizer)
         else:
+            stage("training or loading the tokenizer (trained once per corpus, then cached)")
             vocab_size = _tokenizer_vocab_size(config.vocab_size, model_config)
             self.tokenizer = corpus_tokenizer(self.corpus.train_texts(), self.corpus.path, vocab_size, config.tokenizer_cache)
         self._model_config = self._finish_model_config(model_config)
@@ -487,6 +504,7 @@ class HFBackend:
                     "the files are damaged or not a model of this config"
                 ) from None
             self._initial_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        stage("tokenising")
         self._make_data()
         if config.target_weights is not None:
             w = np.asarray(config.target_weights, dtype=np.float64)
@@ -509,6 +527,7 @@ class HFBackend:
         self.micro_batch_domains = np.zeros((0, config.grad_accumulation), dtype=np.int64)
         """The domain of every micro-batch of the last `train` call, (n_steps, grad_accumulation)."""
         self.replicas.agree(self._fingerprint())
+        stage("building the model")
         self.reset(seed=0)
 
     # ------------------------------------------------------------------ construction
@@ -689,7 +708,9 @@ class HFBackend:
         batches = []
         step_norms = [self._matrix_norms()]
         self.model.train()
-        with self._own_rng():
+        shown = cfg.progress if self.replicas.rank == 0 else False
+        steps = bar(len(plan), f"decision: {len(plan)} optimizer steps", shown, leave=False)
+        with self._own_rng(), steps:
             for step_domains in plan:
                 for slot, domain in enumerate(map(int, step_domains)):
                     batch = self._streams[domain].take(cfg.micro_batch_size, rows)
@@ -707,6 +728,7 @@ class HFBackend:
                 self.optimizer.zero_grad(set_to_none=True)
                 step_norms.append(self._matrix_norms())
                 self._step += 1
+                steps.update(1)
         self.replicas.sum_(loss_sums)
         if gradients is not None:
             gradients.reduce(self.replicas)
