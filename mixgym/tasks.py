@@ -122,6 +122,65 @@ On 10 run seeds the natural mixture's domain-mean held-out loss is about 20% abo
 uniform mixture's, and better on the "natural" objective: the objective decides the winner.
 """
 
+CATALOGUE_STEPS = 400
+"""Optimizer-step budget of the catalogue's toy tasks (40 decisions at 10 steps each): short
+enough that their gap table (`benchmarks/catalogue_gaps.py`) is measured on 30 + 30 seeds and
+3 task instances per task in minutes."""
+
+_D = DomainSpec
+CATALOGUE_DOMAINS: dict[str, tuple[DomainSpec, ...]] = {
+    # one challenge per unit task (TeachMyAgent-style); sizes give the natural mixture
+    "junk": (
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("junk", "noise", 1.0, 1.0, 15000),
+    ),
+    "duplicates": (
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("code-dup", "duplicate", 1.5, 0.05, 15000, "code", share=0.02),
+    ),
+    "constrained": (
+        _D("web", "easy", 0.5, 0.05, 20000),
+        _D("math", "hard", 1.5, 0.05, 100),
+        _D("law", "hard", 1.2, 0.05, 200),
+        _D("wiki", "related", 1.0, 0.05, 400, "web"),
+    ),
+    "conflict": (
+        _D("forum", "easy", 0.8, 0.05, 5000),
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("spam", "contradict", 0.8, 0.05, 5000, "forum"),
+    ),
+    "crawl": (
+        _D("crawl", "crawl", 1.0, 0.2, 30000, share=0.3),
+        _D("code", "hard", 1.5, 0.05, 1000),
+        _D("prose", "easy", 0.5, 0.05, 1000),
+        _D("science", "related", 1.2, 0.05, 1000, "code"),
+    ),
+    "curriculum": (
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("math", "hard", 2.5, 0.05, 300),
+        _D("math-primer", "primer", 1.0, 0.05, 5000, "math"),
+        _D("code", "hard", 2.0, 0.05, 5000),
+    ),
+    "pilemix": (
+        _D("crawl", "crawl", 1.0, 0.2, 20000, share=0.3),
+        _D("code", "hard", 1.5, 0.05, 4000),
+        _D("prose", "easy", 0.5, 0.05, 3000),
+        _D("science", "related", 1.2, 0.05, 2000, "code"),
+        _D("crawl-dup", "duplicate", 1.0, 0.2, 6000, "crawl", share=0.05),
+        _D("math", "hard", 2.5, 0.05, 150),
+        _D("math-primer", "primer", 1.0, 0.05, 1500, "math"),
+        _D("spam", "contradict", 0.5, 0.05, 1000, "prose"),
+        _D("junk", "noise", 1.0, 1.0, 500),
+    ),
+}
+"""The domains of each catalogue task (`TASK_PRESETS` names them ``mix-<name>``); each task's
+measured gaps are in its preset's summary and in BENCHMARKS.md ("The task catalogue")."""
+
 @dataclass(frozen=True)
 class TaskPreset:
     """A benchmark task (see the module docstring).
@@ -191,6 +250,16 @@ TASK_PRESETS: dict[str, TaskPreset] = {
             },
         ),
     )
+} | {
+    f"mix-{name}": TaskPreset(
+        f"mix-{name}",
+        f"mixgym/MixingCatalogue{name.capitalize()}-v0",
+        f"catalogue task {name!r}: " + ", ".join(f"{d.name} ({d.kind}, {d.size})" for d in domains),
+        "toy",
+        {"domains": domains, "total_steps": CATALOGUE_STEPS},
+        baselines=("natural", "uniform", "oracle"),
+    )
+    for name, domains in CATALOGUE_DOMAINS.items()
 }
 """Every task, by name."""
 
