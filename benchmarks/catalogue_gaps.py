@@ -60,6 +60,7 @@ def instance(task: str, task_seed: int, fresh: tuple[int, ...], static_rounds: i
         "gaps_pct": gaps,
         "static": static.mixture.round(4).tolist(),
         "schedule": schedule.mixtures.round(4).tolist(),
+        "search": {"seeds": len(SEARCH_SEEDS), "static_rounds": static_rounds, "schedule_rounds": schedule_rounds},
         "evaluations": static.evaluations + schedule.evaluations,
         "seconds": time.perf_counter() - started,
     }

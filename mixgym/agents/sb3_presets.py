@@ -280,8 +280,6 @@ class SB3Agent:
         self._warmup = warmup
         self.warmed_up = warmup is None
         self._tracker = RolloutTracker() if isinstance(model, OnPolicyAlgorithm) else None
-        self.updates = 0
-        """Gradient-update rounds made by every ``learn`` so far (SB3's ``_n_updates``)."""
 
     def learn(
         self, total_timesteps: int, callback: MaybeCallback = None, progress_bar: bool = False, **learn_kwargs: Any
@@ -313,10 +311,15 @@ class SB3Agent:
         fresh = learn_kwargs.get("reset_num_timesteps", True)
         if fresh and planned_updates(self.model, int(total_timesteps)) == 0:
             warnings.warn(zero_update_message(self.name, self.model, int(total_timesteps)), ZeroUpdateWarning, stacklevel=2)
-        before = int(getattr(self.model, "_n_updates", 0))
         self.model.learn(total_timesteps, callback=callbacks or None, progress_bar=progress_bar, **learn_kwargs)
-        self.updates += int(getattr(self.model, "_n_updates", 0)) - before
         return self
+
+    @property
+    def updates(self) -> int:
+        """Gradient-update rounds the model has made (SB3's ``_n_updates``, saved with it: a
+        resumed run counts the updates before its checkpoint too); 0 means the policy is its
+        initialisation."""
+        return int(getattr(self.model, "_n_updates", 0))
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything ``learn`` needs to continue bit-identically (see `mixgym.experiment`):

@@ -99,6 +99,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "final_objective": summary["final_objective"],
             "oracle_objective": summary.get("oracle_objective", np.nan),
             "wall_time_s": summary["wall_time"],
+            "updates": summary.get("updates", np.nan),
             "reward_time_s": summary["reward_time"],
             "total_steps": int(trajectory["step"].iloc[-1]),
             "objective_equal_compute": objective_at_compute(trajectory, float(trajectory["step"].max())),
@@ -144,6 +145,8 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(GROUP)[numeric]
     summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", table.groupby(GROUP).size())
+    if "updates" in table:  # a group with a cell that never updated is marked in every table
+        summary["updates_min"] = table.groupby(GROUP)["updates"].min()
     if "objective" in table:
         summary.insert(1, "objective", table.groupby(GROUP)["objective"].first())
     return summary.reset_index()
@@ -174,7 +177,8 @@ def markdown(summary: pd.DataFrame) -> str:
         head += ["wall s"]
         lines = [f"{name}" + (" (the env's objective)" if name == env_objective else ""), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, row in summary.sort_values(f"{name}/final_mean").iterrows():
-            cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
+            untrained = row.get("updates_min", np.nan) == 0
+            cells = [str(row["agent"]) + (" (0 updates: untrained)" if untrained else ""), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
             for reference in REFERENCES:
                 text = _cell(row, f"{name}/saved_vs_{reference}", 1, "not reached")
                 reached = row.get(f"{name}/reached_{reference}_mean", np.nan)
