@@ -197,3 +197,28 @@ def test_leaderboard_refuses_a_column_of_mixed_objectives_or_without_baselines(t
     runs = load_runs([first])
     with pytest.raises(ValueError, match=r"task instance 'mix-a@0' has no oracle runs"):
         normalised_scores(runs[~((runs["backend"] == "mix-a@0") & (runs["agent"] == "oracle"))])
+
+
+def test_a_bench_grid_marks_an_untrained_agent_and_feeds_the_leaderboard(tmp_path, capsys) -> None:
+    import yaml
+
+    from mixgym.cli import main
+
+    grid = {
+        "name": "catalogue-tiny",
+        "mode": "non-proxy",
+        "seeds": [0],  # two instances of one seed: the leaderboard pairs runs by (instance, seed)
+        "agents": ["sac"],  # SB3's learning_starts=100 > 10 decisions: no gradient update
+        "rewards": ["eval_loss"],
+        "backends": {f"mix-junk@{i}": {"task": "mix-junk", "task_seed": i, "total_steps": 100} for i in (0, 1)},
+        "baselines": ["natural", "uniform", {"oracle": {"search_seeds": [0, 1], "n_random": 0, "rounds": 1}}],
+        "env": {"steps_per_action": 10},
+    }
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    assert main(["bench", str(config), "--out", str(out), "--workers", "1", "--no-progress"]) == 0  # cells run in processes
+    assert "sac (0 updates: untrained)" in capsys.readouterr().out
+    assert main(["leaderboard", str(out), "--plot", str(tmp_path / "board.png"), "--reps", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "| oracle | 1.00 [" in printed and "beats uniform (90% CI)" in printed
