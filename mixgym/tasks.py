@@ -22,7 +22,20 @@ hf-pile     mixgym/MixingPileLM-v0    hf      a GPT-NeoX pretrained from scratch
                                               and a duplicated domain (``corpus=`` a folder
                                               built by ``mixgym corpus build --keep-skew
                                               --noise-bytes N --duplicate-bytes N``)
+mix-<name>  mixgym/MixingCatalogue       toy     the task catalogue (`CATALOGUE_DOMAINS`): one
+            <Name>-v0                         challenge per unit task -- junk, duplicates,
+                                              constrained, conflict, crawl, curriculum -- and
+                                              the Pile-like ``mix-pilemix`` with all of them;
+                                              400 steps a run; measured gaps in
+                                              `CATALOGUE_GAPS`
 =========== ========================= ======= ==============================================
+
+Task instances: every toy task is a generator and ``task_seed`` (a backend option) draws one
+instance of it -- the teacher, the inputs, the held-out sets -- as Procgen draws levels, while
+the run seed (``reset(seed=...)``) draws the student's initialisation and its batches. A
+benchmark score averages over several instances, each with its own seeds
+(``backends: {mix-junk@0: {task: mix-junk, task_seed: 0}, ...}`` in a bench config; the
+leaderboard, `mixgym.bench.leaderboard`, reads ``TASK@INSTANCE`` labels as instances of TASK).
 
 >>> import gymnasium, mixgym
 >>> env = gymnasium.make("mixgym/MixingPile-v0", total_steps=20)
