@@ -93,10 +93,11 @@ def main() -> None:
     parser.add_argument("--static-rounds", type=int, default=3)
     parser.add_argument("--schedule-rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true", help="only print the table of the records in --out")
     args = parser.parse_args()
     fresh = tuple(range(FRESH_SEED, FRESH_SEED + 30))
     records = json.loads(args.out.read_text()) if args.out.exists() else []
-    for task in args.tasks:
+    for task in [] if args.table else args.tasks:
         for task_seed in range(args.instances):
             record = instance(task, task_seed, fresh, args.static_rounds, args.schedule_rounds)
             records = [r for r in records if (r["task"], r["task_seed"]) != (task, task_seed)] + [record]

@@ -184,6 +184,13 @@ def test_leaderboard_normalises_per_task_and_aggregates_with_rliable(tmp_path) -
     assert table.loc["good", "iqm_low"] <= table.loc["good", "iqm"] <= table.loc["good", "iqm_high"]
     text = board.markdown()
     assert "IQM [95% CI]" in text and "2 of 2" in text
+    runs = load_runs([_grid(tmp_path)])
+    losing = runs[runs["task"] == "mix-b"].assign(backend=lambda r: r["backend"].str.replace("mix-b", "mix-c"), task="mix-c")
+    losing.loc[losing["agent"] == "oracle", "final_objective"] += 0.2
+    board = leaderboard(pd.concat([runs, losing]), reps=200)
+    assert board.tasks == ["mix-a", "mix-b"] and "left out: mix-c (on mix-c@1 the oracle" in board.markdown()
+    with pytest.raises(ValueError, match="task .mix-c. has no normalised score: on mix-c@. the oracle"):
+        normalised_scores(pd.concat([runs, losing]))
     assert board.plot(tmp_path / "board.png").stat().st_size > 0
 
 

@@ -17,7 +17,8 @@ ICLR 2025): on how many of the N tasks the agent's final objective is below unif
 seed trains every agent's run on the same draws).
 
 A column must hold one task and one objective: runs of different objectives (or a task whose
-baselines are missing) are refused with the values named.
+baselines are missing) are refused with the values named. A task on whose instance the oracle
+does not beat uniform has no scale: the leaderboard leaves it out and says so.
 
     mixgym leaderboard runs/catalogue --plot leaderboard.png
 """
@@ -69,19 +70,31 @@ def check_columns(runs: pd.DataFrame) -> None:
                 raise ValueError(f"task instance {backend!r} has no {' or '.join(absent)} runs: its scores cannot be normalised")
 
 
+def unscalable_tasks(runs: pd.DataFrame) -> dict[str, str]:
+    """Tasks with an instance whose oracle does not beat uniform (no normalised scale), and why."""
+    out = {}
+    for backend, instance in runs.groupby("backend"):
+        means = instance.groupby("agent")["final_objective"].mean()
+        if not means["uniform"] - means["oracle"] > 0:
+            task = str(backend).split("@")[0]
+            out[task] = f"on {backend} the oracle ({means['oracle']:.4f}) does not beat uniform ({means['uniform']:.4f})"
+    return out
+
+
 def normalised_scores(runs: pd.DataFrame) -> pd.DataFrame:
     """Per agent, task and seed: the normalised score, averaged over the task's instances
-    (instances with the same seed index paired by their sorted seeds)."""
+    (instances with the same seed index paired by their sorted seeds). A task whose oracle
+    does not beat uniform on an instance has no scale: an error naming it (`leaderboard`
+    leaves such tasks out and says so)."""
     check_columns(runs)
+    unscalable = unscalable_tasks(runs)
+    if unscalable:
+        task, why = next(iter(unscalable.items()))
+        raise ValueError(f"task {task!r} has no normalised score: {why} (it is not in the benchmark set)")
     rows = []
     for backend, instance in runs.groupby("backend"):
         means = instance.groupby("agent")["final_objective"].mean()
         scale = means["uniform"] - means["oracle"]
-        if not scale > 0:
-            raise ValueError(
-                f"task instance {backend!r}: the oracle ({means['oracle']:.4f}) does not beat uniform ({means['uniform']:.4f}); "
-                "its normalised score is undefined (the task is not in the benchmark set)"
-            )
         for _, run in instance.iterrows():
             rows.append(
                 {
@@ -117,6 +130,8 @@ class Leaderboard:
     table: pd.DataFrame
     per_task: pd.DataFrame
     tasks: list[str]
+    left_out: dict[str, str]
+    """Tasks without a normalised scale (their oracle does not beat uniform), and why."""
 
     def markdown(self) -> str:
         """The table as Markdown; every ``[a, b]`` is a 95% stratified-bootstrap CI."""
@@ -136,6 +151,7 @@ class Leaderboard:
             ]
             cells += [f"{self.per_task.loc[row['agent'], task]:.2f}" for task in self.tasks]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += [f"\nleft out: {task} ({why})" for task, why in self.left_out.items()]
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
@@ -187,6 +203,11 @@ def leaderboard(runs: pd.DataFrame, reps: int = 2000, seed: int = 0) -> Leaderbo
         from gymnasium.error import DependencyNotInstalled
 
         raise DependencyNotInstalled('the leaderboard needs rliable: pip install "mixgym[bench]"') from None
+    check_columns(runs)
+    left_out = unscalable_tasks(runs)
+    runs = runs[~runs["task"].isin(left_out)]
+    if runs.empty:
+        raise ValueError(f"no task has a normalised scale: {'; '.join(left_out.values())}")
     scores = normalised_scores(runs)
     matrices = score_matrices(scores)
     tasks = sorted(set.intersection(*[set(s["task"]) for _, s in scores.groupby("agent")]))
@@ -217,7 +238,7 @@ def leaderboard(runs: pd.DataFrame, reps: int = 2000, seed: int = 0) -> Leaderbo
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("iqm", ascending=False).reset_index(drop=True)
     per_task = scores[scores["task"].isin(tasks)].groupby(["agent", "task"])["score"].mean().unstack()
-    return Leaderboard(table, per_task, tasks)
+    return Leaderboard(table, per_task, tasks, left_out)
 
 
 def _leaderboard_command(args: argparse.Namespace) -> int:
