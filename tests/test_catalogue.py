@@ -229,3 +229,14 @@ def test_a_bench_grid_marks_an_untrained_agent_and_feeds_the_leaderboard(tmp_pat
     assert main(["leaderboard", str(out), "--plot", str(tmp_path / "board.png"), "--reps", "100"]) == 0
     printed = capsys.readouterr().out
     assert "| oracle | 1.00 [" in printed and "beats uniform (90% CI)" in printed
+
+
+def test_the_bench_report_names_backends_whose_oracle_is_not_separable_from_uniform() -> None:
+    from mixgym.bench.report import _oracle_not_separable
+
+    rows = []
+    for backend, oracle in (("clear", [0.40, 0.41, 0.39]), ("noisy", [0.52, 0.47, 0.50])):
+        for seed, (o, u) in enumerate(zip(oracle, [0.50, 0.51, 0.49])):
+            rows += [{"backend": backend, "seed": seed, "agent": "oracle", "final_objective": o}]
+            rows += [{"backend": backend, "seed": seed, "agent": "uniform", "final_objective": u}]
+    assert _oracle_not_separable(pd.DataFrame(rows)) == ["noisy"]

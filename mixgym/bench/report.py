@@ -8,7 +8,8 @@ reference baseline (`REFERENCES`: natural and uniform) on the same backend and s
 the baseline's steps)``: the papers' "x% fewer iterations to reach the baseline's final
 perplexity"; NaN where the baseline's final value is no better than where it started, as
 when a worst-domain loss rises). Also: final objective of the env and
-regret against the oracle static mixture (toy backends), the per-domain final held-out
+regret against the oracle static mixture (toy backends; NaN on a backend where the grid ran the
+oracle and uniform on >= 2 seeds and the oracle does not beat uniform beyond noise), the per-domain final held-out
 losses, the total variation distance of the mean mixture trained on (realised) from uniform
 and from natural -- which says whether a gain over natural is explained by moving towards
 uniform -- wall time and reward time. Per group (agent, reward, backend): mean and standard
@@ -117,6 +118,8 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
     if table.empty:
         return table, trajectories
     table["regret"] = table["final_objective"] - table["oracle_objective"]
+    for backend in _oracle_not_separable(table):  # no regret against an oracle that does not beat uniform
+        table.loc[table["backend"] == backend, "regret"] = np.nan
     for reference in REFERENCES:
         base = table[table["agent"] == reference].set_index(["backend", "seed"])
         for name in [c[: -len("/final")] for c in table.columns if c.endswith("/final")]:
@@ -136,6 +139,23 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             table[f"{name}/saved_vs_{reference}"] = np.where(np.array(needed) > 0, saved, np.nan)
             table[f"{name}/reached_{reference}"] = table[f"{name}/steps_to_{reference}"].notna().astype(float)
     return table, trajectories
+
+
+def _oracle_not_separable(table: pd.DataFrame) -> list[str]:
+    """Backends whose grid ran the oracle and uniform on >= 2 common seeds and where the 90% CI
+    of their per-seed difference does not exclude 0 on the oracle's side."""
+    from mixgym.llm_backend.oracle import mean_ci
+
+    out = []
+    for backend, rows in table.groupby("backend"):
+        oracle = rows[rows["agent"] == "oracle"].set_index("seed")["final_objective"]
+        uniform = rows[rows["agent"] == "uniform"].set_index("seed")["final_objective"]
+        paired = (uniform - oracle).dropna()
+        if len(paired) >= 2:
+            gap, half = mean_ci(paired.to_numpy())
+            if not gap - half > 0:
+                out.append(backend)
+    return out
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
