@@ -70,14 +70,27 @@ def check_columns(runs: pd.DataFrame) -> None:
                 raise ValueError(f"task instance {backend!r} has no {' or '.join(absent)} runs: its scores cannot be normalised")
 
 
-def unscalable_tasks(runs: pd.DataFrame) -> dict[str, str]:
-    """Tasks with an instance whose oracle does not beat uniform (no normalised scale), and why."""
+def unscalable_tasks(runs: pd.DataFrame, level: float = 0.9) -> dict[str, str]:
+    """Tasks without a normalised scale, and why: an instance whose oracle does not beat uniform
+    on average, or a task whose oracle does not beat uniform beyond noise (the `level` CI of
+    their per-run difference, paired by instance and seed, includes 0): a scale that is noise
+    would blow every score up."""
+    from mixgym.llm_backend.oracle import mean_ci
+
     out = {}
-    for backend, instance in runs.groupby("backend"):
-        means = instance.groupby("agent")["final_objective"].mean()
-        if not means["uniform"] - means["oracle"] > 0:
-            task = str(backend).split("@")[0]
-            out[task] = f"on {backend} the oracle ({means['oracle']:.4f}) does not beat uniform ({means['uniform']:.4f})"
+    for task, rows in runs.groupby("task"):
+        for backend, instance in rows.groupby("backend"):
+            means = instance.groupby("agent")["final_objective"].mean()
+            if not means["uniform"] - means["oracle"] > 0:
+                out[str(task)] = f"on {backend} the oracle ({means['oracle']:.4f}) does not beat uniform ({means['uniform']:.4f})"
+                break
+        else:
+            oracle = rows[rows["agent"] == "oracle"].set_index(["backend", "seed"])["final_objective"]
+            uniform = rows[rows["agent"] == "uniform"].set_index(["backend", "seed"])["final_objective"]
+            paired = (uniform - oracle).dropna().to_numpy()
+            gap, half = mean_ci(paired, level) if len(paired) >= 2 else (np.nan, np.nan)
+            if not gap - half > 0:
+                out[str(task)] = f"the oracle beats uniform by {gap:.4f} ± {half:.4f} (90% CI over {len(paired)} runs): not beyond noise"
     return out
 
 
@@ -151,7 +164,7 @@ class Leaderboard:
             ]
             cells += [f"{self.per_task.loc[row['agent'], task]:.2f}" for task in self.tasks]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += [f"\nleft out: {task} ({why})" for task, why in self.left_out.items()]
+        lines += [""] * bool(self.left_out) + [f"left out: {task} ({why})" for task, why in self.left_out.items()]
         return "\n".join(lines)
 
     def plot(self, path: str | Path) -> Path:
@@ -169,8 +182,8 @@ class Leaderboard:
         ax.set_yticks(y, table["agent"])
         ax.axvline(0.0, color="grey", lw=0.8, ls="--")
         ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_xlabel("IQM of normalised score (uniform = 0, best static = 1); bars: 95% stratified bootstrap CI")
-        ax.set_title(f"{len(self.tasks)} tasks")
+        ax.set_xlabel("IQM of normalised score (uniform = 0, best static = 1)")
+        ax.set_title(f"{len(self.tasks)} tasks; bars: 95% stratified bootstrap CI", fontsize=10)
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, dpi=120)
