@@ -79,7 +79,7 @@ from mixgym.llm_backend.base import (
     check_options,
     validate_mixture,
 )
-from mixgym.llm_backend.objectives import make_objective
+from mixgym.llm_backend.objectives import JUNK_KINDS, make_objective
 from mixgym.llm_backend.whatif import (
     WhatIfCache,
     WhatIfRequest,
@@ -113,8 +113,6 @@ _KIND_DEFAULTS: dict[str, tuple[float, float]] = {
 _TOKEN_BINS = 8
 _SOURCE_KINDS = ("redundant", "related", "conflict", "duplicate", "contradict", "primer")
 _KIND_DEFAULTS.update({"duplicate": (2.5, 0.05), "contradict": (0.5, 0.05), "crawl": (1.0, 0.1), "primer": (0.5, 0.05)})
-_UNSCORED_KINDS = ("noise", "duplicate", "contradict", "primer")
-"""Kinds no named objective scores (`mixgym.llm_backend.objectives.JUNK_KINDS`)."""
 _CRAWL_SHARE = 0.3
 """Default share of a "crawl" domain's examples that carry signal (`DomainSpec.share`)."""
 _SIZE_OPTIONS = ("input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size")
@@ -427,7 +425,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
         tag[:, -1] = 1.0  # constant input: the first layer's bias
         return np.hstack([x, tag]), np.sqrt(1 - noise) * f + np.sqrt(noise) * rng.standard_normal(n)
 
-    crawled = [j for j, spec in enumerate(domains) if spec.kind not in _UNSCORED_KINDS + ("crawl",)]
+    crawled = [j for j, spec in enumerate(domains) if spec.kind not in JUNK_KINDS | {"crawl"}]
 
     def draw_crawl(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         """Each example: the input and target of a random scored domain, its target kept with
