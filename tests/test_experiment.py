@@ -147,8 +147,8 @@ def test_resume_refuses_another_configuration_and_a_fresh_run_refuses_old_checkp
         run_experiment(ExperimentConfig("uniform", env={"total_steps": 200}), tmp_path, resume=True)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         run_experiment(ExperimentConfig("uniform", env={"total_steps": 100}, checkpoint_every=2), tmp_path)
-    with pytest.raises(ValueError, match="unknown agent 'sac'"):
-        ExperimentConfig("sac")
+    with pytest.raises(ValueError, match="unknown agent 'sac-typo'"):
+        ExperimentConfig("sac-typo")
     with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
         ExperimentConfig("uniform", checkpoint_every=0)
     with pytest.raises(TypeError, match="keep must be an integer, got True"):
