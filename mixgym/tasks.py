@@ -22,7 +22,20 @@ hf-pile     mixgym/MixingPileLM-v0    hf      a GPT-NeoX pretrained from scratch
                                               and a duplicated domain (``corpus=`` a folder
                                               built by ``mixgym corpus build --keep-skew
                                               --noise-bytes N --duplicate-bytes N``)
+mix-<name>  mixgym/MixingCatalogue       toy     the task catalogue (`CATALOGUE_DOMAINS`): one
+            <Name>-v0                         challenge per unit task -- junk, duplicates,
+                                              constrained, conflict, crawl, curriculum -- and
+                                              the Pile-like ``mix-pilemix`` with all of them;
+                                              400 steps a run; measured gaps in
+                                              `CATALOGUE_GAPS`
 =========== ========================= ======= ==============================================
+
+Task instances: every toy task is a generator and ``task_seed`` (a backend option) draws one
+instance of it -- the teacher, the inputs, the held-out sets -- as Procgen draws levels, while
+the run seed (``reset(seed=...)``) draws the student's initialisation and its batches. A
+benchmark score averages over several instances, each with its own seeds
+(``backends: {mix-junk@0: {task: mix-junk, task_seed: 0}, ...}`` in a bench config; the
+leaderboard, `mixgym.bench.leaderboard`, reads ``TASK@INSTANCE`` labels as instances of TASK).
 
 >>> import gymnasium, mixgym
 >>> env = gymnasium.make("mixgym/MixingPile-v0", total_steps=20)
@@ -139,6 +152,86 @@ trains ~37,000 tokens per CPU second at sequence length 128; 2,250 steps of 16 s
 domains in every step: with one domain per step the seed-to-seed sd of the final losses was
 2-3x larger. 32 held-out sequences per domain (4,096 tokens) score each run."""
 
+CATALOGUE_STEPS = 400
+"""Optimizer-step budget of the catalogue's toy tasks (40 decisions at 10 steps each): short
+enough that their gap table (`benchmarks/catalogue_gaps.py`) is measured on 30 + 30 seeds and
+3 task instances per task in minutes."""
+
+_D = DomainSpec
+CATALOGUE_DOMAINS: dict[str, tuple[DomainSpec, ...]] = {
+    # one challenge per unit task (TeachMyAgent-style); sizes give the natural mixture
+    "junk": (
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("junk", "noise", 1.0, 1.0, 15000),
+    ),
+    "duplicates": (
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("code-dup", "duplicate", 1.5, 0.05, 15000, "code", share=0.02),
+    ),
+    "constrained": (
+        _D("web", "easy", 0.5, 0.05, 20000),
+        _D("math", "hard", 1.5, 0.05, 100),
+        _D("law", "hard", 1.2, 0.05, 200),
+        _D("wiki", "related", 1.0, 0.05, 400, "web"),
+    ),
+    "conflict": (
+        _D("forum", "easy", 0.8, 0.05, 5000),
+        _D("code", "hard", 1.5, 0.05, 5000),
+        _D("science", "related", 1.2, 0.05, 5000),
+        _D("spam", "contradict", 0.8, 0.05, 5000, "forum"),
+    ),
+    "crawl": (
+        _D("crawl", "crawl", 1.0, 0.2, 30000, share=0.3),
+        _D("code", "hard", 1.5, 0.05, 1000),
+        _D("prose", "easy", 0.5, 0.05, 1000),
+        _D("science", "related", 1.2, 0.05, 1000, "code"),
+    ),
+    "curriculum": (
+        _D("prose", "easy", 0.5, 0.05, 5000),
+        _D("math", "hard", 2.5, 0.05, 300),
+        _D("math-primer", "primer", 1.0, 0.05, 5000, "math"),
+        _D("code", "hard", 2.0, 0.05, 5000),
+    ),
+    "pilemix": (
+        _D("crawl", "crawl", 1.0, 0.2, 20000, share=0.3),
+        _D("code", "hard", 1.5, 0.05, 4000),
+        _D("prose", "easy", 0.5, 0.05, 3000),
+        _D("science", "related", 1.2, 0.05, 2000, "code"),
+        _D("crawl-dup", "duplicate", 1.0, 0.2, 6000, "crawl", share=0.05),
+        _D("math", "hard", 2.5, 0.05, 150),
+        _D("math-primer", "primer", 1.0, 0.05, 1500, "math"),
+        _D("spam", "contradict", 0.5, 0.05, 1000, "prose"),
+        _D("junk", "noise", 1.0, 1.0, 500),
+    ),
+}
+"""The domains of each catalogue task (`TASK_PRESETS` names them ``mix-<name>``); each task's
+measured gaps are in `CATALOGUE_GAPS`, its preset's `TaskPreset.gaps` and BENCHMARKS.md ("The
+task catalogue")."""
+
+CATALOGUE_GAPS: dict[str, str] = {
+    # benchmarks/catalogue_gaps.py: mean over task_seed 0-2 of the gap on 30 fresh seeds, relative
+    # to the reference, +- the 90% CI half-width over seeds; "set": uniform -> static >= 3x its
+    # half-width and positive on every instance
+    "junk": "uniform -> static +17.0% ± 1.4, natural -> static +30.0% ± 1.5, static -> 2-phase -0.2% ± 0.7; "
+    "seed sd 6.8%; in the benchmark set",
+    "crawl": "uniform -> static -0.1% ± 0.6, natural -> static +47.1% ± 1.2, static -> 2-phase +0.7% ± 0.3; "
+    "seed sd 2.9%; not in the benchmark set",
+    "duplicates": "uniform -> static +7.9% ± 1.4, natural -> static +19.1% ± 1.2, static -> 2-phase +0.4% ± 1.1; "
+    "seed sd 6.9%; in the benchmark set",
+    "constrained": "uniform -> static -0.1% ± 1.6, natural -> static +73.5% ± 1.5, static -> 2-phase +2.9% ± 1.0; "
+    "seed sd 7.9%; not in the benchmark set",
+    "conflict": "uniform -> static +68.5% ± 0.6, natural -> static +68.5% ± 0.6, static -> 2-phase -0.1% ± 0.7; "
+    "seed sd 3.2%; in the benchmark set",
+    "curriculum": "uniform -> static +4.2% ± 1.1, natural -> static +0.6% ± 1.0, static -> 2-phase +0.8% ± 0.8; "
+    "seed sd 5.4%; in the benchmark set",
+    "pilemix": "uniform -> static +33.7% ± 0.8, natural -> static +37.1% ± 1.1, static -> 2-phase -0.3% ± 0.6; "
+    "seed sd 3.5%; in the benchmark set",
+}
+"""Measured gaps of each catalogue task (see the comment above for how)."""
 
 @dataclass(frozen=True)
 class TaskPreset:
@@ -153,6 +246,7 @@ class TaskPreset:
         objective: what a run is scored on (`mixgym.llm_backend.objectives`).
         baselines: the reference mixtures a benchmark of the task runs beside the agents.
         required: backend options the user must give (with why), e.g. a corpus folder.
+        gaps: for a catalogue task, its measured gaps (`CATALOGUE_GAPS`).
     """
 
     name: str
@@ -163,6 +257,7 @@ class TaskPreset:
     objective: str = "domain-mean"
     baselines: tuple[str, ...] = ("natural", "uniform", "tempered")
     required: Mapping[str, str] = field(default_factory=dict)
+    gaps: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend_options", MappingProxyType(dict(self.backend_options)))
@@ -221,6 +316,17 @@ TASK_PRESETS: dict[str, TaskPreset] = {
             },
         ),
     )
+} | {
+    f"mix-{name}": TaskPreset(
+        f"mix-{name}",
+        f"mixgym/MixingCatalogue{name.capitalize()}-v0",
+        f"catalogue task {name!r}: " + ", ".join(f"{d.name} ({d.kind}, {d.size})" for d in domains),
+        "toy",
+        {"domains": domains, "total_steps": CATALOGUE_STEPS},
+        baselines=("natural", "uniform", "oracle"),
+        gaps=CATALOGUE_GAPS.get(name, ""),
+    )
+    for name, domains in CATALOGUE_DOMAINS.items()
 }
 """Every task, by name."""
 

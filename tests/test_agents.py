@@ -312,7 +312,7 @@ def test_static_agents() -> None:
     env = env_for("uniform")
     assert np.allclose(make_agent("natural", env).predict(None)[0], 0.2)  # equal domain sizes at K=5
     assert np.allclose(make_agent("fixed", env, mixture=[2, 1, 1, 0, 0]).predict(None)[0], [0.5, 0.25, 0.25, 0, 0])
-    oracle = make_agent("oracle", env, n_random=2, rounds=1)
+    oracle = make_agent("oracle", env, search_seeds=(0, 1), n_random=2, rounds=1)
     assert oracle.predict(None)[0].sum() == pytest.approx(1.0, abs=1e-6)
     random = make_agent("random", env, seed=1)
     results = evaluate(random, env, episodes=1, seed=0)
@@ -362,8 +362,8 @@ def test_proxy_policy_transfers_to_a_larger_model(tmp_path) -> None:
 
 def test_oracle_run_through_the_env_equals_schedule_objective_on_its_backend_seeds() -> None:
     env = env_for("oracle", total_steps=100)
-    result = oracle_mixture(env.backend.config, n_random=2, rounds=1)
-    finals = evaluate(make_agent("oracle", env, n_random=2, rounds=1), env, episodes=2, seed=100).final_objectives()
+    result = oracle_mixture(env.backend.config, seeds=(0, 1), n_random=2, rounds=1)
+    finals = evaluate(make_agent("oracle", env, search_seeds=(0, 1), n_random=2, rounds=1), env, episodes=2, seed=100).final_objectives()
     # env.reset(seed=s) seeds the backend with the first draw of Gymnasium's np_random(s)
     backend_seeds = [int(np.random.default_rng(s).integers(2**31 - 1)) for s in (100, 101)]
     expected = [schedule_objective(env.backend, result.mixtures, (seed,)) for seed in backend_seeds]

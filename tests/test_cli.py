@@ -30,8 +30,11 @@ def test_demo_quick_writes_table_figure_and_results(tmp_path, capsys) -> None:
     summary = (tmp_path / "summary.md").read_text()
     assert "regret vs oracle" in summary and summary.count("\n") == len(cli.DEMO_AGENTS) + 3
     assert "decisions to natural's final loss" in summary and "decisions to uniform's final loss" in summary
-    assert "toy task pile22" in out and {"natural", "uniform"} <= set(cli.DEMO_AGENTS)
-    assert len(Results.load(tmp_path / "natural").domains) == 22
+    assert "toy task mix-pilemix" in out and {"natural", "uniform"} <= set(cli.DEMO_AGENTS)
+    assert len(Results.load(tmp_path / "natural").domains) == 9
+    # regret only against an oracle that beats uniform beyond noise on the target seeds
+    oracle_row = next(line for line in summary.splitlines() if line.startswith("| oracle |"))
+    assert "oracle not separable from uniform" in oracle_row or "+0.0000 (+0.0%)" in oracle_row
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert load_agent(tmp_path / "acodm" / "policy.zip").name == "acodm"
 

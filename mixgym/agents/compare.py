@@ -18,7 +18,10 @@ objectives are the targets of "decisions to reach" (the papers measure against n
 which on a skewed corpus is far from uniform).
 
 `Comparison.summary` has, per contender: final objective (mean and sd over seeds), regret
-vs the oracle (absolute and relative), for natural and for uniform the first decision at
+vs the oracle (absolute and relative; only where the oracle beats uniform beyond noise, the
+90% CI of their per-seed difference excluding 0, else NaN and the table says "oracle not
+separable from uniform"), the RL agents' gradient updates (a row of 0 is marked
+"untrained"), for natural and for uniform the first decision at
 which the mean objective curve reaches that baseline's final objective and how many fewer
 that is than the baseline needs, and wall time (learning plus evaluation).
 `Comparison.plot` draws the mean mixture each contender trained on over the run (the
@@ -119,10 +122,26 @@ class Comparison:
     results: dict[str, Results]
     modes: dict[str, str]
     seconds: dict[str, float]
+    updates: dict[str, int] = field(default_factory=dict)
+    """Gradient-update rounds of each RL contender's learning (absent: not an RL agent)."""
+
+    def oracle_separable(self, oracle: str = "oracle", reference: str = "uniform") -> bool:
+        """Whether the oracle beats `reference` beyond noise: the 90% CI of their per-seed
+        difference on the target seeds (the same seeds: common random numbers) excludes 0."""
+        from mixgym.llm_backend.oracle import mean_ci
+
+        if oracle not in self.results or reference not in self.results:
+            return False
+        ours, theirs = self.results[oracle].final_objectives(), self.results[reference].final_objectives()
+        if len(ours) < 2 or len(ours) != len(theirs):
+            return False
+        gap, half = mean_ci(np.asarray(theirs) - np.asarray(ours))
+        return gap - half > 0
 
     def summary(self, oracle: str = "oracle", baselines: tuple[str, ...] = REFERENCES[:2]) -> pd.DataFrame:
-        """One row per contender; see the module docstring for the columns."""
-        best = float(self.results[oracle].final_objectives().mean())
+        """One row per contender; see the module docstring for the columns. Regret is NaN
+        unless the oracle is separable from uniform (`oracle_separable`)."""
+        best = float(self.results[oracle].final_objectives().mean()) if self.oracle_separable(oracle) else np.nan
         targets = {b: float(self.results[b].final_objectives().mean()) for b in baselines}
         needed = {b: self.results[b].decisions_to_reach(targets[b]) for b in baselines}
         rows = []
@@ -135,6 +154,7 @@ class Comparison:
                 "final_sd": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,
                 "regret": float(finals.mean()) - best,
                 "regret_pct": 100.0 * (float(finals.mean()) - best) / best,
+                "updates": self.updates.get(name, np.nan),
             }
             for baseline in baselines:
                 reached = results.decisions_to_reach(targets[baseline])
@@ -238,11 +258,15 @@ def compare(
         folder = Path(save_dir) / contender.name.replace(" ", "_") if save_dir is not None else None
         if contender.mode == "online":
             run_seeds = list(range(first_seed, first_seed + seeds))
-            results, _ = learn_online(contender.agent, env, run_seeds, on_decision=tick, **contender.overrides)
+            results, agents = learn_online(contender.agent, env, run_seeds, on_decision=tick, **contender.overrides)
+            if all(hasattr(a, "updates") for a in agents):
+                comparison.updates[contender.name] = min(int(a.updates) for a in agents)
         else:
             if contender.mode == "proxy":
                 agent = make_agent(contender.agent, contender.env(proxy), **contender.overrides)
                 agent.learn(train_decisions, callback=_Tick(tick) if tick is not None else None)
+                if hasattr(agent, "updates"):
+                    comparison.updates[contender.name] = int(agent.updates)
                 if folder is not None:
                     agent.save(folder / "policy.zip")
             else:
@@ -280,10 +304,12 @@ def table_rows(summary: pd.DataFrame) -> list[tuple[str, ...]]:
     """The summary's rows as text, one cell per `HEADER` column."""
     return [
         (
-            str(row["agent"]),
+            str(row["agent"]) + (" (0 updates: untrained)" if row.get("updates") == 0 else ""),
             str(row["mode"]),
             f"{row['final_objective']:.4f} ± {row['final_sd']:.4f}",
-            f"{row['regret']:+.4f} ({row['regret_pct']:+.1f}%)",
+            "oracle not separable from uniform"
+            if pd.isna(row["regret"])
+            else f"{row['regret']:+.4f} ({row['regret_pct']:+.1f}%)",
             _reached(row, "natural"),
             _reached(row, "uniform"),
             f"{row['wall_s']:.1f}",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -221,6 +222,39 @@ class WarmupConfig(SB3Config):
             raise ValueError(f"prior must be 'natural' or 'uniform', got {self.prior!r}")
 
 
+class ZeroUpdateWarning(UserWarning):
+    """An RL agent's ``learn`` makes no gradient update: its policy is its initialisation."""
+
+
+def planned_updates(model: BaseAlgorithm, total_timesteps: int) -> int:
+    """Gradient-update rounds SB3 will make in ``learn(total_timesteps)`` from a fresh count (an
+    upper bound for off-policy models; 0 is exact): PPO trains after each full rollout of
+    ``n_steps * n_envs`` decisions (`mixgym.agents.rollouts`: a last partial one is not trained
+    on); DDPG/TD3/SAC train after `learning_starts` decisions, every ``train_freq``."""
+    envs = max(1, int(getattr(model, "n_envs", 1) or 1))
+    if isinstance(model, OnPolicyAlgorithm):
+        return (total_timesteps // (model.n_steps * envs)) * int(getattr(model, "n_epochs", 1))
+    after = total_timesteps - int(getattr(model, "learning_starts", 0))
+    gradient_steps = int(getattr(model, "gradient_steps", 1))
+    freq = getattr(model, "train_freq", None)
+    every = int(getattr(freq, "frequency", 1) or 1)
+    return 0 if gradient_steps == 0 else max(0, after) // every * max(gradient_steps, 1)  # -1: one per decision
+
+
+def zero_update_message(name: str, model: BaseAlgorithm, total_timesteps: int) -> str:
+    """Why agent `name` will make no gradient update in `total_timesteps` decisions."""
+    if isinstance(model, OnPolicyAlgorithm):
+        return (
+            f"agent {name!r} makes zero gradient updates: its rollout of n_steps={model.n_steps} x {model.n_envs} env(s) "
+            f"is longer than the {total_timesteps} decisions it learns for; lower n_steps or learn for more decisions"
+        )
+    return (
+        f"agent {name!r} makes zero gradient updates: learning_starts={getattr(model, 'learning_starts', 0)} "
+        f"(gradient_steps={getattr(model, 'gradient_steps', 1)}) is not below the {total_timesteps} decisions it "
+        "learns for; lower learning_starts or learn for more decisions"
+    )
+
+
 class SB3Agent:
     """A stock SB3 model (`model`) with a preset's warm-up around its ``learn``.
 
@@ -275,8 +309,18 @@ class SB3Agent:
             cloning = getattr(self.config, "behaviour_cloning", False) and not self._frozen
             if cloning and self._warmup is not None and self._warmup.remaining > 0:
                 callbacks.append(BehaviourCloning())
+        fresh = learn_kwargs.get("reset_num_timesteps", True)
+        if fresh and planned_updates(self.model, int(total_timesteps)) == 0:
+            warnings.warn(zero_update_message(self.name, self.model, int(total_timesteps)), ZeroUpdateWarning, stacklevel=2)
         self.model.learn(total_timesteps, callback=callbacks or None, progress_bar=progress_bar, **learn_kwargs)
         return self
+
+    @property
+    def updates(self) -> int:
+        """Gradient-update rounds the model has made (SB3's ``_n_updates``, saved with it: a
+        resumed run counts the updates before its checkpoint too); 0 means the policy is its
+        initialisation."""
+        return int(getattr(self.model, "_n_updates", 0))
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything ``learn`` needs to continue bit-identically (see `mixgym.experiment`):

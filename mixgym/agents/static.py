@@ -21,7 +21,7 @@ from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
 from mixgym.llm_backend.base import normalised_mixture
 from mixgym.validation import integer, number
-from mixgym.llm_backend.oracle import oracle_mixture
+from mixgym.llm_backend.oracle import SEARCH_SEEDS, oracle_mixture
 from mixgym.llm_backend.toy import ToyBackend
 
 
@@ -107,15 +107,15 @@ class OracleConfig(MixerConfig):
     """Options of the ``oracle`` agent: the arguments of the toy's oracle search."""
 
     search_seeds: tuple[int, ...] = field(
-        default=(0, 1, 2), metadata={"help": "run seeds the search averages over (oracle_mixture's default)"}
+        default=SEARCH_SEEDS, metadata={"help": "run seeds the search averages over, at least 2 (oracle_mixture's default: 0-29)"}
     )
-    n_random: int = field(default=32, metadata={"help": "random Dirichlet starts of the search"})
+    n_random: int = field(default=8, metadata={"help": "random Dirichlet starts of the search (besides the structured ones)"})
     rounds: int = field(default=8, metadata={"help": "coordinate-search rounds"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.search_seeds:
-            raise ValueError("search_seeds must name at least one run seed")
+        if len(set(self.search_seeds)) < 2:
+            raise ValueError(f"search_seeds must name at least 2 distinct run seeds, got {self.search_seeds!r}")
         for seed in self.search_seeds:
             integer("search_seeds entry", seed, 0, 2**32 - 1)
         integer("n_random", self.n_random, 0, 100_000)  # each start is one evaluation of len(search_seeds) runs

@@ -58,6 +58,9 @@ def run_cell(cell: Cell, directory: Path, oracles: dict[str, float] | None = Non
         "reward_time": reward_time,
         **scoring(target if cell.mode == "proxy" else finished.env),
     }
+    agent = (trained if cell.mode == "proxy" else finished).agent
+    if hasattr(agent, "updates"):  # an RL agent: how many gradient updates it made (0: untrained)
+        summary["updates"] = int(agent.updates)
     averaged = results.final_report("time_averaged_mixture")  # DoReMi's output
     if averaged is not None:
         summary["time_averaged_mixture"] = {d: float(w) for d, w in averaged.items()}

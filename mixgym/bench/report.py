@@ -8,7 +8,8 @@ reference baseline (`REFERENCES`: natural and uniform) on the same backend and s
 the baseline's steps)``: the papers' "x% fewer iterations to reach the baseline's final
 perplexity"; NaN where the baseline's final value is no better than where it started, as
 when a worst-domain loss rises). Also: final objective of the env and
-regret against the oracle static mixture (toy backends), the per-domain final held-out
+regret against the oracle static mixture (toy backends; NaN on a backend where the grid ran the
+oracle and uniform on >= 2 seeds and the oracle does not beat uniform beyond noise), the per-domain final held-out
 losses, the total variation distance of the mean mixture trained on (realised) from uniform
 and from natural -- which says whether a gain over natural is explained by moving towards
 uniform -- wall time and reward time. Per group (agent, reward, backend): mean and standard
@@ -102,6 +103,7 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
             "final_objective": summary["final_objective"],
             "oracle_objective": summary.get("oracle_objective", np.nan),
             "wall_time_s": summary["wall_time"],
+            "updates": summary.get("updates", np.nan),
             "reward_time_s": summary["reward_time"],
             "total_steps": int(trajectory["step"].iloc[-1]),
             "objective_equal_compute": objective_at_compute(trajectory, float(trajectory["step"].max())),
@@ -119,6 +121,8 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
     if table.empty:
         return table, trajectories
     table["regret"] = table["final_objective"] - table["oracle_objective"]
+    for backend in _oracle_not_separable(table):  # no regret against an oracle that does not beat uniform
+        table.loc[table["backend"] == backend, "regret"] = np.nan
     for reference in REFERENCES:
         base = table[table["agent"] == reference].set_index(["backend", "seed"])
         for name in [c[: -len("/final")] for c in table.columns if c.endswith("/final")]:
@@ -140,6 +144,23 @@ def collect(outcomes: list[CellOutcome]) -> tuple[pd.DataFrame, dict[str, pd.Dat
     return table, trajectories
 
 
+def _oracle_not_separable(table: pd.DataFrame) -> list[str]:
+    """Backends whose grid ran the oracle and uniform on >= 2 common seeds and where the 90% CI
+    of their per-seed difference does not exclude 0 on the oracle's side."""
+    from mixgym.llm_backend.oracle import mean_ci
+
+    out = []
+    for backend, rows in table.groupby("backend"):
+        oracle = rows[rows["agent"] == "oracle"].set_index("seed")["final_objective"]
+        uniform = rows[rows["agent"] == "uniform"].set_index("seed")["final_objective"]
+        paired = (uniform - oracle).dropna()
+        if len(paired) >= 2:
+            gap, half = mean_ci(paired.to_numpy())
+            if not gap - half > 0:
+                out.append(backend)
+    return out
+
+
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds for every numeric column, per group (means of
     steps and savings are over the seeds that reached the baseline)."""
@@ -147,6 +168,8 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby(GROUP)[numeric]
     summary = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
     summary.insert(0, "seeds", table.groupby(GROUP).size())
+    if "updates" in table:  # a group with a cell that never updated is marked in every table
+        summary["updates_min"] = table.groupby(GROUP)["updates"].min()
     if "objective" in table:
         summary.insert(1, "objective", table.groupby(GROUP)["objective"].first())
     return summary.reset_index()
@@ -190,7 +213,9 @@ def _objective_table(
     """One Markdown table of `markdown`: `summary`'s rows, best `name` first."""
     lines = [heading, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in summary.sort_values(f"{name}/final_mean").iterrows():
-        cells = [str(row["agent"]), str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
+        untrained = row.get("updates_min", np.nan) == 0
+        agent = str(row["agent"]) + (" (0 updates: untrained)" if untrained else "")
+        cells = [agent, str(row["reward"]), str(row["backend"]), str(int(row["seeds"])), _cell(row, f"{name}/final", 4)]
         for reference in REFERENCES:
             text = _cell(row, f"{name}/saved_vs_{reference}", 1, "not reached")
             reached = row.get(f"{name}/reached_{reference}_mean", np.nan)

@@ -39,8 +39,9 @@ from mixgym.llm_backend.base import BackendInfo, normalised_mixture
 
 OBJECTIVES = ("domain-mean", "natural", "worst-domain")
 """Objectives by name (explicit weights are the fourth kind)."""
-JUNK_KINDS = frozenset({"noise", "duplicate"})
-"""Domain kinds that no named objective scores."""
+JUNK_KINDS = frozenset({"noise", "duplicate", "contradict", "primer"})
+"""Domain kinds that no named objective scores (the toy's "contradict" and "primer" are training
+sources that undo or stand in for another domain, `mixgym.llm_backend.toy`)."""
 
 ObjectiveSpec = str | Sequence[float]
 """A name from `OBJECTIVES` or K non-negative weights with a positive sum."""

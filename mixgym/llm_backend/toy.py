@@ -25,6 +25,29 @@ conflict   minus the first "easy" domain's function, on nearly the same inputs
 related    0.7 of the first "hard" head plus 0.3 of its own, nearby inputs (transfer)
 ========== ===========================================================================
 
+Four more kinds (`TASK_KINDS`) behave exactly as named; the task catalogue
+(`mixgym.tasks`) builds its unit tasks from them, and no default task uses them:
+
+========== ===========================================================================
+kind       data
+========== ===========================================================================
+duplicate  copies of the source's training examples: its rows *are* the first
+           ``share`` of the source's pool (repeated up to `size`), with the source's tag.
+           Training on it spends budget on examples the source already has; no named
+           objective scores it (`mixgym.llm_backend.objectives.JUNK_KINDS`)
+contradict the source's inputs and tag, the opposite target: a conflict the domain tag
+           cannot separate; not scored (junk that undoes the source)
+crawl      a large noisy crawl: each example copies the input of a random scored
+           domain; a ``share`` of them carry that domain's target, the rest pure noise;
+           its own tag; scored
+primer     the source's inputs, tag and head at a lower difficulty (an easy version
+           of it): useful early, misleading late (curriculum); not scored
+========== ===========================================================================
+
+Any domain may have a finite `DomainSpec.pool` of distinct examples smaller than its
+`size`: its `size` rows are the pool repeated, so its natural share counts the repeats
+(data-constrained: more epochs of the same examples).
+
 The student is a 3-layer tanh MLP (d -> h -> h -> 1, the first layer's bias as a constant
 input, no other biases: targets have mean 0) trained by SGD with momentum and a cosine
 learning-rate schedule on the mean squared error; each example's domain is drawn from
@@ -57,7 +80,7 @@ from mixgym.llm_backend.base import (
     check_split,
     validate_mixture,
 )
-from mixgym.llm_backend.objectives import make_objective
+from mixgym.llm_backend.objectives import JUNK_KINDS, make_objective
 from mixgym.llm_backend.whatif import (
     WhatIfCache,
     WhatIfRequest,
@@ -75,6 +98,9 @@ from mixgym.validation import check_field_types, integer, number
 
 DOMAIN_KINDS = ("easy", "hard", "noise", "redundant", "conflict", "related")
 """Domain archetypes, in the order `default_domains` hands them out."""
+TASK_KINDS = ("duplicate", "contradict", "crawl", "primer")
+"""Archetypes that behave exactly as named, for the task catalogue (`mixgym.tasks`); no default
+task uses them (see the module docstring's second table)."""
 
 _KIND_DEFAULTS: dict[str, tuple[float, float]] = {
     # kind: (difficulty, label-noise fraction)
@@ -86,7 +112,10 @@ _KIND_DEFAULTS: dict[str, tuple[float, float]] = {
     "related": (2.0, 0.1),
 }
 _TOKEN_BINS = 8
-_SOURCE_KINDS = ("redundant", "related", "conflict")
+_SOURCE_KINDS = ("redundant", "related", "conflict", "duplicate", "contradict", "primer")
+_KIND_DEFAULTS.update({"duplicate": (2.5, 0.05), "contradict": (0.5, 0.05), "crawl": (1.0, 0.1), "primer": (0.5, 0.05)})
+_CRAWL_SHARE = 0.3
+"""Default share of a "crawl" domain's examples that carry signal (`DomainSpec.share`)."""
 _SIZE_OPTIONS = ("input_dim", "hidden_dim", "teacher_units", "batch_size", "eval_size", "probe_size")
 MAX_DOMAINS = 10_000
 MAX_INPUT_SCALE = 1e6
@@ -107,9 +136,15 @@ class DomainSpec:
         difficulty: scale s of the teacher's input; larger is more non-linear.
         noise: fraction of target variance that is label noise, in [0, 1].
         size: number of training examples (sampled with replacement: small domains repeat).
-        source: for "redundant", "related" and "conflict": the name of the earlier domain it
-            repeats, borrows from or contradicts; None is the first "hard" domain (redundant,
-            related) or the first "easy" one (conflict).
+        source: for "redundant", "related", "conflict", "duplicate", "contradict" and "primer":
+            the name of the earlier domain it repeats, borrows from, contradicts or primes;
+            None is the first "hard" domain (redundant, related, duplicate, primer) or the first
+            "easy" one (conflict, contradict).
+        pool: distinct examples, 1 to `size`; the `size` rows repeat them (a data-constrained
+            domain). None: `size` distinct examples.
+        share: for "duplicate", the share of the source's distinct examples it copies; for
+            "crawl", the share of its examples that carry signal; in (0, 1]. None: 1 for a
+            duplicate, 0.3 for a crawl.
     """
 
     name: str
@@ -118,14 +153,22 @@ class DomainSpec:
     noise: float
     size: int
     source: str | None = None
+    pool: int | None = None
+    share: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.kind not in DOMAIN_KINDS:
-            raise ValueError(f"unknown domain kind {self.kind!r}; known: {', '.join(DOMAIN_KINDS)}")
+        if self.kind not in DOMAIN_KINDS + TASK_KINDS:
+            raise ValueError(f"unknown domain kind {self.kind!r}; known: {', '.join(DOMAIN_KINDS + TASK_KINDS)}")
         number(f"domain {self.name!r}: noise", self.noise, 0.0, 1.0)
         number(f"domain {self.name!r}: difficulty", self.difficulty, above=0.0)
         integer(f"domain {self.name!r}: size", self.size, 1)
+        if self.pool is not None:
+            integer(f"domain {self.name!r}: pool (distinct examples)", self.pool, 1, self.size)
+        if self.share is not None:
+            if self.kind not in ("duplicate", "crawl"):
+                raise ValueError(f"domain {self.name!r}: only kinds duplicate and crawl take a share, not {self.kind!r}")
+            number(f"domain {self.name!r}: share", self.share, maximum=1.0, above=0.0)
         if self.source is not None and self.kind not in _SOURCE_KINDS:
             raise ValueError(
                 f"domain {self.name!r}: only kinds {', '.join(_SOURCE_KINDS)} take a source, not {self.kind!r}"
@@ -288,11 +331,16 @@ class ToyConfig:
     def fingerprint(self) -> str:
         """A short hash identifying the task and training set-up (for caches and checkpoints).
 
-        `forced_fraction` enters only when it is not 0, so the default keeps the fingerprints
-        (and cached oracles) of the tasks defined before it existed."""
+        `forced_fraction` enters only when it is not 0, and a domain's `pool` and `share` only
+        when set, so the defaults keep the fingerprints (and cached oracles) of the tasks
+        defined before they existed."""
         fields = asdict(self)
         if not self.forced_fraction:
             del fields["forced_fraction"]
+        for domain in fields["domains"]:  # so do the domains' options added later, at None
+            for name in ("pool", "share"):
+                if domain[name] is None:
+                    del domain[name]
         payload = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -334,6 +382,7 @@ def _make_task(cfg: ToyConfig) -> _Task:
     first = {kind: next((i for i, s in enumerate(domains) if s.kind == kind), None) for kind in ("easy", "hard")}
     index = {s.name: i for i, s in enumerate(domains)}
     default_source = {"redundant": first["hard"], "related": first["hard"], "conflict": first["easy"]}
+    default_source.update({"duplicate": first["hard"], "primer": first["hard"], "contradict": first["easy"]})
 
     def source_of(k: int) -> int | None:
         spec = domains[k]
@@ -350,8 +399,12 @@ def _make_task(cfg: ToyConfig) -> _Task:
         if source is None or source >= k:
             means.append(own_mean), heads.append(own_head), scales.append(spec.difficulty)
             continue
-        if spec.kind == "redundant":
+        if spec.kind in ("redundant", "duplicate"):
             means.append(means[source]), heads.append(heads[source])
+        elif spec.kind in ("contradict", "primer"):  # the source's inputs; the opposite or an easier target
+            means.append(means[source]), heads.append(-heads[source] if spec.kind == "contradict" else heads[source])
+            scales.append(domains[source].difficulty if spec.kind == "contradict" else spec.difficulty)
+            continue
         elif spec.kind == "conflict":
             means.append(means[source] + cfg.conflict_offset * unit(rng.standard_normal(d))), heads.append(-heads[source])
         else:  # related
@@ -362,13 +415,17 @@ def _make_task(cfg: ToyConfig) -> _Task:
     k_total = len(domains)
 
     def tag_index(k: int) -> int:
-        """A redundant domain is its source's data, so it carries its source's tag."""
+        """A redundant domain is its source's data, so it carries its source's tag; so do the
+        kinds that must look like their source (duplicate, contradict, primer)."""
         source = source_of(k)
-        return source if domains[k].kind == "redundant" and source is not None else k
+        same_look = ("redundant", "duplicate", "contradict", "primer")
+        return source if domains[k].kind in same_look and source is not None else k
 
     tag_of = [tag_index(k) for k in range(k_total)]
 
     def draw(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if domains[k].kind == "crawl":
+            return draw_crawl(k, n)
         x = means[k] + rng.standard_normal((n, d))
         f = np.tanh(scales[k] * x @ teacher) @ heads[k]
         f = (f - f_mean[k]) / f_std[k]
@@ -378,11 +435,40 @@ def _make_task(cfg: ToyConfig) -> _Task:
         tag[:, -1] = 1.0  # constant input: the first layer's bias
         return np.hstack([x, tag]), np.sqrt(1 - noise) * f + np.sqrt(noise) * rng.standard_normal(n)
 
+    crawled = [j for j, spec in enumerate(domains) if spec.kind not in JUNK_KINDS | {"crawl"}]
+
+    def draw_crawl(k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each example: the input and target of a random scored domain, its target kept with
+        probability `share` (else pure noise), label noise on top, the crawl's own tag."""
+        if not crawled:
+            raise ValueError(f"crawl domain {domains[k].name!r} needs a scored domain to crawl")
+        spec = domains[k]
+        share = _CRAWL_SHARE if spec.share is None else spec.share
+        source = rng.choice(crawled, size=n)
+        xs, ys = np.empty((n, d + k_total + 1)), np.empty(n)
+        for j in crawled:
+            rows = np.flatnonzero(source == j)
+            if len(rows):
+                x, y = draw(j, len(rows))
+                xs[rows], ys[rows] = x, y
+        xs[:, d:] = 0.0
+        xs[:, d + tag_of[k]], xs[:, -1] = cfg.domain_tag, 1.0
+        signal = rng.random(n) < share
+        noisy = np.sqrt(1 - spec.noise) * ys + np.sqrt(spec.noise) * rng.standard_normal(n)
+        return xs, np.where(signal, noisy, rng.standard_normal(n))
+
     calib = [np.tanh(scales[k] * (means[k] + rng.standard_normal((4096, d))) @ teacher) @ heads[k] for k in range(len(domains))]
     f_mean = [c.mean() for c in calib]
     f_std = [c.std() + 1e-12 for c in calib]
 
-    train = [draw(k, s.size) for k, s in enumerate(domains)]
+    train = [draw(k, s.pool or s.size) if s.kind != "duplicate" else None for k, s in enumerate(domains)]
+    for k, spec in enumerate(domains):  # a duplicate copies its source's first distinct examples
+        if spec.kind == "duplicate":
+            source, share = source_of(k), 1.0 if spec.share is None else spec.share
+            x, y = train[source]
+            distinct = max(1, round(share * len(y)))
+            train[k] = (x[:distinct], y[:distinct])
+    train = [(np.resize(x, (s.size, x.shape[1])), np.resize(y, s.size)) for (x, y), s in zip(train, domains)]
     evals = [draw(k, cfg.eval_size) for k in range(len(domains))]
     probes = [draw(k, cfg.probe_size) for k in range(len(domains))]
     valids = [draw(k, cfg.eval_size) for k in range(len(domains))]  # last: every earlier draw unchanged
