@@ -101,7 +101,7 @@ def test_make_demo_prints_first_and_installs_only_the_core() -> None:
 
 
 def test_the_demo_runs_with_no_extra_installed(tmp_path: Path) -> None:
-    extras = ["transformers", "datasets", "tokenizers", "peft", "ray", "scipy", "tensorboard", "syllabus", "minari",
+    extras = ["transformers", "datasets", "tokenizers", "peft", "ray", "tensorboard", "syllabus", "minari",
               "wandb", "torchrl", "tianshou", "skrl", "rl_zoo3", "optuna", "mkdocs"]
     code = (
         "import sys\n"
