@@ -87,8 +87,13 @@ def test_sub_env_i_is_the_single_env_seeded_seed_plus_i() -> None:
 
 
 def test_max_episode_steps_truncates_as_time_limit() -> None:
+    from gymnasium.wrappers import TimeLimit
+
+    # Gymnasium's own TimeLimit: importing rl_zoo3 (as other tests do) patches gymnasium's with one
+    # that adds SB3's "TimeLimit.truncated" key to the info
+    time_limit = TimeLimit if TimeLimit.__module__.startswith("gymnasium") else TimeLimit.__mro__[1]
     native = gym.make_vec("mixgym/Mixing-v1", num_envs=2, total_steps=100, max_episode_steps=3)
-    reference = SyncVectorEnv([lambda: gym.make("mixgym/Mixing-v1", total_steps=100, max_episode_steps=3) for _ in range(2)])
+    reference = SyncVectorEnv([lambda: time_limit(gym.make("mixgym/Mixing-v1", total_steps=100), 3) for _ in range(2)])
     results = rollout(native, 8)
     assert_same(results, rollout(reference, 8))
     assert results[3][3].all() and not results[3][2].any()
