@@ -268,3 +268,20 @@ def test_hf_what_if_on_the_validation_split_with_per_sequence_probes_leaves_the_
     after = backend.state_dict()
     assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
     assert before["step"] == after["step"] and before["streams"][0]["position"] == after["streams"][0]["position"]
+
+
+def test_the_oracle_search_can_score_its_candidates_on_the_validation_split() -> None:
+    from mixgym.agents import make_config
+    from mixgym.llm_backend.oracle import schedule_objectives, search_schedule
+    from mixgym.llm_backend.toy import ToyConfig
+
+    config = ToyConfig(num_domains=3, total_steps=60)
+    schedules = np.array([[[0.2, 0.3, 0.5]], [[0.6, 0.2, 0.2]]])
+    on_eval = schedule_objectives(config, schedules, (0, 1))
+    on_valid = schedule_objectives(config, schedules, (0, 1), split="validation")
+    assert on_eval.shape == on_valid.shape == (2,) and not np.array_equal(on_eval, on_valid)  # other rows
+    valid = search_schedule(config, seeds=(0, 1), n_random=1, rounds=1, use_cache=False, split="validation")
+    assert valid.objective == pytest.approx(schedule_objectives(config, valid.mixtures[None], (0, 1), split="validation")[0])
+    assert make_config("oracle", search_split="validation").search_split == "validation"
+    with pytest.raises(ValueError, match=r"split"):
+        search_schedule(config, seeds=(0, 1), split="test")

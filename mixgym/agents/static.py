@@ -19,7 +19,7 @@ import numpy as np
 
 from mixgym.agents.base import EnvFacts
 from mixgym.agents.mixer import MixerConfig, as_json, register_mixer
-from mixgym.llm_backend.base import normalised_mixture
+from mixgym.llm_backend.base import SPLITS, normalised_mixture
 from mixgym.validation import integer, number
 from mixgym.llm_backend.oracle import SEARCH_SEEDS, oracle_mixture
 from mixgym.llm_backend.toy import ToyBackend
@@ -111,6 +111,10 @@ class OracleConfig(MixerConfig):
     )
     n_random: int = field(default=8, metadata={"help": "random Dirichlet starts of the search (besides the structured ones)"})
     rounds: int = field(default=8, metadata={"help": "coordinate-search rounds"})
+    search_split: str = field(
+        default="eval",
+        metadata={"help": "rows the search scores candidates on: 'eval' (the rows that score runs) or 'validation' (disjoint ones)"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +124,8 @@ class OracleConfig(MixerConfig):
             integer("search_seeds entry", seed, 0, 2**32 - 1)
         integer("n_random", self.n_random, 0, 100_000)  # each start is one evaluation of len(search_seeds) runs
         integer("rounds", self.rounds, 0, 10_000)
+        if not isinstance(self.search_split, str) or self.search_split not in SPLITS:
+            raise ValueError(f"search_split must be one of {', '.join(SPLITS)}, got {self.search_split!r}")
 
 
 class DirichletMixer:
@@ -182,7 +188,9 @@ def _oracle(env: gym.Env, config: OracleConfig, facts: EnvFacts) -> StaticMixer:
             "agent 'oracle' needs the toy backend (its best static mixture is found by search), "
             f"got {type(backend).__name__}"
         )
-    result = oracle_mixture(backend.config, seeds=config.search_seeds, n_random=config.n_random, rounds=config.rounds)
+    result = oracle_mixture(
+        backend.config, seeds=config.search_seeds, n_random=config.n_random, rounds=config.rounds, split=config.search_split
+    )
     return StaticMixer(result.mixture)
 
 

@@ -101,5 +101,5 @@ def oracle_objective(backend_options: dict[str, Any], search: dict[str, Any] | N
         options = get_task(options.pop("task")).backend_kwargs(options)
     backend = ToyBackend(**options)
     how = make_config("oracle", **(search or {}))
-    oracle = oracle_mixture(backend.config, seeds=how.search_seeds, n_random=how.n_random, rounds=how.rounds)
+    oracle = oracle_mixture(backend.config, seeds=how.search_seeds, n_random=how.n_random, rounds=how.rounds, split=how.search_split)
     return schedule_objective(backend, oracle.mixtures, ORACLE_EVAL_SEEDS)

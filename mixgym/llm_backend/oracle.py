@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixgym.llm_backend.base import check_split
 from mixgym.llm_backend.toy import ToyBackend, ToyConfig, train_together
 from mixgym.llm_backend.toy_runs import ToyRuns
 
@@ -68,20 +69,22 @@ def schedule_objective(backend: ToyBackend, mixtures: np.ndarray, seeds: tuple[i
     return float(schedule_objectives(backend.config, np.asarray(mixtures)[None], seeds)[0])
 
 
-def schedule_objectives(config: ToyConfig, schedules: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
+def schedule_objectives(config: ToyConfig, schedules: np.ndarray, seeds: tuple[int, ...], split: str = "eval") -> np.ndarray:
     """`schedule_objective` of each of `schedules` (S, P, K): the same numbers as S * len(seeds)
-    runs of `ToyBackend` one after another (`train_schedules`), in a fraction of the time."""
-    values = seed_objectives(config, schedules, seeds)
+    runs of `ToyBackend` one after another (`train_schedules`), in a fraction of the time; scored
+    on `split`'s held-out rows (`ToyBackend.objective`)."""
+    values = seed_objectives(config, schedules, seeds, split)
     return np.array([float(np.mean(list(row))) for row in values])
 
 
-def seed_objectives(config: ToyConfig, schedules: np.ndarray, seeds: tuple[int, ...]) -> np.ndarray:
-    """(S, len(seeds)): the final objective of each schedule of `schedules` (S, P, K) on each run
-    seed, all runs trained together (`schedule_objectives` is its mean over the seeds)."""
+def seed_objectives(config: ToyConfig, schedules: np.ndarray, seeds: tuple[int, ...], split: str = "eval") -> np.ndarray:
+    """(S, len(seeds)): the final objective (on `split`'s rows) of each schedule of `schedules`
+    (S, P, K) on each run seed, all runs trained together (`schedule_objectives` is its mean over
+    the seeds)."""
     schedules = np.asarray(schedules, dtype=np.float64)
     pairs = list(itertools.product(range(len(schedules)), seeds))
     backends, _ = train_schedules(config, schedules[[i for i, _ in pairs]], [seed for _, seed in pairs])
-    return np.array([b.objective() for b in backends]).reshape(len(schedules), len(seeds))
+    return np.array([b.objective(split) for b in backends]).reshape(len(schedules), len(seeds))
 
 
 TEMPERATURES = (0.25, 0.5, 0.75)
@@ -158,8 +161,14 @@ def search_schedule(
     n_random: int = 8,
     rounds: int = 8,
     use_cache: bool = True,
+    split: str = "eval",
 ) -> OracleResult:
-    """Search the best P-phase schedule for `config` (see the module docstring)."""
+    """Search the best P-phase schedule for `config` (see the module docstring). ``split=
+    "validation"`` scores the candidates on the toy's validation split (`Signal.VALIDATION`),
+    rows disjoint from the held-out ones that score a run, so the oracle is not selected on the
+    rows it is judged on (as OP-Mix's ``score_split`` and DoReMi's ``signal="validation_loss"``);
+    the default, "eval", is the search every recorded oracle used."""
+    check_split(split)
     config = config or ToyConfig()
     if phases < 1:
         raise ValueError(f"phases must be >= 1, got {phases!r}")
@@ -172,10 +181,11 @@ def search_schedule(
     key_payload = {
         "task": config.fingerprint(),
         "phases": phases,
-        "seeds": list(seeds),
-        "n_random": n_random,
-        "rounds": rounds,
+        "seeds": [int(seed) for seed in seeds],  # numpy integers are welcome; JSON takes ints
+        "n_random": int(n_random),
+        "rounds": int(rounds),
         "version": SEARCH_VERSION,
+        **({"split": split} if split != "eval" else {}),  # the default keeps the caches' keys
     }
     key = hashlib.sha256(json.dumps(key_payload, sort_keys=True).encode()).hexdigest()[:20]
     path = _cache_dir() / f"oracle-{key}.json"
@@ -194,12 +204,12 @@ def search_schedule(
     def scores(zs: list[np.ndarray]) -> np.ndarray:
         nonlocal evaluations
         evaluations += len(zs)
-        return schedule_objectives(backend.config, _softmax(np.array(zs)), seeds)
+        return schedule_objectives(backend.config, _softmax(np.array(zs)), seeds, split)
 
     rng = np.random.default_rng(0)
     starts = structured_starts(backend.info.domain_sizes) + [np.log(rng.dirichlet(np.ones(k)) + 1e-6) for _ in range(n_random)]
     if phases > 1:
-        static = search_schedule(config, phases=1, seeds=seeds, n_random=n_random, rounds=rounds, use_cache=use_cache)
+        static = search_schedule(config, phases=1, seeds=seeds, n_random=n_random, rounds=rounds, use_cache=use_cache, split=split)
         starts.append(np.log(static.mixture))
     values = scores([np.tile(z, (phases, 1)) for z in starts])
     best, best_value = np.tile(starts[int(np.argmin(values))], (phases, 1)), float(values.min())
