@@ -27,7 +27,7 @@ EXTRAS := hf,bench,cluster,dev,opmix,swarm,syllabus,minari,wandb,docs
 	touch $@
 
 demo: .venv/core
-	@echo "mixgym demo: agents on the pile22 toy task (a few minutes on 2 cores); table and demo.png in mixgym-demo/"
+	@echo "mixgym demo: agents on the mix-pilemix toy task (a few minutes on 2 cores); table and demo.png in mixgym-demo/"
 	$(PY) -m mixgym.cli demo
 
 test: .venv/ready
