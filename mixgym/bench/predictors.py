@@ -166,7 +166,7 @@ def seed_noise(table: pd.DataFrame, objective: str = "objective") -> dict[str, A
     """The swarm's seed noise beside its mixture effects: the mean over mixtures of the
     seed-to-seed sd, the sd of the mixtures' seed-means, and their ratio."""
     per_mixture = table.groupby("mixture_id")[objective]
-    noise = float(per_mixture.std(ddof=1).mean()) if per_mixture.size().min() > 1 else float("nan")
+    noise = float(per_mixture.std(ddof=1).mean())  # over the mixtures with two seeds or more (NaN: none)
     effects = float(per_mixture.mean().std(ddof=1))
     return {"objective": objective, "seed_sd": noise, "mixture_sd": effects, "ratio": effects / noise if noise > 0 else float("nan")}
 
