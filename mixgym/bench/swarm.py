@@ -412,6 +412,11 @@ def _swarm_command(args: Any) -> int:
         args.task, args.mixtures, args.seeds, out, options=dict(args.env), mixture_seed=args.mixture_seed,
         engine=args.engine, workers=args.workers, shard=shard, progress=not args.no_progress,
     )
+    planned = args.mixtures * args.seeds
+    if len(table) < planned:
+        rest = "the other shards run the rest" if shard is not None else "the same command runs the rest"
+        print(f"{len(table)} of {planned} runs in {out / SWARM_FILE}; {rest}")
+        return 0 if shard is not None else 130
     print(f"{len(table)} runs in {out / SWARM_FILE}; `mixgym swarm report {out / SWARM_FILE}` scores the predictors")
     return 0
 
